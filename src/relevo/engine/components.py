@@ -1,0 +1,324 @@
+"""Component base classes: what a plugin subclasses and registers.
+
+Each base class has one method a plugin must write; the host supplies validation,
+batching and bookkeeping around it. Capabilities are class attributes, not probes.
+Heavy stacks (torch, faiss, ...) are imported by subclasses on first use only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+
+from .errors import DimensionError, RequestError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .types import Document
+
+EmbedKind = Literal["query", "document"]
+
+
+class Component(ABC):
+    """Shared bits of every component.
+
+    Attributes:
+        name: the name a plugin registers the component under (set by the host on
+            instances it creates, so ``"minilm"`` and ``"sentence-transformers"`` can
+            share a class).
+        spec_option: option that receives the text after ``:`` in a name such as
+            ``"sentence-transformers:BAAI/bge-small-en-v1.5"``; ``None`` refuses such names.
+        extra: the ``relevo[extra]`` that installs this component's stack.
+    """
+
+    name: ClassVar[str] = ""
+    spec_option: ClassVar[str | None] = None
+    extra: ClassVar[str | None] = None
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable facts about this instance (stored in manifests, printed by the CLI)."""
+        return {"name": getattr(self, "instance_name", None) or self.name}
+
+
+class Embedder(Component):
+    """Turns texts into float32 vectors.
+
+    Subclasses write :meth:`embed_batch`. Attributes ``dim``, ``normalized`` and
+    ``max_length`` must be set once the model is loaded (``dim`` may be a property).
+    """
+
+    dim: int = 0
+    normalized: bool = True
+    max_length: int | None = None
+    batch_size: ClassVar[int] = 32
+    needs_gpu: ClassVar[bool] = False
+
+    @abstractmethod
+    def embed_batch(self, texts: Sequence[str], *, kind: EmbedKind) -> np.ndarray:
+        """Embed one batch; return a float32 array of shape ``(len(texts), dim)``."""
+
+    def fingerprint(self) -> str:
+        """A string that changes whenever the vectors would change (model weights, prompts).
+
+        Used to key embedding caches; the default is the instance description.
+        """
+        import json
+
+        return json.dumps(self.describe(), sort_keys=True)
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: EmbedKind = "query",
+        batch_size: int | None = None,
+        progress: Any = None,
+    ) -> np.ndarray:
+        """Embed ``texts`` in batches sorted by length, returning rows in input order.
+
+        Args:
+            texts: the strings to embed.
+            kind: ``"query"`` or ``"document"``; selects the prompt/prefix.
+            batch_size: overrides the class default.
+            progress: optional callable ``advance(n)`` called after each batch.
+        """
+        if kind not in ("query", "document"):
+            raise RequestError(f"kind must be 'query' or 'document', not {kind!r}")
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise RequestError(f"text #{i} is {type(t).__name__}, expected str")
+        size = batch_size or self.batch_size
+        # Sorting by length keeps padding small inside a batch: the longest texts
+        # go first so a memory problem shows up on the first batch, not the last.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out: np.ndarray | None = None
+        for start in range(0, len(order), size):
+            idx = order[start : start + size]
+            vecs = np.asarray(self.embed_batch([texts[i] for i in idx], kind=kind), dtype=np.float32)
+            if vecs.ndim != 2 or vecs.shape[0] != len(idx):
+                raise DimensionError(
+                    f"embedder {self.name!r} returned shape {vecs.shape} for a batch of {len(idx)} texts"
+                )
+            if out is None:
+                out = np.empty((len(texts), vecs.shape[1]), dtype=np.float32)
+            elif vecs.shape[1] != out.shape[1]:
+                raise DimensionError(
+                    f"embedder {self.name!r} returned {vecs.shape[1]}-d vectors after {out.shape[1]}-d ones"
+                )
+            out[idx] = vecs
+            if progress is not None:
+                progress(len(idx))
+        assert out is not None  # noqa: S101 - texts is non-empty, so one batch ran
+        return out
+
+
+class Index(Component):
+    """An index format: rows ``0..count-1`` are positions, the collection maps them to ids.
+
+    ``input`` says whether :meth:`add` takes texts (sparse / lexical indexes) or float32
+    vectors (dense indexes). Subclasses write ``_add``, ``_search``, ``save_payload`` and
+    ``load_payload``; the base class validates input, and handles removal with a
+    tombstone mask that search filters out (over-fetching to still return ``k`` hits).
+    """
+
+    input: ClassVar[Literal["text", "vectors"]] = "vectors"
+    format_version: ClassVar[int] = 1
+
+    def __init__(self, **options: Any) -> None:
+        self.options: dict[str, Any] = dict(options)
+        self.dim: int | None = options.get("dim")
+        self._deleted: np.ndarray = np.zeros(0, dtype=bool)
+
+    # -- what subclasses write ------------------------------------------------------
+    @abstractmethod
+    def _add(self, items: Any) -> None:
+        """Append texts (list[str]) or vectors (float32 ``(n, dim)``) as new rows."""
+
+    @abstractmethod
+    def _search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(scores, positions)``, each ``(len(queries), k)``, best first.
+
+        Missing results are padded with score ``-inf`` and position ``-1``.
+        """
+
+    @abstractmethod
+    def _count(self) -> int:
+        """Number of rows added so far (removed rows included)."""
+
+    @abstractmethod
+    def save_payload(self, directory: Path) -> dict[str, Any]:
+        """Write native payload files into ``directory`` (already created, temporary).
+
+        Returns the build parameters to record in the manifest; they are handed back to
+        :meth:`load_payload`. Never pickle.
+        """
+
+    @classmethod
+    @abstractmethod
+    def load_payload(cls, directory: Path, params: Mapping[str, Any]) -> Index:
+        """Rebuild an index from ``save_payload``'s files and parameters."""
+
+    # -- what the host supplies -----------------------------------------------------
+    @property
+    def count(self) -> int:
+        """Rows that are searchable (added minus removed)."""
+        return self._count() - int(self._deleted.sum())
+
+    def add(self, items: Any) -> None:
+        if self.input == "vectors":
+            vecs = np.asarray(items)
+            if vecs.ndim != 2:
+                raise DimensionError(f"{self.name}: expected a 2-d array of vectors, got shape {vecs.shape}")
+            if self.dim is not None and vecs.shape[1] != self.dim:
+                raise DimensionError(
+                    f"{self.name}: index holds {self.dim}-d vectors, got {vecs.shape[1]}-d ones. "
+                    "Use the embedder the index was built with, or build a new index."
+                )
+            if not np.isfinite(vecs).all():
+                raise DimensionError(f"{self.name}: vectors contain NaN or infinite values")
+            self.dim = int(vecs.shape[1])
+            items = np.ascontiguousarray(vecs, dtype=np.float32)
+            n = len(items)
+        else:
+            items = list(items)
+            for i, t in enumerate(items):
+                if not isinstance(t, str):
+                    raise RequestError(f"{self.name}: item #{i} is {type(t).__name__}, expected str")
+            n = len(items)
+        if n == 0:
+            return
+        self._add(items)
+        self._deleted = np.concatenate([self._deleted, np.zeros(n, dtype=bool)])
+
+    def remove(self, positions: Sequence[int] | np.ndarray) -> int:
+        """Mark rows as removed; returns how many were newly removed."""
+        pos = np.asarray(positions, dtype=np.int64)
+        if pos.size and (pos.min() < 0 or pos.max() >= self._count()):
+            raise RequestError(f"{self.name}: positions out of range 0..{self._count() - 1}")
+        before = int(self._deleted.sum())
+        self._deleted[pos] = True
+        return int(self._deleted.sum()) - before
+
+    def search(self, queries: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` rows for each query; see ``_search`` for the return contract."""
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise RequestError(f"k must be a positive integer, got {k!r}")
+        if self.input == "vectors":
+            queries = np.asarray(queries, dtype=np.float32)
+            if queries.ndim == 1:
+                queries = queries[None, :]
+            if queries.ndim != 2 or (self.dim is not None and queries.shape[1] != self.dim):
+                raise DimensionError(
+                    f"{self.name}: index holds {self.dim}-d vectors, got queries of shape {queries.shape}. "
+                    "Encode queries with the embedder recorded in the index manifest."
+                )
+            queries = np.ascontiguousarray(queries)
+            nq = queries.shape[0]
+        else:
+            if isinstance(queries, str):
+                queries = [queries]
+            queries = list(queries)
+            nq = len(queries)
+        total = self._count()
+        n_deleted = int(self._deleted.sum())
+        if total == 0 or nq == 0:
+            return (np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64))
+        fetch = min(k + n_deleted, total)
+        scores, pos = self._search(queries, fetch)
+        scores = np.asarray(scores, dtype=np.float32)
+        pos = np.asarray(pos, dtype=np.int64)
+        if n_deleted:
+            keep = (pos >= 0) & ~self._deleted[np.clip(pos, 0, None)]
+            out_s = np.full((nq, k), -np.inf, np.float32)
+            out_p = np.full((nq, k), -1, np.int64)
+            for i in range(nq):
+                sel = np.flatnonzero(keep[i])[:k]
+                out_s[i, : len(sel)] = scores[i, sel]
+                out_p[i, : len(sel)] = pos[i, sel]
+            return out_s, out_p
+        if fetch < k:
+            pad = k - fetch
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            pos = np.pad(pos, ((0, 0), (0, pad)), constant_values=-1)
+        return scores[:, :k], pos[:, :k]
+
+
+class NegativeMiner(Component):
+    """Finds hard negatives for (query, positives) pairs. See the hook spec for the contract."""
+
+    @abstractmethod
+    def mine(
+        self,
+        queries: Mapping[str, str],
+        positives: Mapping[str, Sequence[str]],
+        corpus: Mapping[str, Document],
+        *,
+        retriever: Any,
+        k: int,
+    ) -> Any:
+        """Return, per query id, a list of negative doc ids plus a report of what was dropped."""
+
+
+class PointwiseReranker(Component):
+    """Scores each (query, document) pair independently; higher is more relevant."""
+
+    batch_size: ClassVar[int] = 32
+
+    @abstractmethod
+    def score(self, query: str, docs: Sequence[str]) -> Sequence[float]:
+        """Return one float per document, in input order."""
+
+
+class ListwiseReranker(Component):
+    """Orders a window of documents at once.
+
+    ``permute`` returns a permutation of ``range(len(docs))`` (indices, never texts),
+    best first. The host validates it and repairs missing / repeated indices.
+    """
+
+    window_size: ClassVar[int] = 20
+
+    @abstractmethod
+    def permute(self, query: str, docs: Sequence[str]) -> Sequence[int]:
+        """Return indices of ``docs``, most relevant first."""
+
+
+class ConstrainedDecoder(Component):
+    """Restricts generation to a set of allowed token sequences.
+
+    ``allowed_tokens(batch_id, prefix)`` returns the token ids that may follow
+    ``prefix``; it has the signature of a Hugging Face ``prefix_allowed_tokens_fn``.
+    """
+
+    @abstractmethod
+    def allowed_tokens(self, batch_id: int, prefix: Sequence[int]) -> list[int]:
+        """Token ids allowed after ``prefix`` for sequence ``batch_id``."""
+
+
+def hits_from_arrays(
+    ids: Sequence[str], scores: np.ndarray, positions: np.ndarray
+) -> list[list[tuple[str, float]]]:
+    """Map ``(scores, positions)`` rows from an index to ``(doc_id, score)`` lists."""
+    out: list[list[tuple[str, float]]] = []
+    for srow, prow in zip(scores, positions, strict=True):
+        out.append([(ids[p], float(s)) for s, p in zip(srow, prow, strict=True) if p >= 0])
+    return out
+
+
+__all__ = [
+    "Component",
+    "ConstrainedDecoder",
+    "EmbedKind",
+    "Embedder",
+    "Index",
+    "ListwiseReranker",
+    "NegativeMiner",
+    "PointwiseReranker",
+    "hits_from_arrays",
+]

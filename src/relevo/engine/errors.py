@@ -1,0 +1,125 @@
+"""The one exception hierarchy of relevo.
+
+Every message says what failed, which plugin or file is involved, and what to do.
+
+::
+
+    RelevoError
+    ├── ConfigError              bad option, unknown option, bad environment value
+    ├── MissingDependencyError   a plugin's stack is not installed (names the extra)
+    ├── PluginError              a plugin failed to load, misspelled a hook or raised
+    │   └── RegistrationError    wrong base class, duplicate name
+    ├── UnknownComponentError    no component of that kind under that name
+    ├── CorpusError              malformed corpus line (file + line number)
+    ├── DatasetError             missing queries / qrels / split
+    ├── IndexError_              (exported as ``relevo.IndexFormatError``)
+    │   ├── CorruptIndexError    manifest or payload unreadable / inconsistent
+    │   └── IndexMismatchError   index built with another embedder / dimension
+    ├── DimensionError           vectors of the wrong shape handed to an index
+    └── RequestError             a request the engine refuses (k too large, empty query)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class RelevoError(Exception):
+    """Base class of every error relevo raises on purpose."""
+
+
+class ConfigError(RelevoError, ValueError):
+    """An option, config file or environment variable has an invalid value."""
+
+
+class MissingDependencyError(RelevoError, ImportError):
+    """A plugin needs a package that is not installed.
+
+    Args:
+        package: the import name that failed.
+        extra: the ``relevo[extra]`` that installs it.
+        plugin: the component or plugin that needs it.
+    """
+
+    def __init__(self, package: str, extra: str, plugin: str | None = None) -> None:
+        who = f"{plugin} needs" if plugin else "relevo needs"
+        super().__init__(
+            f"{who} the package {package!r}, which is not installed. "
+            f"Install it with: pip install 'relevo[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+        self.plugin = plugin
+
+
+class PluginError(RelevoError):
+    """A plugin could not be loaded, declared an unknown hook, or raised in a hook."""
+
+
+class RegistrationError(PluginError, TypeError):
+    """A plugin registered something invalid: wrong base class or a clashing name."""
+
+
+class UnknownComponentError(RelevoError, KeyError):
+    """No component of the requested kind is registered under that name."""
+
+    def __init__(self, kind: str, name: str, available: Iterable[str]) -> None:
+        names = sorted(available)
+        listing = ", ".join(names) if names else "(none registered)"
+        msg = (
+            f"unknown {kind} {name!r}. Available {kind}s: {listing}. "
+            "Third-party components appear here once their package is installed; "
+            "`relevo plugins --all` lists what loaded and what failed."
+        )
+        super().__init__(msg)
+        self.kind = kind
+        self.name = name
+        self.available = names
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0])
+
+
+class CorpusError(RelevoError, ValueError):
+    """A corpus file is missing or one of its lines is malformed."""
+
+
+class DatasetError(RelevoError, ValueError):
+    """An evaluation dataset is missing queries, qrels or the requested split."""
+
+
+class IndexFormatError(RelevoError):
+    """Base class of errors about index directories."""
+
+
+class CorruptIndexError(IndexFormatError):
+    """An index directory's manifest or payload is unreadable or inconsistent."""
+
+
+class IndexMismatchError(IndexFormatError):
+    """An index was built with a different embedder, dimension or prefix than requested."""
+
+
+class DimensionError(RelevoError, ValueError):
+    """Vectors handed to an index or returned by an embedder have the wrong shape."""
+
+
+class RequestError(RelevoError, ValueError):
+    """A search or rerank request the engine refuses (empty query, k out of range, ...)."""
+
+
+__all__ = [
+    "ConfigError",
+    "CorpusError",
+    "CorruptIndexError",
+    "DatasetError",
+    "DimensionError",
+    "IndexFormatError",
+    "IndexMismatchError",
+    "MissingDependencyError",
+    "PluginError",
+    "RegistrationError",
+    "RelevoError",
+    "RequestError",
+    "UnknownComponentError",
+]

@@ -24,7 +24,7 @@ class Document:
     id: str
     text: str
     title: str = ""
-    metadata: Mapping[str, Any] = field(default=_EMPTY)
+    metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
     @property
     def content(self) -> str:
@@ -49,7 +49,7 @@ class Hit:
     rank: int
     title: str = ""
     text: str = ""
-    stages: Mapping[str, float] = field(default=_EMPTY)
+    stages: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,61 @@
+"""relevo: a plugin-based retrieval and reranking engine.
+
+``import relevo`` imports no torch, transformers or faiss; plugins import their stack
+on first use.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .engine.components import (
+    ConstrainedDecoder,
+    Embedder,
+    Index,
+    ListwiseReranker,
+    NegativeMiner,
+    PointwiseReranker,
+)
+from .engine.errors import (
+    ConfigError,
+    CorpusError,
+    CorruptIndexError,
+    DatasetError,
+    DimensionError,
+    IndexFormatError,
+    IndexMismatchError,
+    MissingDependencyError,
+    PluginError,
+    RegistrationError,
+    RelevoError,
+    RequestError,
+    UnknownComponentError,
+)
+from .engine.hookspecs import hookimpl
+from .engine.types import Document, Hit
+
+__all__ = [
+    "ConfigError",
+    "ConstrainedDecoder",
+    "CorpusError",
+    "CorruptIndexError",
+    "DatasetError",
+    "DimensionError",
+    "Document",
+    "Embedder",
+    "Hit",
+    "Index",
+    "IndexFormatError",
+    "IndexMismatchError",
+    "ListwiseReranker",
+    "MissingDependencyError",
+    "NegativeMiner",
+    "PluginError",
+    "PointwiseReranker",
+    "RegistrationError",
+    "RelevoError",
+    "RequestError",
+    "UnknownComponentError",
+    "__version__",
+    "hookimpl",
+]

@@ -1,0 +1,126 @@
+"""The plugin contract: every hook relevo calls, typed and documented here.
+
+A plugin is any object (usually a module) with functions decorated by
+``relevo.hookimpl`` whose names match the specs below. Registry hooks receive a
+``register`` callable owned by the host: it checks the base class, stamps which plugin
+registered the component, and refuses a name that another plugin already took.
+
+Order: bundled plugins are registered first and third-party plugins after them, and
+the host calls registry hooks one plugin at a time in that order, so a failure in one
+plugin never hides the components of another. Names are first-come: a third-party
+plugin cannot silently replace a bundled component; the clash is reported naming both.
+
+Hooks evolve by adding arguments only; an implementation may accept any subset.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import pluggy
+
+PROJECT_NAME = "relevo"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import click
+
+    from .components import Component
+
+
+class Register(Protocol):
+    """The callable handed to registry hooks.
+
+    ``register(cls, name=None, *, options=None, description=None)``:
+
+    - ``cls``: a subclass of the hook's base class (checked: ``TypeError`` otherwise).
+    - ``name``: the public name; defaults to ``cls.name``. ``"minilm"`` and
+      ``"sentence-transformers"`` may share a class with different ``options``.
+    - ``options``: default keyword arguments for the constructor; user options override.
+    - ``description``: one line for ``relevo plugins``.
+    """
+
+    def __call__(
+        self,
+        cls: type[Component],
+        name: str | None = None,
+        *,
+        options: dict[str, object] | None = None,
+        description: str | None = None,
+    ) -> None: ...
+
+
+@hookspec
+def register_embedders(register: Register) -> None:
+    """Register :class:`relevo.Embedder` subclasses.
+
+    Called once per Engine, the first time a component registry is needed. An embedder
+    turns texts into a float32 array ``(n, dim)`` via ``embed(texts, kind="query" |
+    "document")`` and exposes ``dim``, ``normalized`` and ``max_length``. Constructors
+    must be cheap: load weights lazily on the first ``embed``.
+    """
+
+
+@hookspec
+def register_negative_miners(register: Register) -> None:
+    """Register :class:`relevo.NegativeMiner` subclasses.
+
+    ``mine(queries, positives, corpus, *, retriever, k)`` returns negatives per query
+    and a report of the candidates it dropped (e.g. suspected false negatives) and why.
+    """
+
+
+@hookspec
+def register_rerankers(register: Register) -> None:
+    """Register :class:`relevo.PointwiseReranker` or :class:`relevo.ListwiseReranker` subclasses.
+
+    Pointwise rerankers return one score per document; listwise rerankers return a
+    permutation of indices. The host runs the window / full-list / pairwise strategies
+    around them and validates every permutation.
+    """
+
+
+@hookspec
+def register_decoders(register: Register) -> None:
+    """Register :class:`relevo.ConstrainedDecoder` subclasses.
+
+    A decoder restricts generation to allowed token sequences (document ids,
+    permutations); ``allowed_tokens(batch_id, prefix)`` doubles as a Hugging Face
+    ``prefix_allowed_tokens_fn``.
+    """
+
+
+@hookspec
+def register_indexes(register: Register) -> None:
+    """Register :class:`relevo.Index` subclasses (index formats).
+
+    An index format implements add / search / save / load over row positions; removal
+    and input validation are supplied by the base class. ``cls.input`` says whether it
+    indexes texts (lexical, learned sparse) or vectors (dense). The registered name is
+    what ``relevo index build --index NAME`` accepts and what manifests record.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``relevo`` click group.
+
+    Called when the CLI starts, after plugins are loaded. Use ``@cli.command()``; raise
+    ``click.ClickException`` for user errors.
+    """
+
+
+__all__ = [
+    "PROJECT_NAME",
+    "Register",
+    "hookimpl",
+    "hookspec",
+    "register_commands",
+    "register_decoders",
+    "register_embedders",
+    "register_indexes",
+    "register_negative_miners",
+    "register_rerankers",
+]

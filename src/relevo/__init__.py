@@ -31,10 +31,14 @@ from .engine.errors import (
     RequestError,
     UnknownComponentError,
 )
+from .engine.collection import Collection
+from .engine.engine import Engine
 from .engine.hookspecs import hookimpl
 from .engine.types import Document, Hit
 
 __all__ = [
+    "Collection",
+    "Engine",
     "ConfigError",
     "ConstrainedDecoder",
     "CorpusError",

@@ -33,8 +33,8 @@ class DocStore:
     def __init__(self, docs: Iterable[Document] = ()) -> None:
         self._docs: list[Document] = []
         self._pos: dict[str, int] = {}
+        self._ids_cache: list[str] = []
         self.extend(docs)
-        self._conn: sqlite3.Connection | None = None
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -42,6 +42,12 @@ class DocStore:
     @property
     def ids(self) -> list[str]:
         return [d.id for d in self._docs]
+
+    def ids_view(self) -> list[str]:
+        """Position -> id list, cached (documents are append-only)."""
+        if len(self._ids_cache) != len(self._docs):
+            self._ids_cache = [d.id for d in self._docs]
+        return self._ids_cache
 
     def extend(self, docs: Iterable[Document]) -> None:
         for d in docs:

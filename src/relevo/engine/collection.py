@@ -1,0 +1,374 @@
+"""A collection: one docstore plus one or more first-stage indexes ("stages").
+
+Several stages are fused with reciprocal-rank fusion (hybrid retrieval). On disk a
+collection is a directory::
+
+    DIR/manifest.json           format "relevo-collection", stages, fusion, checksum
+    DIR/docstore.sqlite         position -> id, title, text, metadata
+    DIR/stages/<i>-<name>/      one index each: manifest.json + native payloads
+
+The whole directory is written to a temporary sibling and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..indexes.docstore import DocStore
+from ..indexes.manifest import atomic_directory, read_manifest, write_manifest
+from .components import Embedder, Index
+from .errors import (
+    ConfigError,
+    CorruptIndexError,
+    DimensionError,
+    IndexMismatchError,
+    RequestError,
+)
+from .fusion import rrf
+from .types import Hit
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .registry import Registry
+
+log = logging.getLogger(__name__)
+
+FORMAT = "relevo-collection"
+FORMAT_VERSION = 1
+MAX_K = 10_000
+MAX_QUERY_CHARS = 100_000
+
+
+@dataclass
+class Stage:
+    """One first-stage index of a collection, with the embedder its vectors came from."""
+
+    name: str
+    index: Index
+    embedder: Embedder | None = None
+    embedder_record: dict[str, Any] | None = None
+
+    @property
+    def dense(self) -> bool:
+        return self.index.input == "vectors"
+
+
+@dataclass
+class Fusion:
+    """How several stages are combined: reciprocal-rank fusion."""
+
+    k: int = 60
+    depth: int = 100
+    weights: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": "rrf", "k": self.k, "depth": self.depth, "weights": self.weights}
+
+
+def embedder_record(embedder: Embedder) -> dict[str, Any]:
+    """What a manifest stores about the embedder, enough to recreate and to verify it."""
+    options = dict(getattr(embedder, "instance_options", {}) or {})
+    try:
+        json.dumps(options)
+    except TypeError as exc:
+        raise ConfigError(f"embedder options must be JSON-serialisable to be recorded in a manifest: {exc}") from exc
+    return {
+        "name": getattr(embedder, "instance_name", None) or embedder.name,
+        "options": options,
+        "dim": int(embedder.dim),
+        "normalized": bool(embedder.normalized),
+        "fingerprint": embedder.fingerprint(),
+        "describe": embedder.describe(),
+    }
+
+
+def _check_queries(queries: Sequence[str], k: int) -> None:
+    if isinstance(queries, str):
+        raise RequestError("pass a list of queries (or use search() for one query).")
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise RequestError(f"k must be a positive integer, got {k!r}.")
+    if k > MAX_K:
+        raise RequestError(f"k={k} is larger than the limit of {MAX_K}; ask for fewer results or page through them.")
+    for i, q in enumerate(queries):
+        if not isinstance(q, str):
+            raise RequestError(f"query #{i} is {type(q).__name__}, expected str.")
+        if not q.strip():
+            raise RequestError(f"query #{i} is empty; give some words to search for.")
+        if len(q) > MAX_QUERY_CHARS:
+            raise RequestError(f"query #{i} has {len(q)} characters, more than the limit of {MAX_QUERY_CHARS}.")
+
+
+class Collection:
+    """Documents plus first-stage indexes; see the module docstring for the layout."""
+
+    def __init__(
+        self,
+        docstore: DocStore,
+        stages: Sequence[Stage],
+        *,
+        corpus_checksum: str,
+        fusion: Fusion | None = None,
+        path: Path | None = None,
+    ) -> None:
+        if not stages:
+            raise ConfigError("a collection needs at least one index stage (e.g. bm25 or faiss-flat).")
+        names = [s.name for s in stages]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"stage names must be unique, got {names}.")
+        self.docstore = docstore
+        self.stages: dict[str, Stage] = {s.name: s for s in stages}
+        self.corpus_checksum = corpus_checksum
+        self.fusion = fusion or Fusion()
+        self.path = path
+
+    def __len__(self) -> int:
+        return len(self.docstore)
+
+    def __repr__(self) -> str:
+        return f"Collection({len(self)} docs, stages={list(self.stages)})"
+
+    # -- search -------------------------------------------------------------------------
+    def _stage_rankings(self, stage: Stage, queries: Sequence[str], fetch: int) -> list[list[tuple[str, float]]]:
+        if stage.dense:
+            if stage.embedder is None:
+                raise ConfigError(f"stage {stage.name!r} is dense but has no embedder.")
+            qv = stage.embedder.embed(queries, kind="query")
+            if stage.index.dim is not None and qv.shape[1] != stage.index.dim:
+                raise IndexMismatchError(
+                    f"stage {stage.name!r} holds {stage.index.dim}-d vectors but embedder "
+                    f"{stage.embedder.name!r} produces {qv.shape[1]}-d ones. Load the index with the embedder "
+                    "recorded in its manifest (`relevo index info DIR` shows it)."
+                )
+            scores, pos = stage.index.search(qv, fetch)
+        else:
+            scores, pos = stage.index.search(list(queries), fetch)
+        ids = self.docstore.ids_view()
+        out = []
+        for srow, prow in zip(scores, pos, strict=True):
+            out.append([(ids[p], float(s)) for s, p in zip(srow, prow, strict=True) if p >= 0])
+        return out
+
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        stages: Sequence[str] | None = None,
+        depth: int | None = None,
+        with_text: bool = True,
+    ) -> list[list[Hit]]:
+        """Search many queries at once (batched encoding and index search).
+
+        Args:
+            queries: query strings.
+            k: hits per query.
+            stages: which stages to use (default all; more than one are fused with RRF).
+            depth: per-stage candidates fused (default ``max(k, fusion.depth)``).
+            with_text: fill ``Hit.title`` / ``Hit.text`` from the docstore.
+        """
+        _check_queries(queries, k)
+        names = list(stages) if stages else list(self.stages)
+        unknown = [n for n in names if n not in self.stages]
+        if unknown:
+            raise RequestError(f"unknown stage(s) {unknown}; this collection has {list(self.stages)}.")
+        if not queries:
+            return []
+        if len(names) == 1:
+            per_stage = {names[0]: self._stage_rankings(self.stages[names[0]], queries, k)}
+        else:
+            fetch = max(k, depth or self.fusion.depth)
+            per_stage = {n: self._stage_rankings(self.stages[n], queries, fetch) for n in names}
+        results: list[list[Hit]] = []
+        for qi in range(len(queries)):
+            if len(names) == 1:
+                ranked = [(d, s, {}) for d, s in per_stage[names[0]][qi][:k]]
+            else:
+                ranked = rrf(
+                    {n: per_stage[n][qi] for n in names},
+                    k=self.fusion.k,
+                    weights=self.fusion.weights or None,
+                    limit=k,
+                )
+            hits = []
+            for rank, (doc_id, score, stage_ranks) in enumerate(ranked, 1):
+                title = text = ""
+                if with_text:
+                    doc = self.docstore.by_id(doc_id)
+                    if doc is not None:
+                        title, text = doc.title, doc.text
+                hits.append(Hit(id=doc_id, score=score, rank=rank, title=title, text=text, stages=stage_ranks))
+            results.append(hits)
+        return results
+
+    def search(self, query: str, k: int = 10, **kwargs: Any) -> list[Hit]:
+        """Search one query; see :meth:`search_batch` for the options."""
+        if not isinstance(query, str):
+            raise RequestError(f"query must be a string, got {type(query).__name__}.")
+        return self.search_batch([query], k, **kwargs)[0]
+
+    # -- persistence --------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "count": len(self.docstore),
+            "corpus_checksum": self.corpus_checksum,
+            "stages": [
+                {
+                    "name": s.name,
+                    "index": getattr(s.index, "instance_name", None) or s.index.name,
+                    "path": f"stages/{i:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', s.name)}",
+                    "embedder": s.embedder_record,
+                }
+                for i, s in enumerate(self.stages.values())
+            ],
+            "fusion": self.fusion.to_dict(),
+        }
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the collection directory atomically; returns its path."""
+        manifest = self.manifest()
+        with atomic_directory(path, overwrite=overwrite) as tmp:
+            self.docstore.save(tmp)
+            for entry, stage in zip(manifest["stages"], self.stages.values(), strict=True):
+                sdir = tmp / entry["path"]
+                sdir.mkdir(parents=True)
+                params = stage.index.save_payload(sdir)
+                np.save(sdir / "deleted.npy", stage.index._deleted, allow_pickle=False)
+                write_manifest(
+                    sdir,
+                    {
+                        "format": entry["index"],
+                        "format_version": stage.index.format_version,
+                        "class": f"{type(stage.index).__module__}.{type(stage.index).__qualname__}",
+                        "count": stage.index._count(),
+                        "dim": stage.index.dim,
+                        "metric": stage.index.options.get("metric", "ip" if stage.dense else "bm25"),
+                        "embedder": stage.embedder_record,
+                        "corpus_checksum": self.corpus_checksum,
+                        "params": params,
+                    },
+                )
+            write_manifest(tmp, manifest)
+        self.path = Path(path)
+        log.info("saved collection (%d docs, stages %s) to %s", len(self), list(self.stages), path)
+        return Path(path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        registry: Registry,
+        *,
+        embedders: Mapping[str, Embedder] | None = None,
+        make_embedder: Any = None,
+    ) -> Collection:
+        """Load a collection directory, verifying every manifest and payload.
+
+        Args:
+            path: the collection directory.
+            registry: resolves index formats and embedders by their recorded names.
+            embedders: optional embedder instances to use, by recorded embedder name;
+                one whose name, dimension or fingerprint differs from the manifest is refused.
+            make_embedder: ``callable(name, options) -> Embedder`` used for the others.
+        """
+        path = Path(path)
+        man = read_manifest(path, expected_format=FORMAT, required=("format", "format_version", "count", "stages"))
+        if man["format_version"] > FORMAT_VERSION:
+            raise CorruptIndexError(
+                f"{path} was written by a newer relevo (collection format {man['format_version']}); upgrade relevo."
+            )
+        docstore = DocStore.load(path, expected_count=int(man["count"]))
+        stages: list[Stage] = []
+        for entry in man["stages"]:
+            sdir = path / entry["path"]
+            sman = read_manifest(sdir, required=("format", "format_version", "count", "params"))
+            fmt = sman["format"]
+            reg, _ = registry.get("index", fmt)
+            if sman["format_version"] > reg.cls.format_version:
+                raise CorruptIndexError(
+                    f"{sdir}: index format {fmt!r} version {sman['format_version']} is newer than this relevo "
+                    f"supports ({reg.cls.format_version}); upgrade relevo or the plugin {reg.plugin!r}."
+                )
+            try:
+                index = reg.cls.load_payload(sdir, sman["params"])
+            except (CorruptIndexError, IndexMismatchError):
+                raise
+            except Exception as exc:
+                raise CorruptIndexError(f"{sdir}: cannot load the {fmt!r} payload ({type(exc).__name__}: {exc}); rebuild the index.") from exc
+            index.instance_name = fmt  # type: ignore[attr-defined]
+            index.plugin_name = reg.plugin  # type: ignore[attr-defined]
+            try:
+                deleted = np.load(sdir / "deleted.npy", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise CorruptIndexError(f"{sdir}/deleted.npy is missing or unreadable ({exc}); rebuild the index.") from exc
+            if index._count() != sman["count"] or deleted.shape != (sman["count"],):
+                raise CorruptIndexError(
+                    f"{sdir}: payload holds {index._count()} rows but the manifest says {sman['count']}; rebuild the index."
+                )
+            if sman["count"] != len(docstore):
+                raise CorruptIndexError(
+                    f"{sdir}: index has {sman['count']} rows but the docstore has {len(docstore)}; rebuild the index."
+                )
+            index._deleted = deleted.astype(bool)
+            record = entry.get("embedder")
+            embedder = None
+            if index.input == "vectors":
+                if not record:
+                    raise CorruptIndexError(f"{sdir}: a dense index without an embedder record; rebuild the index.")
+                embedder = _resolve_embedder(record, sman, embedders or {}, make_embedder, sdir)
+            stages.append(Stage(entry["name"], index, embedder, record))
+        fusion_cfg = man.get("fusion", {})
+        fusion = Fusion(
+            k=int(fusion_cfg.get("k", 60)),
+            depth=int(fusion_cfg.get("depth", 100)),
+            weights=dict(fusion_cfg.get("weights", {})),
+        )
+        return cls(docstore, stages, corpus_checksum=man.get("corpus_checksum", ""), fusion=fusion, path=path)
+
+
+def _resolve_embedder(
+    record: Mapping[str, Any],
+    sman: Mapping[str, Any],
+    given: Mapping[str, Embedder],
+    make: Any,
+    sdir: Path,
+) -> Embedder:
+    name = record["name"]
+    if sman.get("dim") is not None and int(record["dim"]) != int(sman["dim"]):
+        raise CorruptIndexError(f"{sdir}: manifest dimension {sman['dim']} differs from embedder record {record['dim']}.")
+    if given:
+        if name not in given:
+            raise IndexMismatchError(
+                f"{sdir} was built with embedder {name!r} ({record['dim']}-d), but {sorted(given)} was requested. "
+                f"Search it with --embedder {name}, or rebuild the index with the embedder you want."
+            )
+        emb = given[name]
+    else:
+        emb = make(name, dict(record.get("options", {})))
+    if emb.dim and int(emb.dim) != int(record["dim"]):
+        raise IndexMismatchError(
+            f"{sdir} holds {record['dim']}-d vectors from {name!r}, but the embedder gives {emb.dim}-d vectors."
+        )
+    fp = record.get("fingerprint")
+    if fp is not None and emb.fingerprint() != fp:
+        raise IndexMismatchError(
+            f"{sdir} was built with a different configuration of embedder {name!r} (other weights or prompts); "
+            "queries would be encoded differently from the documents. Rebuild the index or use the original model."
+        )
+    return emb
+
+
+def check_vectors(vectors: np.ndarray, embedder: Embedder, n: int) -> None:
+    if vectors.shape[0] != n or (embedder.dim and vectors.shape[1] != embedder.dim):
+        raise DimensionError(f"embedder {embedder.name!r} returned {vectors.shape}, expected ({n}, {embedder.dim}).")
+
+
+__all__ = ["FORMAT", "MAX_K", "Collection", "Fusion", "Stage", "embedder_record"]

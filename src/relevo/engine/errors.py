@@ -66,8 +66,9 @@ class UnknownComponentError(RelevoError, KeyError):
     def __init__(self, kind: str, name: str, available: Iterable[str]) -> None:
         names = sorted(available)
         listing = ", ".join(names) if names else "(none registered)"
+        plural = "indexes" if kind == "index" else f"{kind}s"
         msg = (
-            f"unknown {kind} {name!r}. Available {kind}s: {listing}. "
+            f"unknown {kind} {name!r}. Available {plural}: {listing}. "
             "Third-party components appear here once their package is installed; "
             "`relevo plugins --all` lists what loaded and what failed."
         )

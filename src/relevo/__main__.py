@@ -1,0 +1,5 @@
+"""``python -m relevo`` runs the CLI."""
+
+from .engine.cli import main
+
+main()

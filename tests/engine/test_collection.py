@@ -27,7 +27,8 @@ def test_bm25_collection_finds_the_obvious_document(engine, docs):
     col = engine.index(docs, stages=["bm25"])
     hits = col.search("kitten purr", k=3)
     assert hits[0].id == "d3"
-    assert [h.rank for h in hits] == [1, 2, 3]
+    assert {h.id for h in hits} == {"d1", "d3"}  # the only documents with a query term
+    assert [h.rank for h in hits] == [1, 2]
     assert hits[0].title == "Kittens" and "juvenile" in hits[0].text
 
 
@@ -53,7 +54,8 @@ def test_save_load_round_trip(engine, docs, tmp_path, fmt):
     loaded = engine.load(path)
     after = loaded.search_batch(["cats purr", "programming language", "sunlight plants"], k=5)
     assert [[h.id for h in r] for r in after] == [[h.id for h in r] for r in before]
-    assert np.allclose([[h.score for h in r] for r in after], [[h.score for h in r] for r in before])
+    for a, b in zip(after, before, strict=True):
+        assert np.allclose([h.score for h in a], [h.score for h in b])
     man = json.loads((path / "manifest.json").read_text())
     assert man["format"] == "relevo-collection" and man["count"] == len(docs)
     assert man["corpus_checksum"] == col.corpus_checksum

@@ -301,3 +301,33 @@ def test_abstract_component_is_refused():
 
 def test_registration_error_is_a_type_error():
     assert issubclass(RegistrationError, TypeError)
+
+
+def test_register_commands_adds_subcommands_and_isolates_failures():
+    import click
+    from click.testing import CliRunner
+
+    class Commands:
+        __name__ = "cmds"
+
+        @hookimpl
+        def register_commands(self, cli):
+            @cli.command("hello")
+            @click.argument("who")
+            def hello(who):
+                click.echo(f"hello {who}")
+
+    class BadCommands:
+        __name__ = "bad-cmds"
+
+        @hookimpl
+        def register_commands(self, cli):
+            raise RuntimeError("no commands today")
+
+    group = click.Group("relevo")
+    engine = hermetic(Commands(), BadCommands())
+    with pytest.warns(RuntimeWarning, match="no commands today"):
+        engine.host.call_commands(group)
+    assert CliRunner().invoke(group, ["hello", "world"]).output == "hello world\n"
+    (err,) = engine.plugins()["errors"]
+    assert err["name"] == "bad-cmds" and err["stage"] == "hook register_commands"

@@ -196,6 +196,15 @@ def search_cmd(
 @click.option("--run-out", type=click.Path(dir_okay=False, path_type=Path), help="Write the TREC run file here.")
 @click.option("--rel-level", default=1, show_default=True, help="Minimum relevance counted by MRR/Recall (2 for TREC DL).")
 @click.option("--rebuild", is_flag=True, help="Rebuild the cached indexes instead of reusing them.")
+@click.option("--run", "run_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="First-stage TREC run file replacing --pipeline.")
+@click.option("--rerank", "reranker", help="Reranker name, e.g. cross-encoder:DIR, nanoranker, smollm2.")
+@click.option("--rerank-option", "rerank_options", multiple=True, help="Reranker option KEY=VALUE.")
+@click.option("--strategy", type=click.Choice(["pointwise", "window", "full", "pairwise"]), help="Reranking strategy (default: the reranker's natural one).")
+@click.option("--depth", default=100, show_default=True, type=click.IntRange(min=1), help="Candidates reranked per query.")
+@click.option("--window", type=click.IntRange(min=1), help="Sliding-window size (window strategy).")
+@click.option("--stride", type=click.IntRange(min=1), help="Sliding-window stride (window strategy).")
+@click.option("--passes", default=1, show_default=True, type=click.IntRange(min=1), help="Listwise passes.")
+@click.option("--pairwise-method", default="sliding", show_default=True, type=click.Choice(["allpairs", "sort", "sliding"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def eval_cmd(
@@ -208,30 +217,124 @@ def eval_cmd(
     run_out: Path | None,
     rel_level: int,
     rebuild: bool,
+    run_file: Path | None,
+    reranker: str | None,
+    rerank_options: tuple[str, ...],
+    strategy: str | None,
+    depth: int,
+    window: int | None,
+    stride: int | None,
+    passes: int,
+    pairwise_method: str,
     as_json: bool,
 ) -> None:
-    """Evaluate a retrieval pipeline on a BEIR dataset: nDCG@10, MRR@10, Recall@100."""
-    from .evaluate import evaluate
+    """Evaluate a retrieval pipeline (optionally reranked) on a BEIR dataset: nDCG@10, MRR@10, Recall@100."""
+    from .evaluate import evaluate, load_dataset
+    from .progress import progress_bar
 
     engine = _engine(ctx)
-    report = evaluate(
-        engine,
-        dataset_dir,
-        pipeline=pipeline,
-        split=split,
-        embedder=embedder,
-        limit=limit,
-        rel_level=rel_level,
-        rebuild=rebuild,
-        run_out=run_out,
-    )
+    opts = {k: _parse_value(v) for k, _, v in (o.partition("=") for o in rerank_options)}
+    n_queries = len(load_dataset(dataset_dir, split=split).queries) if reranker else 0
+    n_queries = min(n_queries, limit) if limit else n_queries
+    with progress_bar(n_queries, f"reranking with {reranker}", enabled=engine.progress and reranker is not None) as adv:
+        report = evaluate(
+            engine,
+            dataset_dir,
+            pipeline=pipeline,
+            split=split,
+            embedder=embedder,
+            limit=limit,
+            rel_level=rel_level,
+            rebuild=rebuild,
+            run_out=run_out,
+            run=run_file,
+            rerank=reranker,
+            rerank_options=opts,
+            strategy=strategy,
+            depth=depth,
+            window=window,
+            stride=stride,
+            passes=passes,
+            pairwise_method=pairwise_method,
+            progress=adv,
+        )
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(
-        f"{report['dataset']} [{split}] {pipeline}: nDCG@10 {report['ndcg@10']:.4f}  MRR@10 {report['mrr@10']:.4f}  "
+    line = (
+        f"{report['dataset']} [{split}] {report['pipeline']}: nDCG@10 {report['ndcg@10']:.4f}  MRR@10 {report['mrr@10']:.4f}  "
         f"Recall@100 {report['recall@100']:.4f}  ({report['queries']} queries, {report['seconds']:.1f}s)"
     )
+    if reranker:
+        fs, cost = report["first_stage"], report["cost"]
+        line += (
+            f"\n  reranked by {reranker} ({report['rerank']['strategy']}, depth {depth}); first stage nDCG@10 "
+            f"{fs['ndcg@10']:.4f}; cost: {cost['llm_calls']} LLM calls, {cost['input_tokens']} input / "
+            f"{cost['output_tokens']} output tokens, {report['seconds_per_query']:.2f}s per query"
+        )
+    click.echo(line)
+
+
+@cli.command("rerank")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("query")
+@click.option("--reranker", "reranker", required=True, help="Reranker name, e.g. cross-encoder:DIR, nanoranker, smollm2.")
+@click.option("--rerank-option", "rerank_options", multiple=True, help="Reranker option KEY=VALUE.")
+@click.option("--strategy", type=click.Choice(["pointwise", "window", "full", "pairwise"]))
+@click.option("--depth", default=20, show_default=True, type=click.IntRange(min=1), help="First-stage candidates to rerank.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Hits to print.")
+@click.option("--window", type=click.IntRange(min=1))
+@click.option("--stride", type=click.IntRange(min=1))
+@click.option("--passes", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--pairwise-method", default="sliding", show_default=True, type=click.Choice(["allpairs", "sort", "sliding"]))
+@click.option("--reorder", is_flag=True, help="Order the output for an LLM context: strongest passages at both ends.")
+@click.option("--json", "as_json", is_flag=True, help="Print hits, cost and permutation repairs as JSON.")
+@click.pass_context
+def rerank_cmd(
+    ctx: click.Context,
+    directory: Path,
+    query: str,
+    reranker: str,
+    rerank_options: tuple[str, ...],
+    strategy: str | None,
+    depth: int,
+    k: int,
+    window: int | None,
+    stride: int | None,
+    passes: int,
+    pairwise_method: str,
+    reorder: bool,
+    as_json: bool,
+) -> None:
+    """Search DIR for QUERY and rerank the top --depth candidates."""
+    from .rerank import Reranking, reorder_for_context
+
+    engine = _engine(ctx)
+    collection = engine.load(directory)
+    candidates = collection.search(query, depth)
+    opts = {k_: _parse_value(v) for k_, _, v in (o.partition("=") for o in rerank_options)}
+    runner = Reranking(
+        engine.create("reranker", reranker, **opts),
+        strategy=strategy,
+        window=window,
+        stride=stride,
+        passes=passes,
+        pairwise_method=pairwise_method,
+        top_k=k,
+    )
+    result = runner(query, candidates)
+    hits = result.hits[:k]
+    if reorder:
+        hits = reorder_for_context(hits)
+    if as_json:
+        payload = {"query": query, **result.to_dict(), "hits": [h.to_dict() for h in hits], "reordered": reorder}
+        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+        return
+    for h in hits:
+        snippet = (h.title + " — " if h.title else "") + h.text
+        click.echo(f"{h.rank:>3}. {h.id}  (was {h.stages.get('first_stage_rank', '?')})  {snippet[:140]}")
+    c = result.cost
+    click.echo(f"cost: {c.llm_calls} LLM calls, {c.input_tokens} input / {c.output_tokens} output tokens, {c.seconds:.2f}s", err=True)
 
 
 @cli.command("demo")

@@ -8,6 +8,7 @@ Heavy stacks (torch, faiss, ...) are imported by subclasses on first use only.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -265,7 +266,65 @@ class NegativeMiner(Component):
         """Return, per query id, a list of negative doc ids plus a report of what was dropped."""
 
 
-class PointwiseReranker(Component):
+@dataclass
+class Cost:
+    """Work a reranker did: LLM calls, tokens in and out, wall seconds.
+
+    LLM-backed components add to their ``cost`` as they work; the host measures
+    seconds and reports the difference per call.
+    """
+
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, *, llm_calls: int = 0, input_tokens: int = 0, output_tokens: int = 0, seconds: float = 0.0) -> None:
+        self.llm_calls += llm_calls
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        self.seconds += seconds
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(
+            self.llm_calls + other.llm_calls,
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.seconds + other.seconds,
+        )
+
+    def __sub__(self, other: Cost) -> Cost:
+        return Cost(
+            self.llm_calls - other.llm_calls,
+            self.input_tokens - other.input_tokens,
+            self.output_tokens - other.output_tokens,
+            self.seconds - other.seconds,
+        )
+
+    def copy(self) -> Cost:
+        return Cost(self.llm_calls, self.input_tokens, self.output_tokens, self.seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "llm_calls": self.llm_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "seconds": self.seconds,
+        }
+
+
+class Reranker(Component):
+    """Shared base of the reranker kinds; ``cost`` accumulates LLM work."""
+
+    @property
+    def cost(self) -> Cost:
+        c = self.__dict__.get("_cost")
+        if c is None:
+            c = self.__dict__["_cost"] = Cost()
+        return c
+
+
+class PointwiseReranker(Reranker):
     """Scores each (query, document) pair independently; higher is more relevant."""
 
     batch_size: ClassVar[int] = 32
@@ -275,7 +334,7 @@ class PointwiseReranker(Component):
         """Return one float per document, in input order."""
 
 
-class ListwiseReranker(Component):
+class ListwiseReranker(Reranker):
     """Orders a window of documents at once.
 
     ``permute`` returns a permutation of ``range(len(docs))`` (indices, never texts),
@@ -287,6 +346,18 @@ class ListwiseReranker(Component):
     @abstractmethod
     def permute(self, query: str, docs: Sequence[str]) -> Sequence[int]:
         """Return indices of ``docs``, most relevant first."""
+
+
+class PairwiseReranker(Reranker):
+    """Compares two documents for a query (Pairwise Ranking Prompting).
+
+    The host asks both orders and averages, cancelling position bias, and runs the
+    all-pairs, sorting and sliding strategies around ``compare``.
+    """
+
+    @abstractmethod
+    def compare(self, query: str, doc_a: str, doc_b: str) -> float:
+        """Probability in [0, 1] that ``doc_a`` is more relevant than ``doc_b``."""
 
 
 class ConstrainedDecoder(Component):
@@ -317,8 +388,11 @@ __all__ = [
     "EmbedKind",
     "Embedder",
     "Index",
+    "Cost",
     "ListwiseReranker",
     "NegativeMiner",
+    "PairwiseReranker",
     "PointwiseReranker",
+    "Reranker",
     "hits_from_arrays",
 ]

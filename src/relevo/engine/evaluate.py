@@ -155,6 +155,33 @@ def collection_for(
     return collection, seconds, False
 
 
+def first_stage_from_run(
+    dataset: Dataset, run_path: Path, qids: Sequence[str], depth: int
+) -> tuple[list[list[Hit]], float]:
+    """Candidates from a TREC run file, with titles/texts from the dataset's corpus."""
+    from ..indexes.docstore import DocStore
+    from .corpus import read_trec_run
+
+    t0 = time.perf_counter()
+    docs, _ = read_corpus(dataset.corpus)
+    store = DocStore(docs)
+    run = read_trec_run(run_path)
+    out: list[list[Hit]] = []
+    missing_docs = 0
+    for qid in qids:
+        hits = []
+        for doc_id, score in run.get(qid, [])[:depth]:
+            doc = store.by_id(doc_id)
+            if doc is None:
+                missing_docs += 1
+                continue
+            hits.append(Hit(id=doc_id, score=score, rank=len(hits) + 1, title=doc.title, text=doc.text))
+        out.append(hits)
+    if missing_docs:
+        log.warning("%d run entries name documents absent from the corpus; skipped", missing_docs)
+    return out, time.perf_counter() - t0
+
+
 def evaluate(
     engine: Engine,
     dataset_dir: str | Path,
@@ -167,37 +194,99 @@ def evaluate(
     rel_level: int = 1,
     rebuild: bool = False,
     run_out: str | Path | None = None,
+    run: str | Path | None = None,
+    rerank: str | None = None,
+    rerank_options: Mapping[str, Any] | None = None,
+    strategy: str | None = None,
+    depth: int = 100,
+    window: int | None = None,
+    stride: int | None = None,
+    passes: int = 1,
+    pairwise_method: str = "sliding",
+    progress: Any = None,
 ) -> dict[str, Any]:
-    """Evaluate a first-stage pipeline on a dataset split; returns the metrics report."""
+    """Evaluate a first stage (a pipeline or a TREC run file), optionally reranked.
+
+    With ``rerank``, the top ``depth`` candidates of each query are reordered by the
+    reranker using ``strategy`` and the rest keep their first-stage order; the report
+    then holds the reranked metrics, the first stage's under ``first_stage``, and the
+    summed ``cost`` (``llm_calls``, ``input_tokens``, ``output_tokens``, ``seconds``).
+    """
+    from .components import Cost, Reranker
+    from .rerank import Repairs, Reranking
+
     t_start = time.perf_counter()
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}.")
     if k < 100:
         raise ConfigError("k must be at least 100 so Recall@100 is defined.")
+    if depth < 1:
+        raise ConfigError(f"--depth must be >= 1, got {depth}.")
     dataset = load_dataset(dataset_dir, split=split)
-    stages = pipeline_stages(pipeline, engine.registry, embedder)
-    collection, index_seconds, reused = collection_for(engine, dataset, stages, embedder=embedder, rebuild=rebuild)
     qids = list(dataset.queries)[:limit] if limit else list(dataset.queries)
-    t0 = time.perf_counter()
-    results = collection.search_batch([dataset.queries[q] for q in qids], k, with_text=False)
-    search_seconds = time.perf_counter() - t0
-    run = dict(zip(qids, results, strict=True))
-    metrics = score_run(run, {q: dataset.qrels[q] for q in qids}, rel_level=rel_level)
+    index_seconds, reused, stages = 0.0, True, []
+    if run is not None:
+        results, search_seconds = first_stage_from_run(dataset, Path(run), qids, max(k, depth))
+        source = f"run:{Path(run).name}"
+    else:
+        stages = pipeline_stages(pipeline, engine.registry, embedder)
+        collection, index_seconds, reused = collection_for(engine, dataset, stages, embedder=embedder, rebuild=rebuild)
+        t0 = time.perf_counter()
+        results = collection.search_batch([dataset.queries[q] for q in qids], max(k, depth), with_text=rerank is not None)
+        search_seconds = time.perf_counter() - t0
+        source = pipeline
+    qrels = {q: dataset.qrels[q] for q in qids}
+    first = dict(zip(qids, results, strict=True))
+    report: dict[str, Any] = {"dataset": dataset.name, "split": split, "pipeline": source, "stages": stages}
+    final = first
+    if rerank is not None:
+        reranker = engine.create("reranker", rerank, **dict(rerank_options or {}))
+        assert isinstance(reranker, Reranker)  # noqa: S101 - registry checked the base class
+        runner = Reranking(
+            reranker, strategy=strategy, window=window, stride=stride, passes=passes, pairwise_method=pairwise_method
+        )
+        total, repairs = Cost(), Repairs()
+        final = {}
+        for qid in qids:
+            hits = first[qid]
+            res = runner(dataset.queries[qid], hits[:depth])
+            tail = [
+                Hit(id=h.id, score=h.score, rank=depth + i + 1, title=h.title, text=h.text)
+                for i, h in enumerate(hits[depth:])
+            ]
+            final[qid] = res.hits + tail
+            total = total + res.cost
+            repairs.merge(res.repairs)
+            if progress is not None:
+                progress(1)
+        report["first_stage"] = score_run(first, qrels, rel_level=rel_level)
+        report["rerank"] = {
+            "reranker": rerank,
+            "strategy": runner.strategy,
+            "depth": depth,
+            "window": runner.window if runner.strategy == "window" else None,
+            "stride": runner.stride if runner.strategy == "window" else None,
+            "passes": passes,
+            "pairwise_method": pairwise_method if runner.strategy == "pairwise" else None,
+            "repairs": repairs.to_dict(),
+        }
+        report["cost"] = total.to_dict()
+        report["seconds_per_query"] = total.seconds / len(qids) if qids else 0.0
+    metrics = score_run(final, qrels, rel_level=rel_level)
     if run_out is not None:
-        write_trec_run(Path(run_out), run, f"relevo-{pipeline}")
-    return {
-        "dataset": dataset.name,
-        "split": split,
-        "pipeline": pipeline,
-        "stages": stages,
-        **metrics,
-        "queries": len(qids),
-        "seconds": time.perf_counter() - t_start,
-        "search_seconds": search_seconds,
-        "index_seconds": index_seconds,
-        "index_reused": reused,
-        "qps": len(qids) / search_seconds if search_seconds > 0 else None,
-    }
+        write_trec_run(Path(run_out), final, f"relevo-{source}" + (f"-{rerank}" if rerank else ""))
+    report.update(metrics)
+    report.update(
+        {
+            "queries": len(qids),
+            "seconds": time.perf_counter() - t_start,
+            "search_seconds": search_seconds,
+            "index_seconds": index_seconds,
+            "index_reused": reused,
+            "qps": len(qids) / search_seconds if search_seconds > 0 else None,
+        }
+    )
+    return report
 
 
-__all__ = ["PIPELINES", "Dataset", "evaluate", "load_dataset", "pipeline_stages", "score_run", "write_trec_run"]
+__all__ = ["PIPELINES", "Dataset", "evaluate", "first_stage_from_run", "load_dataset", "pipeline_stages", "score_run", "write_trec_run"]

@@ -18,6 +18,7 @@ from .components import (
     Index,
     ListwiseReranker,
     NegativeMiner,
+    PairwiseReranker,
     PointwiseReranker,
 )
 from .errors import ConfigError, RegistrationError, UnknownComponentError
@@ -41,7 +42,7 @@ KINDS: dict[str, Kind] = {
     for k in (
         Kind("embedder", "register_embedders", (Embedder,)),
         Kind("negative_miner", "register_negative_miners", (NegativeMiner,)),
-        Kind("reranker", "register_rerankers", (PointwiseReranker, ListwiseReranker)),
+        Kind("reranker", "register_rerankers", (PointwiseReranker, ListwiseReranker, PairwiseReranker)),
         Kind("decoder", "register_decoders", (ConstrainedDecoder,)),
         Kind("index", "register_indexes", (Index,)),
     )

@@ -1,0 +1,232 @@
+"""Reranking host: permutation repair, window arithmetic, strategies, cost accounting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relevo import ConfigError, Engine, Hit, ListwiseReranker, PairwiseReranker, PointwiseReranker, hookimpl
+from relevo.engine.cli import cli
+from relevo.engine.rerank import Reranking, reorder_for_context, repair_permutation, window_starts
+from relevo.testing import FakePlugin
+
+
+def hits_for(ids):
+    return [Hit(id=str(i), score=float(len(ids) - r), rank=r + 1, text=f"doc {i}") for r, i in enumerate(ids)]
+
+
+# -- permutation validation ---------------------------------------------------------------
+
+
+@given(st.integers(0, 40).flatmap(lambda n: st.tuples(st.just(n), st.lists(st.integers(-5, 45), max_size=60))))
+def test_repair_always_yields_a_permutation(case):
+    n, raw = case
+    perm, rep = repair_permutation(raw, n)
+    assert sorted(perm) == list(range(n))
+    valid_first = []
+    for x in raw:
+        if 0 <= x < n and x not in valid_first:
+            valid_first.append(x)
+    assert perm[: len(valid_first)] == valid_first  # model's valid choices kept in order
+    assert rep.invalid == sum(1 for x in raw if not 0 <= x < n)
+    assert rep.missing == n - len(valid_first)
+    assert rep.duplicates == sum(1 for x in raw if 0 <= x < n) - len(valid_first)
+
+
+def test_repair_counts_and_is_deterministic():
+    perm, rep = repair_permutation([2, 2, "x", 7, 0], 4)
+    assert perm == [2, 0, 1, 3]
+    assert (rep.invalid, rep.duplicates, rep.missing, rep.calls_repaired) == (2, 1, 2, 1)
+    assert repair_permutation([1, 0], 2)[1].calls_repaired == 0
+
+
+# -- window arithmetic -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "window", "stride", "expected"),
+    [
+        (100, 20, 10, [80, 70, 60, 50, 40, 30, 20, 10, 0]),
+        (25, 20, 10, [5, 0]),  # irregular: last window starts at 0, overlapping more
+        (37, 20, 10, [17, 7, 0]),
+        (10, 20, 10, [0]),  # fewer docs than a window
+        (0, 20, 10, []),
+        (20, 20, 20, [0]),
+    ],
+)
+def test_window_starts(n, window, stride, expected):
+    starts = window_starts(n, window, stride)
+    assert starts == expected
+    covered = set()
+    for s in starts:
+        covered |= set(range(s, min(s + window, n)))
+    assert covered == set(range(n))
+
+
+def test_window_refuses_gaps():
+    with pytest.raises(ConfigError, match="skip"):
+        window_starts(50, 10, 20)
+
+
+class Oracle(ListwiseReranker, PairwiseReranker, PointwiseReranker):
+    """Knows the true order: documents named 'doc N' are better for smaller N."""
+
+    name = "oracle"
+    window_size = 4
+
+    def __init__(self, tokens_per_doc: int = 10):
+        self.seen_windows: list[int] = []
+        self.tokens_per_doc = tokens_per_doc
+
+    def _key(self, d):
+        return int(d.split()[-1])
+
+    def permute(self, query, docs):
+        self.seen_windows.append(len(docs))
+        self.cost.add(llm_calls=1, input_tokens=self.tokens_per_doc * len(docs), output_tokens=2 * len(docs))
+        return sorted(range(len(docs)), key=lambda i: self._key(docs[i]))
+
+    def compare(self, query, a, b):
+        self.cost.add(llm_calls=1, input_tokens=2 * self.tokens_per_doc, output_tokens=1)
+        return 1.0 if self._key(a) < self._key(b) else 0.0
+
+    def score(self, query, docs):
+        return [-self._key(d) for d in docs]
+
+
+SHUFFLED = [7, 3, 9, 0, 5, 1, 8, 2, 6, 4]
+
+
+def test_window_strategy_sorts_with_multiple_passes_and_counts_cost():
+    oracle = Oracle()
+    res = Reranking(oracle, strategy="window", window=4, stride=2, passes=3)("q", hits_for(SHUFFLED))
+    assert [h.id for h in res.hits[:3]] == ["0", "1", "2"]  # one pass bubbles the best up
+    per_pass = len(window_starts(10, 4, 2))
+    assert res.cost.llm_calls == 3 * per_pass == len(oracle.seen_windows)
+    assert res.cost.input_tokens == 10 * sum(oracle.seen_windows)
+    assert res.cost.output_tokens == 2 * sum(oracle.seen_windows)
+    assert res.cost.seconds >= 0 and res.repairs.calls_repaired == 0
+    assert [h.rank for h in res.hits] == list(range(1, 11))
+    assert res.hits[0].stages["first_stage_rank"] == SHUFFLED.index(0) + 1
+
+
+def test_full_strategy_is_one_call_and_exact():
+    oracle = Oracle()
+    res = Reranking(oracle, strategy="full")("q", hits_for(SHUFFLED))
+    assert [h.id for h in res.hits] == [str(i) for i in range(10)]
+    assert res.cost.llm_calls == 1 and res.cost.input_tokens == 100
+
+
+@pytest.mark.parametrize("method", ["allpairs", "sort", "sliding"])
+def test_pairwise_methods_find_the_top(method):
+    oracle = Oracle()
+    res = Reranking(oracle, strategy="pairwise", pairwise_method=method, top_k=3)("q", hits_for(SHUFFLED))
+    assert [h.id for h in res.hits[:3]] == ["0", "1", "2"]
+    assert sorted(h.id for h in res.hits) == sorted(str(i) for i in SHUFFLED)
+    # both prompt orders are asked for every compared pair
+    assert res.cost.llm_calls % 2 == 0 and res.cost.llm_calls > 0
+    if method == "allpairs":
+        assert res.cost.llm_calls == 2 * 45
+        assert [h.id for h in res.hits] == [str(i) for i in range(10)]
+
+
+def test_position_bias_is_cancelled():
+    class AlwaysFirst(PairwiseReranker):
+        name = "first"
+
+        def compare(self, query, a, b):
+            return 0.9  # always prefers whatever is shown first
+
+    res = Reranking(AlwaysFirst(), strategy="pairwise", pairwise_method="allpairs")("q", hits_for([3, 1, 2]))
+    assert [h.id for h in res.hits] == ["3", "1", "2"]  # pure bias gives ties -> first-stage order
+
+
+def test_pointwise_is_stable_and_checks_lengths():
+    class Const(PointwiseReranker):
+        name = "const"
+        batch_size = 3
+
+        def score(self, query, docs):
+            return [1.0] * len(docs)
+
+    res = Reranking(Const())("q", hits_for(SHUFFLED))
+    assert [h.id for h in res.hits] == [str(i) for i in SHUFFLED]
+
+    class Short(PointwiseReranker):
+        name = "short"
+
+        def score(self, query, docs):
+            return [1.0]
+
+    with pytest.raises(Exception, match="returned 1 scores"):
+        Reranking(Short())("q", hits_for([1, 2]))
+
+
+def test_broken_listwise_output_is_repaired_and_counted():
+    class Sloppy(ListwiseReranker):
+        name = "sloppy"
+
+        def permute(self, query, docs):
+            return [1, 1, 99]
+
+    res = Reranking(Sloppy(), strategy="full")("q", hits_for([5, 6, 7, 8]))
+    assert [h.id for h in res.hits] == ["6", "5", "7", "8"]
+    assert res.repairs.to_dict() == {"invalid": 1, "duplicates": 1, "missing": 3, "calls_repaired": 1}
+
+
+def test_strategy_must_match_component():
+    class OnlyPoint(PointwiseReranker):
+        name = "p"
+
+        def score(self, query, docs):
+            return [0.0] * len(docs)
+
+    with pytest.raises(ConfigError, match="cannot run the 'window' strategy"):
+        Reranking(OnlyPoint(), strategy="window")
+
+
+def test_reorder_puts_best_at_both_ends():
+    out = reorder_for_context(hits_for([1, 2, 3, 4, 5]))
+    assert [h.id for h in out] == ["1", "3", "5", "4", "2"]
+    assert reorder_for_context([]) == []
+
+
+def test_inline_listwise_plugin_through_host_and_cli(tmp_path, corpus_file):
+    class ListwisePlugin:
+        __name__ = "inline-listwise"
+
+        @hookimpl
+        def register_rerankers(self, register):
+            register(Oracle, "oracle")
+
+    engine = Engine(plugins=[FakePlugin(), ListwisePlugin()], load_entrypoints=False)
+    reranker = engine.create("reranker", "oracle")
+    assert isinstance(reranker, Oracle)
+    runner = CliRunner()
+    out = tmp_path / "idx"
+    r = runner.invoke(cli, ["index", "build", str(corpus_file), "--out", str(out)], obj={"engine": engine})
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        cli,
+        ["rerank", str(out), "programming language", "--reranker", "word-overlap", "--depth", "5", "--json", "--reorder"],
+        obj={"engine": engine},
+    )
+    assert r.exit_code == 0, r.output
+    payload = json.loads(r.output)
+    assert payload["strategy"] == "pointwise" and payload["reordered"] is True
+    assert set(payload["cost"]) == {"llm_calls", "input_tokens", "output_tokens", "seconds"}
+    assert {h["id"] for h in payload["hits"]} == {"d4", "d5", "d6"}  # the only BM25 matches
+
+
+def test_eval_with_rerank_reports_cost(engine, tiny_dataset):
+    from relevo.engine.evaluate import evaluate
+
+    report = evaluate(engine, tiny_dataset, pipeline="bm25", rerank="reverse", strategy="window", depth=5)
+    assert set(report["cost"]) == {"llm_calls", "input_tokens", "output_tokens", "seconds"}
+    assert report["first_stage"]["ndcg@10"] > report["ndcg@10"]  # reversing the top 5 hurts
+    good = evaluate(engine, tiny_dataset, pipeline="bm25", rerank="word-overlap", depth=10)
+    assert good["rerank"]["strategy"] == "pointwise" and good["ndcg@10"] > 0.5

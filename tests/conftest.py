@@ -50,7 +50,12 @@ def corpus_file(tmp_path, docs) -> Path:
     path = tmp_path / "corpus.jsonl"
     with open(path, "w", encoding="utf-8") as fh:
         for d in docs:
-            fh.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text, "metadata": dict(d.metadata)}) + "\n")
+            fh.write(
+                json.dumps(
+                    {"_id": d.id, "title": d.title, "text": d.text, "metadata": dict(d.metadata)}
+                )
+                + "\n"
+            )
     return path
 
 
@@ -62,11 +67,23 @@ def tiny_dataset(tmp_path, docs) -> Path:
     with open(root / "corpus.jsonl", "w", encoding="utf-8") as fh:
         for d in docs:
             fh.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
-    queries = {"q1": "kitten purr", "q2": "programming language memory safety", "q3": "plants sunlight", "q4": "interest rates inflation"}
+    queries = {
+        "q1": "kitten purr",
+        "q2": "programming language memory safety",
+        "q3": "plants sunlight",
+        "q4": "interest rates inflation",
+    }
     with open(root / "queries.jsonl", "w", encoding="utf-8") as fh:
         for qid, text in queries.items():
             fh.write(json.dumps({"_id": qid, "text": text}) + "\n")
-    qrels = [("q1", "d3", 2), ("q1", "d1", 1), ("q2", "d5", 1), ("q3", "d7", 1), ("q3", "d8", 1), ("q4", "d11", 1)]
+    qrels = [
+        ("q1", "d3", 2),
+        ("q1", "d1", 1),
+        ("q2", "d5", 1),
+        ("q3", "d7", 1),
+        ("q3", "d8", 1),
+        ("q4", "d11", 1),
+    ]
     with open(root / "qrels" / "test.tsv", "w", encoding="utf-8") as fh:
         fh.write("query-id\tcorpus-id\tscore\n")
         for q, d, r in qrels:
@@ -86,7 +103,9 @@ def fake_site(tmp_path, monkeypatch):
         (site / f"{module}.py").write_text(textwrap.dedent(source), "utf-8")
         info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", "utf-8")
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", "utf-8"
+        )
         (info / "entry_points.txt").write_text(f"[relevo]\n{ep_name} = {module}\n", "utf-8")
         added.append(module)
         importlib.invalidate_caches()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .engine.collection import Collection
 from .engine.components import (
     ConstrainedDecoder,
     Cost,
@@ -19,6 +20,7 @@ from .engine.components import (
     PointwiseReranker,
     Reranker,
 )
+from .engine.engine import Engine
 from .engine.errors import (
     ConfigError,
     CorpusError,
@@ -34,8 +36,6 @@ from .engine.errors import (
     RequestError,
     UnknownComponentError,
 )
-from .engine.collection import Collection
-from .engine.engine import Engine
 from .engine.hookspecs import hookimpl
 from .engine.types import Document, Hit
 

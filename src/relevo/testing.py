@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .engine.components import EmbedKind, Embedder, ListwiseReranker, PointwiseReranker
+from .engine.components import Embedder, EmbedKind, ListwiseReranker, PointwiseReranker
 from .engine.hookspecs import hookimpl
 from .engine.types import Document
 
@@ -54,8 +54,12 @@ class HashingEmbedder(Embedder):
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"name": getattr(self, "instance_name", None) or self.name, "dim": self.dim,
-                "query_prefix": self.query_prefix, "document_prefix": self.document_prefix}
+        return {
+            "name": getattr(self, "instance_name", None) or self.name,
+            "dim": self.dim,
+            "query_prefix": self.query_prefix,
+            "document_prefix": self.document_prefix,
+        }
 
 
 class WordOverlapReranker(PointwiseReranker):
@@ -84,7 +88,9 @@ class FakePlugin:
 
     @hookimpl
     def register_embedders(self, register: Any) -> None:
-        register(HashingEmbedder, "hashing", description="feature-hashing bag of words (tests only)")
+        register(
+            HashingEmbedder, "hashing", description="feature-hashing bag of words (tests only)"
+        )
 
     @hookimpl
     def register_rerankers(self, register: Any) -> None:
@@ -111,4 +117,10 @@ def tiny_corpus() -> list[Document]:
     return [Document(id=i, title=t, text=x, metadata={"topic": i}) for i, t, x in rows]
 
 
-__all__ = ["FakePlugin", "HashingEmbedder", "ReverseListwiseReranker", "WordOverlapReranker", "tiny_corpus"]
+__all__ = [
+    "FakePlugin",
+    "HashingEmbedder",
+    "ReverseListwiseReranker",
+    "WordOverlapReranker",
+    "tiny_corpus",
+]

@@ -27,10 +27,25 @@ def run(engine):
 
 def test_build_search_round_trip(run, corpus_file, tmp_path):
     out = tmp_path / "idx"
-    res = run("index", "build", str(corpus_file), "--out", str(out), "--index", "bm25", "--index", "faiss-flat",
-              "--embedder", "hashing", "--json")
+    res = run(
+        "index",
+        "build",
+        str(corpus_file),
+        "--out",
+        str(out),
+        "--index",
+        "bm25",
+        "--index",
+        "faiss-flat",
+        "--embedder",
+        "hashing",
+        "--json",
+    )
     manifest = json.loads(res.output)
-    assert manifest["count"] == 12 and [s["name"] for s in manifest["stages"]] == ["bm25", "faiss-flat"]
+    assert manifest["count"] == 12 and [s["name"] for s in manifest["stages"]] == [
+        "bm25",
+        "faiss-flat",
+    ]
     res = run("search", str(out), "kitten purr", "-k", "3", "--json")
     payload = json.loads(res.output)
     assert payload["query"] == "kitten purr"
@@ -55,7 +70,16 @@ def test_build_refuses_existing_dir_and_bad_lines(run, corpus_file, tmp_path):
 
 
 def test_unknown_index_and_corrupt_index_errors(run, corpus_file, tmp_path):
-    res = run("index", "build", str(corpus_file), "--out", str(tmp_path / "x"), "--index", "annoy", ok=False)
+    res = run(
+        "index",
+        "build",
+        str(corpus_file),
+        "--out",
+        str(tmp_path / "x"),
+        "--index",
+        "annoy",
+        ok=False,
+    )
     assert "unknown index 'annoy'" in res.output and "faiss-hnsw" in res.output
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -66,26 +90,60 @@ def test_unknown_index_and_corrupt_index_errors(run, corpus_file, tmp_path):
 
 def test_index_options_are_passed(run, corpus_file, tmp_path):
     out = tmp_path / "idx"
-    run("index", "build", str(corpus_file), "--out", str(out), "--index", "bm25", "--option", "bm25.k1=0.9")
+    run(
+        "index",
+        "build",
+        str(corpus_file),
+        "--out",
+        str(out),
+        "--index",
+        "bm25",
+        "--option",
+        "bm25.k1=0.9",
+    )
     info = json.loads(run("index", "info", str(out)).output)
     assert info["stage_manifests"]["bm25"]["params"]["k1"] == 0.9
-    res = run("index", "build", str(corpus_file), "--out", str(tmp_path / "y"), "--option", "k1=3", ok=False)
+    res = run(
+        "index",
+        "build",
+        str(corpus_file),
+        "--out",
+        str(tmp_path / "y"),
+        "--option",
+        "k1=3",
+        ok=False,
+    )
     assert "STAGE.KEY=VALUE" in res.output
 
 
 def test_eval_json_interface(run, tiny_dataset, tmp_path):
     run_file = tmp_path / "run.trec"
-    res = run("eval", str(tiny_dataset), "--pipeline", "hybrid", "--embedder", "hashing", "--json",
-              "--run-out", str(run_file))
+    res = run(
+        "eval",
+        str(tiny_dataset),
+        "--pipeline",
+        "hybrid",
+        "--embedder",
+        "hashing",
+        "--json",
+        "--run-out",
+        str(run_file),
+    )
     report = json.loads(res.output)
     for key in ("ndcg@10", "mrr@10", "recall@100", "queries", "seconds"):
         assert key in report
     assert report["queries"] == 4 and 0.5 < report["ndcg@10"] <= 1.0
     lines = run_file.read_text().splitlines()
     assert lines[0].split()[:4] == ["q1", "Q0", lines[0].split()[2], "1"]
-    again = json.loads(run("eval", str(tiny_dataset), "--pipeline", "hybrid", "--embedder", "hashing", "--json").output)
+    again = json.loads(
+        run(
+            "eval", str(tiny_dataset), "--pipeline", "hybrid", "--embedder", "hashing", "--json"
+        ).output
+    )
     assert again["index_reused"] is True and again["ndcg@10"] == report["ndcg@10"]
-    limited = json.loads(run("eval", str(tiny_dataset), "--pipeline", "bm25", "--limit", "2", "--json").output)
+    limited = json.loads(
+        run("eval", str(tiny_dataset), "--pipeline", "bm25", "--limit", "2", "--json").output
+    )
     assert limited["queries"] == 2
 
 
@@ -117,7 +175,11 @@ def test_eval_unknown_pipeline_and_split(run, tiny_dataset):
 def test_plugins_json(run):
     listing = json.loads(run("plugins", "--all").output)
     names = {p["name"] for p in listing["plugins"]}
-    assert {"relevo.plugins.bm25", "relevo.plugins.faiss", "relevo.plugins.sentence_transformers"} <= names
+    assert {
+        "relevo.plugins.bm25",
+        "relevo.plugins.faiss",
+        "relevo.plugins.sentence_transformers",
+    } <= names
     assert listing["errors"] == []
     assert json.loads(run("plugins").output)["plugins"] == [
         p for p in listing["plugins"] if not p["bundled"]
@@ -125,7 +187,9 @@ def test_plugins_json(run):
 
 
 def test_console_entry_point_runs():
-    out = subprocess.run([sys.executable, "-m", "relevo", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "relevo", "--help"], capture_output=True, text=True, check=True
+    )
     for cmd in ("index", "search", "eval", "plugins", "demo"):
         assert cmd in out.stdout
 

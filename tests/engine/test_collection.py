@@ -182,6 +182,8 @@ def test_rrf_contract():
 
 
 def test_copy_of_index_directory_still_loads(engine, docs, tmp_path):
-    path = engine.save(engine.index(docs, stages=["bm25", "faiss-flat"], embedder="hashing"), tmp_path / "a")
+    path = engine.save(
+        engine.index(docs, stages=["bm25", "faiss-flat"], embedder="hashing"), tmp_path / "a"
+    )
     shutil.copytree(path, tmp_path / "b")
     assert engine.load(tmp_path / "b").search("bonds", k=1)[0].id == "d12"

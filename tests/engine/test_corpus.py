@@ -8,7 +8,13 @@ import json
 import pytest
 
 from relevo import CorpusError, DatasetError
-from relevo.engine.corpus import corpus_checksum, read_corpus, read_qrels, read_queries, read_trec_run
+from relevo.engine.corpus import (
+    corpus_checksum,
+    read_corpus,
+    read_qrels,
+    read_queries,
+    read_trec_run,
+)
 
 
 def write_lines(path, lines):
@@ -43,7 +49,7 @@ def test_malformed_line_reports_its_number(tmp_path, line, message):
     path = write_lines(tmp_path / "c.jsonl", ['{"_id": "d1", "text": "fine"}', "", line])
     with pytest.raises(CorpusError) as info:
         read_corpus(path)
-    assert f"c.jsonl:3:" in str(info.value)
+    assert "c.jsonl:3:" in str(info.value)
     assert message in str(info.value)
 
 
@@ -59,7 +65,9 @@ def test_missing_and_empty_corpus(tmp_path):
 def test_queries_qrels_and_runs(tmp_path):
     q = write_lines(tmp_path / "queries.jsonl", [json.dumps({"_id": 1, "text": "hello"})])
     assert read_queries(q) == {"1": "hello"}
-    qrels = write_lines(tmp_path / "test.tsv", ["query-id\tcorpus-id\tscore", "1\td1\t2", "1\td2\t0"])
+    qrels = write_lines(
+        tmp_path / "test.tsv", ["query-id\tcorpus-id\tscore", "1\td1\t2", "1\td2\t0"]
+    )
     assert read_qrels(qrels) == {"1": {"d1": 2, "d2": 0}}
     bad = write_lines(tmp_path / "bad.tsv", ["1\td1"])
     with pytest.raises(DatasetError, match="bad.tsv:1: expected 3"):

@@ -165,12 +165,22 @@ def test_entry_point_plugin_is_listed_with_distribution(fake_site):
 
 def test_broken_import_is_reported_and_others_load(fake_site):
     fake_site("relevo-ones", "ones", "relevo_ones_plugin", GOOD_PLUGIN)
-    fake_site("relevo-broken", "broken", "relevo_broken_plugin", "import does_not_exist_anywhere\n", version="0.3")
+    fake_site(
+        "relevo-broken",
+        "broken",
+        "relevo_broken_plugin",
+        "import does_not_exist_anywhere\n",
+        version="0.3",
+    )
     with pytest.warns(RuntimeWarning, match="broken"):
         engine = Engine()
     assert "ones" in engine.names("embedder")
     (err,) = engine.plugins()["errors"]
-    assert err["name"] == "broken" and err["distribution"] == "relevo-broken" and err["version"] == "0.3"
+    assert (
+        err["name"] == "broken"
+        and err["distribution"] == "relevo-broken"
+        and err["version"] == "0.3"
+    )
     assert err["stage"] == "import" and "does_not_exist_anywhere" in err["error"]
 
 
@@ -217,8 +227,17 @@ def test_load_and_disable_selection(fake_site, monkeypatch):
 
 def test_hello_plugin_example_through_fake_dist_info(fake_site):
     """The example distribution in examples/ registers a component through its entry point."""
-    src = Path(__file__).resolve().parents[2] / "examples" / "relevo-hello-plugin" / "src" / "relevo_hello" / "__init__.py"
-    fake_site("relevo-hello-plugin", "hello", "relevo_hello", src.read_text("utf-8"), version="0.1.0")
+    src = (
+        Path(__file__).resolve().parents[2]
+        / "examples"
+        / "relevo-hello-plugin"
+        / "src"
+        / "relevo_hello"
+        / "__init__.py"
+    )
+    fake_site(
+        "relevo-hello-plugin", "hello", "relevo_hello", src.read_text("utf-8"), version="0.1.0"
+    )
     engine = Engine(load_plugins=["hello"])
     listing = engine.plugins()
     (p,) = listing["plugins"]
@@ -236,8 +255,12 @@ def test_hello_plugin_example_through_fake_dist_info(fake_site):
 def test_every_hook_is_documented_and_typed():
     specs = [n for n in dir(hookspecs) if n.startswith("register_")]
     assert set(specs) == {
-        "register_embedders", "register_negative_miners", "register_rerankers",
-        "register_decoders", "register_indexes", "register_commands",
+        "register_embedders",
+        "register_negative_miners",
+        "register_rerankers",
+        "register_decoders",
+        "register_indexes",
+        "register_commands",
     }
     for name in specs:
         fn = getattr(hookspecs, name)
@@ -246,7 +269,9 @@ def test_every_hook_is_documented_and_typed():
 
 
 def test_every_hook_is_exercised_by_some_test():
-    text = "".join(p.read_text("utf-8") for p in Path(__file__).resolve().parents[1].rglob("test_*.py"))
+    text = "".join(
+        p.read_text("utf-8") for p in Path(__file__).resolve().parents[1].rglob("test_*.py")
+    )
     for name in (n for n in dir(hookspecs) if n.startswith("register_")):
         assert f"def {name}(" in text, f"no test implements hook {name}"
 

@@ -9,20 +9,35 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relevo import ConfigError, Engine, Hit, ListwiseReranker, PairwiseReranker, PointwiseReranker, hookimpl
+from relevo import (
+    ConfigError,
+    Engine,
+    Hit,
+    ListwiseReranker,
+    PairwiseReranker,
+    PointwiseReranker,
+    hookimpl,
+)
 from relevo.engine.cli import cli
 from relevo.engine.rerank import Reranking, reorder_for_context, repair_permutation, window_starts
 from relevo.testing import FakePlugin
 
 
 def hits_for(ids):
-    return [Hit(id=str(i), score=float(len(ids) - r), rank=r + 1, text=f"doc {i}") for r, i in enumerate(ids)]
+    return [
+        Hit(id=str(i), score=float(len(ids) - r), rank=r + 1, text=f"doc {i}")
+        for r, i in enumerate(ids)
+    ]
 
 
 # -- permutation validation ---------------------------------------------------------------
 
 
-@given(st.integers(0, 40).flatmap(lambda n: st.tuples(st.just(n), st.lists(st.integers(-5, 45), max_size=60))))
+@given(
+    st.integers(0, 40).flatmap(
+        lambda n: st.tuples(st.just(n), st.lists(st.integers(-5, 45), max_size=60))
+    )
+)
 def test_repair_always_yields_a_permutation(case):
     n, raw = case
     perm, rep = repair_permutation(raw, n)
@@ -87,7 +102,9 @@ class Oracle(ListwiseReranker, PairwiseReranker, PointwiseReranker):
 
     def permute(self, query, docs):
         self.seen_windows.append(len(docs))
-        self.cost.add(llm_calls=1, input_tokens=self.tokens_per_doc * len(docs), output_tokens=2 * len(docs))
+        self.cost.add(
+            llm_calls=1, input_tokens=self.tokens_per_doc * len(docs), output_tokens=2 * len(docs)
+        )
         return sorted(range(len(docs)), key=lambda i: self._key(docs[i]))
 
     def compare(self, query, a, b):
@@ -103,7 +120,9 @@ SHUFFLED = [7, 3, 9, 0, 5, 1, 8, 2, 6, 4]
 
 def test_window_strategy_sorts_with_multiple_passes_and_counts_cost():
     oracle = Oracle()
-    res = Reranking(oracle, strategy="window", window=4, stride=2, passes=3)("q", hits_for(SHUFFLED))
+    res = Reranking(oracle, strategy="window", window=4, stride=2, passes=3)(
+        "q", hits_for(SHUFFLED)
+    )
     assert [h.id for h in res.hits[:3]] == ["0", "1", "2"]  # one pass bubbles the best up
     per_pass = len(window_starts(10, 4, 2))
     assert res.cost.llm_calls == 3 * per_pass == len(oracle.seen_windows)
@@ -124,7 +143,9 @@ def test_full_strategy_is_one_call_and_exact():
 @pytest.mark.parametrize("method", ["allpairs", "sort", "sliding"])
 def test_pairwise_methods_find_the_top(method):
     oracle = Oracle()
-    res = Reranking(oracle, strategy="pairwise", pairwise_method=method, top_k=3)("q", hits_for(SHUFFLED))
+    res = Reranking(oracle, strategy="pairwise", pairwise_method=method, top_k=3)(
+        "q", hits_for(SHUFFLED)
+    )
     assert [h.id for h in res.hits[:3]] == ["0", "1", "2"]
     assert sorted(h.id for h in res.hits) == sorted(str(i) for i in SHUFFLED)
     # both prompt orders are asked for every compared pair
@@ -141,7 +162,9 @@ def test_position_bias_is_cancelled():
         def compare(self, query, a, b):
             return 0.9  # always prefers whatever is shown first
 
-    res = Reranking(AlwaysFirst(), strategy="pairwise", pairwise_method="allpairs")("q", hits_for([3, 1, 2]))
+    res = Reranking(AlwaysFirst(), strategy="pairwise", pairwise_method="allpairs")(
+        "q", hits_for([3, 1, 2])
+    )
     assert [h.id for h in res.hits] == ["3", "1", "2"]  # pure bias gives ties -> first-stage order
 
 
@@ -175,7 +198,12 @@ def test_broken_listwise_output_is_repaired_and_counted():
 
     res = Reranking(Sloppy(), strategy="full")("q", hits_for([5, 6, 7, 8]))
     assert [h.id for h in res.hits] == ["6", "5", "7", "8"]
-    assert res.repairs.to_dict() == {"invalid": 1, "duplicates": 1, "missing": 3, "calls_repaired": 1}
+    assert res.repairs.to_dict() == {
+        "invalid": 1,
+        "duplicates": 1,
+        "missing": 3,
+        "calls_repaired": 1,
+    }
 
 
 def test_strategy_must_match_component():
@@ -208,11 +236,23 @@ def test_inline_listwise_plugin_through_host_and_cli(tmp_path, corpus_file):
     assert isinstance(reranker, Oracle)
     runner = CliRunner()
     out = tmp_path / "idx"
-    r = runner.invoke(cli, ["index", "build", str(corpus_file), "--out", str(out)], obj={"engine": engine})
+    r = runner.invoke(
+        cli, ["index", "build", str(corpus_file), "--out", str(out)], obj={"engine": engine}
+    )
     assert r.exit_code == 0, r.output
     r = runner.invoke(
         cli,
-        ["rerank", str(out), "programming language", "--reranker", "word-overlap", "--depth", "5", "--json", "--reorder"],
+        [
+            "rerank",
+            str(out),
+            "programming language",
+            "--reranker",
+            "word-overlap",
+            "--depth",
+            "5",
+            "--json",
+            "--reorder",
+        ],
         obj={"engine": engine},
     )
     assert r.exit_code == 0, r.output
@@ -225,7 +265,9 @@ def test_inline_listwise_plugin_through_host_and_cli(tmp_path, corpus_file):
 def test_eval_with_rerank_reports_cost(engine, tiny_dataset):
     from relevo.engine.evaluate import evaluate
 
-    report = evaluate(engine, tiny_dataset, pipeline="bm25", rerank="reverse", strategy="window", depth=5)
+    report = evaluate(
+        engine, tiny_dataset, pipeline="bm25", rerank="reverse", strategy="window", depth=5
+    )
     assert set(report["cost"]) == {"llm_calls", "input_tokens", "output_tokens", "seconds"}
     assert report["first_stage"]["ndcg@10"] > report["ndcg@10"]  # reversing the top 5 hurts
     good = evaluate(engine, tiny_dataset, pipeline="bm25", rerank="word-overlap", depth=10)

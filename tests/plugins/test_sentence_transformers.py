@@ -28,7 +28,11 @@ def test_real_embeddings_are_normalized_and_semantic(minilm):
 
 
 def test_batched_sorted_embedding_equals_raw_encode(minilm):
-    texts = ["short", "a much longer sentence about retrieval engines and plugins", "medium length text"]
+    texts = [
+        "short",
+        "a much longer sentence about retrieval engines and plugins",
+        "medium length text",
+    ]
     ours = minilm.embed(texts, kind="document", batch_size=2)
     raw = minilm.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     assert np.allclose(ours, raw, atol=1e-5)  # row order restored after length sorting

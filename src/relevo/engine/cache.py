@@ -56,7 +56,9 @@ class EmbeddingCache:
             log.warning("ignoring unreadable embedding cache %s (%s)", p, exc)
             return None
         if arr.ndim != 2 or arr.shape[0] != rows or arr.dtype != np.float32:
-            log.warning("ignoring embedding cache %s with shape %s (expected %d rows)", p, arr.shape, rows)
+            log.warning(
+                "ignoring embedding cache %s with shape %s (expected %d rows)", p, arr.shape, rows
+            )
             return None
         return arr
 

@@ -8,11 +8,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .errors import RelevoError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import Engine
 
 log = logging.getLogger("relevo.cli")
 
@@ -31,7 +34,9 @@ def _parse_options(pairs: tuple[str, ...], what: str) -> dict[str, dict[str, Any
         left, sep, value = pair.partition("=")
         stage, dot, opt = left.rpartition(".")
         if not sep or not dot or not stage or not opt:
-            raise click.BadParameter(f"{pair!r}: expected STAGE.KEY=VALUE, e.g. faiss-ivf.nprobe=32", param_hint=what)
+            raise click.BadParameter(
+                f"{pair!r}: expected STAGE.KEY=VALUE, e.g. faiss-ivf.nprobe=32", param_hint=what
+            )
         out.setdefault(stage, {})[opt] = _parse_value(value)
     return out
 
@@ -63,7 +68,7 @@ class RelevoGroup(click.Group):
             raise click.ClickException(str(exc)) from exc
 
 
-def _engine(ctx: click.Context, **kwargs: Any):  # type: ignore[no-untyped-def]
+def _engine(ctx: click.Context, **kwargs: Any) -> Engine:
     from .engine import Engine
 
     obj = ctx.find_root().obj or {}
@@ -105,7 +110,9 @@ def index_group() -> None:
 
 @index_group.command("build")
 @click.argument("corpus", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Index directory to write.")
+@click.option(
+    "--out", "out", required=True, type=click.Path(path_type=Path), help="Index directory to write."
+)
 @click.option(
     "--index",
     "indexes",
@@ -115,7 +122,12 @@ def index_group() -> None:
     help="Index format(s): bm25, faiss-flat, faiss-ivf, faiss-hnsw, faiss-pq, torch-flat, or FORMAT@EMBEDDER. Repeat to build several stages, fused at search time.",
 )
 @click.option("--embedder", default="minilm", show_default=True, help="Embedder for dense formats.")
-@click.option("--option", "options", multiple=True, help="Index option STAGE.KEY=VALUE, e.g. faiss-ivf.nprobe=32.")
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    help="Index option STAGE.KEY=VALUE, e.g. faiss-ivf.nprobe=32.",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Index only the first N documents.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
@@ -137,14 +149,22 @@ def index_build(
     engine = _engine(ctx)
     t0 = time.perf_counter()
     collection = engine.index(
-        corpus, stages=list(indexes), embedder=embedder, index_options=_parse_options(options, "--option"), limit=limit
+        corpus,
+        stages=list(indexes),
+        embedder=embedder,
+        index_options=_parse_options(options, "--option"),
+        limit=limit,
     )
     engine.save(collection, out, overwrite=overwrite)
     seconds = time.perf_counter() - t0
     if as_json:
-        click.echo(json.dumps({**collection.manifest(), "path": str(out), "seconds": seconds}, indent=2))
+        click.echo(
+            json.dumps({**collection.manifest(), "path": str(out), "seconds": seconds}, indent=2)
+        )
     else:
-        click.echo(f"indexed {len(collection)} documents into {out} ({', '.join(collection.stages)}) in {seconds:.1f}s")
+        click.echo(
+            f"indexed {len(collection)} documents into {out} ({', '.join(collection.stages)}) in {seconds:.1f}s"
+        )
 
 
 @index_group.command("info")
@@ -154,16 +174,27 @@ def index_info(directory: Path) -> None:
     from ..indexes.manifest import read_manifest
 
     man = read_manifest(directory)
-    man["stage_manifests"] = {s["name"]: read_manifest(directory / s["path"]) for s in man.get("stages", [])}
+    man["stage_manifests"] = {
+        s["name"]: read_manifest(directory / s["path"]) for s in man.get("stages", [])
+    }
     click.echo(json.dumps(man, indent=2))
 
 
 @cli.command("search")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("query")
-@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Number of hits.")
-@click.option("--stage", "stages", multiple=True, help="Use only these stages (default: all, fused).")
-@click.option("--json", "as_json", is_flag=True, help='Print {"query", "hits": [{id, score, rank, title, text}]}.')
+@click.option(
+    "-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Number of hits."
+)
+@click.option(
+    "--stage", "stages", multiple=True, help="Use only these stages (default: all, fused)."
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {"query", "hits": [{id, score, rank, title, text}]}.',
+)
 @click.pass_context
 def search_cmd(
     ctx: click.Context, directory: Path, query: str, k: int, stages: tuple[str, ...], as_json: bool
@@ -173,7 +204,11 @@ def search_cmd(
     collection = engine.load(directory)
     hits = collection.search(query, k, stages=list(stages) or None)
     if as_json:
-        click.echo(json.dumps({"query": query, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False, indent=2))
+        click.echo(
+            json.dumps(
+                {"query": query, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False, indent=2
+            )
+        )
         return
     if not hits:
         click.echo("no hits")
@@ -190,21 +225,60 @@ def search_cmd(
     show_default=True,
     help="bm25 | dense | hybrid | an index format | an embedder name | hybrid:A+B",
 )
-@click.option("--split", default="test", show_default=True, help="qrels/<split>.tsv to score against.")
+@click.option(
+    "--split", default="test", show_default=True, help="qrels/<split>.tsv to score against."
+)
 @click.option("--embedder", default="minilm", show_default=True, help="Embedder of dense stages.")
-@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N queries of the split.")
-@click.option("--run-out", type=click.Path(dir_okay=False, path_type=Path), help="Write the TREC run file here.")
-@click.option("--rel-level", default=1, show_default=True, help="Minimum relevance counted by MRR/Recall (2 for TREC DL).")
+@click.option(
+    "--limit", type=click.IntRange(min=1), help="Evaluate only the first N queries of the split."
+)
+@click.option(
+    "--run-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the TREC run file here.",
+)
+@click.option(
+    "--rel-level",
+    default=1,
+    show_default=True,
+    help="Minimum relevance counted by MRR/Recall (2 for TREC DL).",
+)
 @click.option("--rebuild", is_flag=True, help="Rebuild the cached indexes instead of reusing them.")
-@click.option("--run", "run_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="First-stage TREC run file replacing --pipeline.")
-@click.option("--rerank", "reranker", help="Reranker name, e.g. cross-encoder:DIR, nanoranker, smollm2.")
+@click.option(
+    "--run",
+    "run_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="First-stage TREC run file replacing --pipeline.",
+)
+@click.option(
+    "--rerank", "reranker", help="Reranker name, e.g. cross-encoder:DIR, nanoranker, smollm2."
+)
 @click.option("--rerank-option", "rerank_options", multiple=True, help="Reranker option KEY=VALUE.")
-@click.option("--strategy", type=click.Choice(["pointwise", "window", "full", "pairwise"]), help="Reranking strategy (default: the reranker's natural one).")
-@click.option("--depth", default=100, show_default=True, type=click.IntRange(min=1), help="Candidates reranked per query.")
+@click.option(
+    "--strategy",
+    type=click.Choice(["pointwise", "window", "full", "pairwise"]),
+    help="Reranking strategy (default: the reranker's natural one).",
+)
+@click.option(
+    "--depth",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Candidates reranked per query.",
+)
 @click.option("--window", type=click.IntRange(min=1), help="Sliding-window size (window strategy).")
-@click.option("--stride", type=click.IntRange(min=1), help="Sliding-window stride (window strategy).")
-@click.option("--passes", default=1, show_default=True, type=click.IntRange(min=1), help="Listwise passes.")
-@click.option("--pairwise-method", default="sliding", show_default=True, type=click.Choice(["allpairs", "sort", "sliding"]))
+@click.option(
+    "--stride", type=click.IntRange(min=1), help="Sliding-window stride (window strategy)."
+)
+@click.option(
+    "--passes", default=1, show_default=True, type=click.IntRange(min=1), help="Listwise passes."
+)
+@click.option(
+    "--pairwise-method",
+    default="sliding",
+    show_default=True,
+    type=click.Choice(["allpairs", "sort", "sliding"]),
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def eval_cmd(
@@ -236,7 +310,9 @@ def eval_cmd(
     opts = {k: _parse_value(v) for k, _, v in (o.partition("=") for o in rerank_options)}
     n_queries = len(load_dataset(dataset_dir, split=split).queries) if reranker else 0
     n_queries = min(n_queries, limit) if limit else n_queries
-    with progress_bar(n_queries, f"reranking with {reranker}", enabled=engine.progress and reranker is not None) as adv:
+    with progress_bar(
+        n_queries, f"reranking with {reranker}", enabled=engine.progress and reranker is not None
+    ) as adv:
         report = evaluate(
             engine,
             dataset_dir,
@@ -278,17 +354,41 @@ def eval_cmd(
 @cli.command("rerank")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("query")
-@click.option("--reranker", "reranker", required=True, help="Reranker name, e.g. cross-encoder:DIR, nanoranker, smollm2.")
+@click.option(
+    "--reranker",
+    "reranker",
+    required=True,
+    help="Reranker name, e.g. cross-encoder:DIR, nanoranker, smollm2.",
+)
 @click.option("--rerank-option", "rerank_options", multiple=True, help="Reranker option KEY=VALUE.")
 @click.option("--strategy", type=click.Choice(["pointwise", "window", "full", "pairwise"]))
-@click.option("--depth", default=20, show_default=True, type=click.IntRange(min=1), help="First-stage candidates to rerank.")
-@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Hits to print.")
+@click.option(
+    "--depth",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="First-stage candidates to rerank.",
+)
+@click.option(
+    "-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Hits to print."
+)
 @click.option("--window", type=click.IntRange(min=1))
 @click.option("--stride", type=click.IntRange(min=1))
 @click.option("--passes", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--pairwise-method", default="sliding", show_default=True, type=click.Choice(["allpairs", "sort", "sliding"]))
-@click.option("--reorder", is_flag=True, help="Order the output for an LLM context: strongest passages at both ends.")
-@click.option("--json", "as_json", is_flag=True, help="Print hits, cost and permutation repairs as JSON.")
+@click.option(
+    "--pairwise-method",
+    default="sliding",
+    show_default=True,
+    type=click.Choice(["allpairs", "sort", "sliding"]),
+)
+@click.option(
+    "--reorder",
+    is_flag=True,
+    help="Order the output for an LLM context: strongest passages at both ends.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print hits, cost and permutation repairs as JSON."
+)
 @click.pass_context
 def rerank_cmd(
     ctx: click.Context,
@@ -314,7 +414,7 @@ def rerank_cmd(
     candidates = collection.search(query, depth)
     opts = {k_: _parse_value(v) for k_, _, v in (o.partition("=") for o in rerank_options)}
     runner = Reranking(
-        engine.create("reranker", reranker, **opts),
+        engine.reranker(reranker, **opts),
         strategy=strategy,
         window=window,
         stride=stride,
@@ -327,20 +427,43 @@ def rerank_cmd(
     if reorder:
         hits = reorder_for_context(hits)
     if as_json:
-        payload = {"query": query, **result.to_dict(), "hits": [h.to_dict() for h in hits], "reordered": reorder}
+        payload = {
+            "query": query,
+            **result.to_dict(),
+            "hits": [h.to_dict() for h in hits],
+            "reordered": reorder,
+        }
         click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
         return
     for h in hits:
         snippet = (h.title + " — " if h.title else "") + h.text
-        click.echo(f"{h.rank:>3}. {h.id}  (was {h.stages.get('first_stage_rank', '?')})  {snippet[:140]}")
+        click.echo(
+            f"{h.rank:>3}. {h.id}  (was {h.stages.get('first_stage_rank', '?')})  {snippet[:140]}"
+        )
     c = result.cost
-    click.echo(f"cost: {c.llm_calls} LLM calls, {c.input_tokens} input / {c.output_tokens} output tokens, {c.seconds:.2f}s", err=True)
+    click.echo(
+        f"cost: {c.llm_calls} LLM calls, {c.input_tokens} input / {c.output_tokens} output tokens, {c.seconds:.2f}s",
+        err=True,
+    )
 
 
 @cli.command("demo")
-@click.option("--dataset", "dataset_dir", type=click.Path(file_okay=False, path_type=Path), help="BEIR dataset folder (default: SciFact from shared/datasets).")
-@click.option("--pipeline", default="hybrid", show_default=True, help="Retrieval pipeline to demonstrate.")
-@click.option("--examples", default=3, show_default=True, type=click.IntRange(min=0), help="Example queries to show.")
+@click.option(
+    "--dataset",
+    "dataset_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="BEIR dataset folder (default: SciFact from shared/datasets).",
+)
+@click.option(
+    "--pipeline", default="hybrid", show_default=True, help="Retrieval pipeline to demonstrate."
+)
+@click.option(
+    "--examples",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Example queries to show.",
+)
 @click.pass_context
 def demo_cmd(ctx: click.Context, dataset_dir: Path | None, pipeline: str, examples: int) -> None:
     """Index SciFact with the default pipeline, show example results and nDCG@10."""

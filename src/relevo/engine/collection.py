@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -78,7 +78,9 @@ def embedder_record(embedder: Embedder) -> dict[str, Any]:
     try:
         json.dumps(options)
     except TypeError as exc:
-        raise ConfigError(f"embedder options must be JSON-serialisable to be recorded in a manifest: {exc}") from exc
+        raise ConfigError(
+            f"embedder options must be JSON-serialisable to be recorded in a manifest: {exc}"
+        ) from exc
     return {
         "name": getattr(embedder, "instance_name", None) or embedder.name,
         "options": options,
@@ -95,14 +97,18 @@ def _check_queries(queries: Sequence[str], k: int) -> None:
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise RequestError(f"k must be a positive integer, got {k!r}.")
     if k > MAX_K:
-        raise RequestError(f"k={k} is larger than the limit of {MAX_K}; ask for fewer results or page through them.")
+        raise RequestError(
+            f"k={k} is larger than the limit of {MAX_K}; ask for fewer results or page through them."
+        )
     for i, q in enumerate(queries):
         if not isinstance(q, str):
             raise RequestError(f"query #{i} is {type(q).__name__}, expected str.")
         if not q.strip():
             raise RequestError(f"query #{i} is empty; give some words to search for.")
         if len(q) > MAX_QUERY_CHARS:
-            raise RequestError(f"query #{i} has {len(q)} characters, more than the limit of {MAX_QUERY_CHARS}.")
+            raise RequestError(
+                f"query #{i} has {len(q)} characters, more than the limit of {MAX_QUERY_CHARS}."
+            )
 
 
 class Collection:
@@ -118,7 +124,9 @@ class Collection:
         path: Path | None = None,
     ) -> None:
         if not stages:
-            raise ConfigError("a collection needs at least one index stage (e.g. bm25 or faiss-flat).")
+            raise ConfigError(
+                "a collection needs at least one index stage (e.g. bm25 or faiss-flat)."
+            )
         names = [s.name for s in stages]
         if len(set(names)) != len(names):
             raise ConfigError(f"stage names must be unique, got {names}.")
@@ -135,7 +143,9 @@ class Collection:
         return f"Collection({len(self)} docs, stages={list(self.stages)})"
 
     # -- search -------------------------------------------------------------------------
-    def _stage_rankings(self, stage: Stage, queries: Sequence[str], fetch: int) -> list[list[tuple[str, float]]]:
+    def _stage_rankings(
+        self, stage: Stage, queries: Sequence[str], fetch: int
+    ) -> list[list[tuple[str, float]]]:
         if stage.dense:
             if stage.embedder is None:
                 raise ConfigError(f"stage {stage.name!r} is dense but has no embedder.")
@@ -177,7 +187,9 @@ class Collection:
         names = list(stages) if stages else list(self.stages)
         unknown = [n for n in names if n not in self.stages]
         if unknown:
-            raise RequestError(f"unknown stage(s) {unknown}; this collection has {list(self.stages)}.")
+            raise RequestError(
+                f"unknown stage(s) {unknown}; this collection has {list(self.stages)}."
+            )
         if not queries:
             return []
         if len(names) == 1:
@@ -188,7 +200,9 @@ class Collection:
         results: list[list[Hit]] = []
         for qi in range(len(queries)):
             if len(names) == 1:
-                ranked = [(d, s, {}) for d, s in per_stage[names[0]][qi][:k]]
+                ranked: list[tuple[str, float, dict[str, float]]] = [
+                    (d, s, {}) for d, s in per_stage[names[0]][qi][:k]
+                ]
             else:
                 ranked = rrf(
                     {n: per_stage[n][qi] for n in names},
@@ -203,7 +217,16 @@ class Collection:
                     doc = self.docstore.by_id(doc_id)
                     if doc is not None:
                         title, text = doc.title, doc.text
-                hits.append(Hit(id=doc_id, score=score, rank=rank, title=title, text=text, stages=stage_ranks))
+                hits.append(
+                    Hit(
+                        id=doc_id,
+                        score=score,
+                        rank=rank,
+                        title=title,
+                        text=text,
+                        stages=stage_ranks,
+                    )
+                )
             results.append(hits)
         return results
 
@@ -250,7 +273,9 @@ class Collection:
                         "class": f"{type(stage.index).__module__}.{type(stage.index).__qualname__}",
                         "count": stage.index._count(),
                         "dim": stage.index.dim,
-                        "metric": stage.index.options.get("metric", "ip" if stage.dense else "bm25"),
+                        "metric": stage.index.options.get(
+                            "metric", "ip" if stage.dense else "bm25"
+                        ),
                         "embedder": stage.embedder_record,
                         "corpus_checksum": self.corpus_checksum,
                         "params": params,
@@ -280,7 +305,9 @@ class Collection:
             make_embedder: ``callable(name, options) -> Embedder`` used for the others.
         """
         path = Path(path)
-        man = read_manifest(path, expected_format=FORMAT, required=("format", "format_version", "count", "stages"))
+        man = read_manifest(
+            path, expected_format=FORMAT, required=("format", "format_version", "count", "stages")
+        )
         if man["format_version"] > FORMAT_VERSION:
             raise CorruptIndexError(
                 f"{path} was written by a newer relevo (collection format {man['format_version']}); upgrade relevo."
@@ -292,23 +319,28 @@ class Collection:
             sman = read_manifest(sdir, required=("format", "format_version", "count", "params"))
             fmt = sman["format"]
             reg, _ = registry.get("index", fmt)
-            if sman["format_version"] > reg.cls.format_version:
+            index_cls = cast("type[Index]", reg.cls)
+            if sman["format_version"] > index_cls.format_version:
                 raise CorruptIndexError(
                     f"{sdir}: index format {fmt!r} version {sman['format_version']} is newer than this relevo "
-                    f"supports ({reg.cls.format_version}); upgrade relevo or the plugin {reg.plugin!r}."
+                    f"supports ({index_cls.format_version}); upgrade relevo or the plugin {reg.plugin!r}."
                 )
             try:
-                index = reg.cls.load_payload(sdir, sman["params"])
+                index = index_cls.load_payload(sdir, sman["params"])
             except (CorruptIndexError, IndexMismatchError):
                 raise
             except Exception as exc:
-                raise CorruptIndexError(f"{sdir}: cannot load the {fmt!r} payload ({type(exc).__name__}: {exc}); rebuild the index.") from exc
-            index.instance_name = fmt  # type: ignore[attr-defined]
-            index.plugin_name = reg.plugin  # type: ignore[attr-defined]
+                raise CorruptIndexError(
+                    f"{sdir}: cannot load the {fmt!r} payload ({type(exc).__name__}: {exc}); rebuild the index."
+                ) from exc
+            index.instance_name = fmt
+            index.plugin_name = reg.plugin
             try:
                 deleted = np.load(sdir / "deleted.npy", allow_pickle=False)
             except (OSError, ValueError) as exc:
-                raise CorruptIndexError(f"{sdir}/deleted.npy is missing or unreadable ({exc}); rebuild the index.") from exc
+                raise CorruptIndexError(
+                    f"{sdir}/deleted.npy is missing or unreadable ({exc}); rebuild the index."
+                ) from exc
             if index._count() != sman["count"] or deleted.shape != (sman["count"],):
                 raise CorruptIndexError(
                     f"{sdir}: payload holds {index._count()} rows but the manifest says {sman['count']}; rebuild the index."
@@ -322,7 +354,9 @@ class Collection:
             embedder = None
             if index.input == "vectors":
                 if not record:
-                    raise CorruptIndexError(f"{sdir}: a dense index without an embedder record; rebuild the index.")
+                    raise CorruptIndexError(
+                        f"{sdir}: a dense index without an embedder record; rebuild the index."
+                    )
                 embedder = _resolve_embedder(record, sman, embedders or {}, make_embedder, sdir)
             stages.append(Stage(entry["name"], index, embedder, record))
         fusion_cfg = man.get("fusion", {})
@@ -331,7 +365,13 @@ class Collection:
             depth=int(fusion_cfg.get("depth", 100)),
             weights=dict(fusion_cfg.get("weights", {})),
         )
-        return cls(docstore, stages, corpus_checksum=man.get("corpus_checksum", ""), fusion=fusion, path=path)
+        return cls(
+            docstore,
+            stages,
+            corpus_checksum=man.get("corpus_checksum", ""),
+            fusion=fusion,
+            path=path,
+        )
 
 
 def _resolve_embedder(
@@ -343,7 +383,9 @@ def _resolve_embedder(
 ) -> Embedder:
     name = record["name"]
     if sman.get("dim") is not None and int(record["dim"]) != int(sman["dim"]):
-        raise CorruptIndexError(f"{sdir}: manifest dimension {sman['dim']} differs from embedder record {record['dim']}.")
+        raise CorruptIndexError(
+            f"{sdir}: manifest dimension {sman['dim']} differs from embedder record {record['dim']}."
+        )
     if given:
         if name not in given:
             raise IndexMismatchError(
@@ -368,7 +410,9 @@ def _resolve_embedder(
 
 def check_vectors(vectors: np.ndarray, embedder: Embedder, n: int) -> None:
     if vectors.shape[0] != n or (embedder.dim and vectors.shape[1] != embedder.dim):
-        raise DimensionError(f"embedder {embedder.name!r} returned {vectors.shape}, expected ({n}, {embedder.dim}).")
+        raise DimensionError(
+            f"embedder {embedder.name!r} returned {vectors.shape}, expected ({n}, {embedder.dim})."
+        )
 
 
 __all__ = ["FORMAT", "MAX_K", "Collection", "Fusion", "Stage", "embedder_record"]

@@ -8,8 +8,8 @@ Heavy stacks (torch, faiss, ...) are imported by subclasses on first use only.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 EmbedKind = Literal["query", "document"]
 
 
-class Component(ABC):
+class Component(ABC):  # noqa: B024 - a shared root; each kind declares its abstract method
     """Shared bits of every component.
 
     Attributes:
@@ -38,6 +38,11 @@ class Component(ABC):
     name: ClassVar[str] = ""
     spec_option: ClassVar[str | None] = None
     extra: ClassVar[str | None] = None
+    #: Stamped by the host on instances it creates: the name asked for, the plugin that
+    #: registered it, and the options the user passed (recorded in manifests).
+    instance_name: str | None = None
+    plugin_name: str | None = None
+    instance_options: dict[str, Any] | None = None
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable facts about this instance (stored in manifests, printed by the CLI)."""
@@ -101,7 +106,9 @@ class Embedder(Component):
         out: np.ndarray | None = None
         for start in range(0, len(order), size):
             idx = order[start : start + size]
-            vecs = np.asarray(self.embed_batch([texts[i] for i in idx], kind=kind), dtype=np.float32)
+            vecs = np.asarray(
+                self.embed_batch([texts[i] for i in idx], kind=kind), dtype=np.float32
+            )
             if vecs.ndim != 2 or vecs.shape[0] != len(idx):
                 raise DimensionError(
                     f"embedder {self.name!r} returned shape {vecs.shape} for a batch of {len(idx)} texts"
@@ -175,7 +182,9 @@ class Index(Component):
         if self.input == "vectors":
             vecs = np.asarray(items)
             if vecs.ndim != 2:
-                raise DimensionError(f"{self.name}: expected a 2-d array of vectors, got shape {vecs.shape}")
+                raise DimensionError(
+                    f"{self.name}: expected a 2-d array of vectors, got shape {vecs.shape}"
+                )
             if self.dim is not None and vecs.shape[1] != self.dim:
                 raise DimensionError(
                     f"{self.name}: index holds {self.dim}-d vectors, got {vecs.shape[1]}-d ones. "
@@ -190,7 +199,9 @@ class Index(Component):
             items = list(items)
             for i, t in enumerate(items):
                 if not isinstance(t, str):
-                    raise RequestError(f"{self.name}: item #{i} is {type(t).__name__}, expected str")
+                    raise RequestError(
+                        f"{self.name}: item #{i} is {type(t).__name__}, expected str"
+                    )
             n = len(items)
         if n == 0:
             return
@@ -279,7 +290,14 @@ class Cost:
     output_tokens: int = 0
     seconds: float = 0.0
 
-    def add(self, *, llm_calls: int = 0, input_tokens: int = 0, output_tokens: int = 0, seconds: float = 0.0) -> None:
+    def add(
+        self,
+        *,
+        llm_calls: int = 0,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        seconds: float = 0.0,
+    ) -> None:
         self.llm_calls += llm_calls
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens

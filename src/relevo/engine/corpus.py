@@ -46,9 +46,13 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise CorpusError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}).") from exc
+                    raise CorpusError(
+                        f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})."
+                    ) from exc
                 if not isinstance(obj, dict):
-                    raise CorpusError(f"{path}:{lineno}: expected a JSON object, found {type(obj).__name__}.")
+                    raise CorpusError(
+                        f"{path}:{lineno}: expected a JSON object, found {type(obj).__name__}."
+                    )
                 yield lineno, obj
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         if isinstance(exc, CorpusError):
@@ -56,7 +60,9 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
         raise CorpusError(f"{path}: cannot be read ({exc}).") from exc
 
 
-def read_corpus(path: str | os.PathLike[str], *, limit: int | None = None) -> tuple[list[Document], str]:
+def read_corpus(
+    path: str | os.PathLike[str], *, limit: int | None = None
+) -> tuple[list[Document], str]:
     """Read a BEIR corpus; return documents and a content checksum.
 
     Every line must be an object with a string ``_id`` (``id`` also accepted) and a
@@ -72,19 +78,23 @@ def read_corpus(path: str | os.PathLike[str], *, limit: int | None = None) -> tu
         if isinstance(doc_id, int):
             doc_id = str(doc_id)
         if not isinstance(doc_id, str) or not doc_id:
-            raise CorpusError(f"{p}:{lineno}: missing or empty \"_id\" (a string is required).")
+            raise CorpusError(f'{p}:{lineno}: missing or empty "_id" (a string is required).')
         text = obj.get("text", "")
         title = obj.get("title", "") or ""
         if not isinstance(text, str) or not isinstance(title, str):
-            raise CorpusError(f"{p}:{lineno}: \"text\" and \"title\" must be strings (document {doc_id!r}).")
+            raise CorpusError(
+                f'{p}:{lineno}: "text" and "title" must be strings (document {doc_id!r}).'
+            )
         if not text and not title:
             raise CorpusError(f"{p}:{lineno}: document {doc_id!r} has neither text nor title.")
         if doc_id in seen:
-            raise CorpusError(f"{p}:{lineno}: duplicate document id {doc_id!r} (first seen on line {seen[doc_id]}).")
+            raise CorpusError(
+                f"{p}:{lineno}: duplicate document id {doc_id!r} (first seen on line {seen[doc_id]})."
+            )
         seen[doc_id] = lineno
         meta = obj.get("metadata") or {}
         if not isinstance(meta, dict):
-            raise CorpusError(f"{p}:{lineno}: \"metadata\" must be an object (document {doc_id!r}).")
+            raise CorpusError(f'{p}:{lineno}: "metadata" must be an object (document {doc_id!r}).')
         docs.append(Document(id=doc_id, text=text, title=title, metadata=meta))
         h.update(json.dumps([doc_id, title, text], ensure_ascii=False).encode("utf-8"))
         h.update(b"\n")
@@ -111,7 +121,7 @@ def read_queries(path: Path) -> dict[str, str]:
     for lineno, obj in iter_jsonl(path):
         qid, text = obj.get("_id", obj.get("id")), obj.get("text")
         if not isinstance(qid, (str, int)) or not isinstance(text, str):
-            raise DatasetError(f"{path}:{lineno}: a query needs string \"_id\" and \"text\".")
+            raise DatasetError(f'{path}:{lineno}: a query needs string "_id" and "text".')
         out[str(qid)] = text
     return out
 
@@ -134,11 +144,15 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
             if len(parts) == 4:  # TREC qrels: qid 0 docid rel
                 parts = [parts[0], parts[2], parts[3]]
             if len(parts) != 3:
-                raise DatasetError(f"{path}:{lineno}: expected 3 tab-separated columns, found {len(parts)}.")
+                raise DatasetError(
+                    f"{path}:{lineno}: expected 3 tab-separated columns, found {len(parts)}."
+                )
             try:
                 rel = int(float(parts[2]))
             except ValueError as exc:
-                raise DatasetError(f"{path}:{lineno}: relevance {parts[2]!r} is not a number.") from exc
+                raise DatasetError(
+                    f"{path}:{lineno}: relevance {parts[2]!r} is not a number."
+                ) from exc
             qrels.setdefault(parts[0], {})[parts[1]] = rel
     return qrels
 
@@ -154,7 +168,9 @@ def read_trec_run(path: Path) -> dict[str, list[tuple[str, float]]]:
                 continue
             parts = line.split()
             if len(parts) != 6:
-                raise DatasetError(f"{path}:{lineno}: a TREC run line has 6 columns, found {len(parts)}.")
+                raise DatasetError(
+                    f"{path}:{lineno}: a TREC run line has 6 columns, found {len(parts)}."
+                )
             try:
                 score = float(parts[4])
             except ValueError as exc:
@@ -165,4 +181,11 @@ def read_trec_run(path: Path) -> dict[str, list[tuple[str, float]]]:
     return run
 
 
-__all__ = ["corpus_checksum", "read_corpus", "read_qrels", "read_queries", "read_trec_run", "resolve_corpus"]
+__all__ = [
+    "corpus_checksum",
+    "read_corpus",
+    "read_qrels",
+    "read_queries",
+    "read_trec_run",
+    "resolve_corpus",
+]

@@ -13,11 +13,12 @@ import numpy as np
 from ..indexes.docstore import DocStore
 from .cache import EmbeddingCache, cache_dir, key
 from .collection import Collection, Fusion, Stage, check_vectors, embedder_record
-from .components import Component, Embedder, Index
+from .components import Component, Embedder, Index, Reranker
 from .corpus import corpus_checksum, read_corpus
 from .errors import ConfigError
 from .manager import PluginHost
 from .progress import progress_bar
+from .registry import Registry
 from .types import Document, Hit
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ class Engine:
 
     # -- plugins & components -------------------------------------------------------------
     @property
-    def registry(self):  # type: ignore[no-untyped-def]  # Registry, built lazily
+    def registry(self) -> Registry:
+        """The component registry (built on first use)."""
         return self.host.registry
 
     def plugins(self, *, all: bool = False) -> dict[str, Any]:  # noqa: A002 - mirrors `relevo plugins --all`
@@ -102,8 +104,16 @@ class Engine:
             self._embedders[cache_key] = emb
         return self._embedders[cache_key]
 
+    def reranker(self, name: str, **options: Any) -> Reranker:
+        """A new reranker instance, e.g. ``reranker("cross-encoder:/path/to/model")``."""
+        obj = self.registry.create("reranker", name, **options)
+        assert isinstance(obj, Reranker)  # noqa: S101 - registry checked the base class
+        return obj
+
     # -- building -------------------------------------------------------------------------
-    def embed_corpus(self, embedder: Embedder, docs: Sequence[Document], checksum: str) -> np.ndarray:
+    def embed_corpus(
+        self, embedder: Embedder, docs: Sequence[Document], checksum: str
+    ) -> np.ndarray:
         """Document embeddings, from the user cache when this model already encoded this corpus."""
         cache = EmbeddingCache(self.cache_dir)
         ckey = key("doc-embeddings", embedder.fingerprint(), checksum, str(len(docs)))
@@ -112,7 +122,9 @@ class Engine:
             log.info("embeddings of %d docs from cache %s", len(docs), cache.path(ckey))
             return cached
         texts = [d.content for d in docs]
-        with progress_bar(len(texts), f"embedding with {embedder.name or 'embedder'}", enabled=self.progress) as adv:
+        with progress_bar(
+            len(texts), f"embedding with {embedder.name or 'embedder'}", enabled=self.progress
+        ) as adv:
             vecs = embedder.embed(texts, kind="document", progress=adv)
         check_vectors(vecs, embedder, len(docs))
         cache.put(ckey, vecs)
@@ -145,7 +157,9 @@ class Engine:
             docs = list(documents)[:limit] if limit is not None else list(documents)
             for i, d in enumerate(docs):
                 if not isinstance(d, Document):
-                    raise ConfigError(f"documents[{i}] is {type(d).__name__}, expected relevo.Document.")
+                    raise ConfigError(
+                        f"documents[{i}] is {type(d).__name__}, expected relevo.Document."
+                    )
             checksum = corpus_checksum(docs)
         if not docs:
             raise ConfigError("no documents to index.")
@@ -156,7 +170,9 @@ class Engine:
         options = dict(index_options or {})
         unknown = set(options) - set(stages)
         if unknown:
-            raise ConfigError(f"index_options for {sorted(unknown)}, which are not among the stages {list(stages)}.")
+            raise ConfigError(
+                f"index_options for {sorted(unknown)}, which are not among the stages {list(stages)}."
+            )
         built: list[Stage] = []
         texts: list[str] | None = None
         for spec in stages:
@@ -185,11 +201,15 @@ class Engine:
         return self.embedder(emb)
 
     # -- persistence & search ---------------------------------------------------------------
-    def save(self, collection: Collection, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    def save(
+        self, collection: Collection, path: str | os.PathLike[str], *, overwrite: bool = False
+    ) -> Path:
         """Write ``collection`` to ``path`` atomically (temporary directory + rename)."""
         return collection.save(Path(path), overwrite=overwrite)
 
-    def load(self, path: str | os.PathLike[str], *, embedder: str | Embedder | None = None) -> Collection:
+    def load(
+        self, path: str | os.PathLike[str], *, embedder: str | Embedder | None = None
+    ) -> Collection:
         """Load a collection directory.
 
         Dense stages get the embedder recorded in their manifest; passing ``embedder``

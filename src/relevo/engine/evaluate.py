@@ -51,13 +51,17 @@ def load_dataset(path: str | Path, *, split: str = "test") -> Dataset:
     """Read queries and qrels of ``split``; only judged queries that have text are kept."""
     root = Path(path)
     if not root.is_dir():
-        raise DatasetError(f"dataset folder {root} does not exist (expected BEIR layout: corpus.jsonl[.gz], queries.jsonl, qrels/).")
+        raise DatasetError(
+            f"dataset folder {root} does not exist (expected BEIR layout: corpus.jsonl[.gz], queries.jsonl, qrels/)."
+        )
     corpus = resolve_corpus(root)
     queries = read_queries(root / "queries.jsonl")
     qrels = read_qrels(root / "qrels" / f"{split}.tsv")
     missing = [q for q in qrels if q not in queries]
     if missing:
-        log.warning("%d judged queries of %s have no text in queries.jsonl; skipped", len(missing), split)
+        log.warning(
+            "%d judged queries of %s have no text in queries.jsonl; skipped", len(missing), split
+        )
     judged = {q: queries[q] for q in qrels if q in queries}
     if not judged:
         raise DatasetError(f"{root}: no query of split {split!r} has text in queries.jsonl.")
@@ -74,7 +78,9 @@ def pipeline_stages(pipeline: str, registry: Any, embedder: str) -> list[str]:
     if pipeline.startswith("hybrid:"):
         parts = [p for p in pipeline.split(":", 1)[1].split("+") if p]
         if len(parts) < 2:
-            raise ConfigError(f"{pipeline!r}: a fusion needs at least two stages, e.g. hybrid:bm25+dense.")
+            raise ConfigError(
+                f"{pipeline!r}: a fusion needs at least two stages, e.g. hybrid:bm25+dense."
+            )
         out: list[str] = []
         for p in parts:
             for s in pipeline_stages(p, registry, embedder):
@@ -82,7 +88,10 @@ def pipeline_stages(pipeline: str, registry: Any, embedder: str) -> list[str]:
                     out.append(s)
         return out
     if pipeline in PIPELINES:
-        return [s if registry.get("index", s)[0].cls.input == "text" else f"{s}@{embedder}" for s in PIPELINES[pipeline]]
+        return [
+            s if registry.get("index", s)[0].cls.input == "text" else f"{s}@{embedder}"
+            for s in PIPELINES[pipeline]
+        ]
     fmt = pipeline.partition("@")[0]
     if fmt in registry.names("index"):
         reg, _ = registry.get("index", fmt)
@@ -92,7 +101,9 @@ def pipeline_stages(pipeline: str, registry: Any, embedder: str) -> list[str]:
     if pipeline.partition(":")[0] in registry.names("embedder"):
         return [f"faiss-flat@{pipeline}"]
     names = sorted(PIPELINES) + registry.names("index") + registry.names("embedder")
-    raise ConfigError(f"unknown pipeline {pipeline!r}; choose one of {', '.join(names)} or hybrid:A+B.")
+    raise ConfigError(
+        f"unknown pipeline {pipeline!r}; choose one of {', '.join(names)} or hybrid:A+B."
+    )
 
 
 def score_run(
@@ -104,14 +115,20 @@ def score_run(
     """nDCG@10, MRR@10 and Recall@100 averaged over every judged query (missing = 0)."""
     try:
         import ir_measures
-        from ir_measures import R, RR, nDCG
+        from ir_measures import RR, R, nDCG
     except ImportError as exc:
         raise MissingDependencyError("ir-measures", "eval", "relevo eval") from exc
-    measures = {"ndcg@10": nDCG @ 10, "mrr@10": RR(rel=rel_level) @ 10, "recall@100": R(rel=rel_level) @ 100}
+    measures = {
+        "ndcg@10": nDCG @ 10,
+        "mrr@10": RR(rel=rel_level) @ 10,
+        "recall@100": R(rel=rel_level) @ 100,
+    }
     # Scores handed to trec_eval are rank-derived: it breaks ties by doc id, which would
     # silently reorder fused lists with equal scores.
     scored = {
-        qid: {h.id: float(len(hits) - i) for i, h in enumerate(hits)} for qid, hits in run.items() if hits
+        qid: {h.id: float(len(hits) - i) for i, h in enumerate(hits)}
+        for qid, hits in run.items()
+        if hits
     }
     totals = dict.fromkeys(measures, 0.0)
     qrels_clean = {q: dict(d) for q, d in qrels.items()}
@@ -169,13 +186,15 @@ def first_stage_from_run(
     out: list[list[Hit]] = []
     missing_docs = 0
     for qid in qids:
-        hits = []
+        hits: list[Hit] = []
         for doc_id, score in run.get(qid, [])[:depth]:
             doc = store.by_id(doc_id)
             if doc is None:
                 missing_docs += 1
                 continue
-            hits.append(Hit(id=doc_id, score=score, rank=len(hits) + 1, title=doc.title, text=doc.text))
+            hits.append(
+                Hit(id=doc_id, score=score, rank=len(hits) + 1, title=doc.title, text=doc.text)
+            )
         out.append(hits)
     if missing_docs:
         log.warning("%d run entries name documents absent from the corpus; skipped", missing_docs)
@@ -212,7 +231,7 @@ def evaluate(
     then holds the reranked metrics, the first stage's under ``first_stage``, and the
     summed ``cost`` (``llm_calls``, ``input_tokens``, ``output_tokens``, ``seconds``).
     """
-    from .components import Cost, Reranker
+    from .components import Cost
     from .rerank import Repairs, Reranking
 
     t_start = time.perf_counter()
@@ -230,20 +249,33 @@ def evaluate(
         source = f"run:{Path(run).name}"
     else:
         stages = pipeline_stages(pipeline, engine.registry, embedder)
-        collection, index_seconds, reused = collection_for(engine, dataset, stages, embedder=embedder, rebuild=rebuild)
+        collection, index_seconds, reused = collection_for(
+            engine, dataset, stages, embedder=embedder, rebuild=rebuild
+        )
         t0 = time.perf_counter()
-        results = collection.search_batch([dataset.queries[q] for q in qids], max(k, depth), with_text=rerank is not None)
+        results = collection.search_batch(
+            [dataset.queries[q] for q in qids], max(k, depth), with_text=rerank is not None
+        )
         search_seconds = time.perf_counter() - t0
         source = pipeline
     qrels = {q: dataset.qrels[q] for q in qids}
     first = dict(zip(qids, results, strict=True))
-    report: dict[str, Any] = {"dataset": dataset.name, "split": split, "pipeline": source, "stages": stages}
+    report: dict[str, Any] = {
+        "dataset": dataset.name,
+        "split": split,
+        "pipeline": source,
+        "stages": stages,
+    }
     final = first
     if rerank is not None:
-        reranker = engine.create("reranker", rerank, **dict(rerank_options or {}))
-        assert isinstance(reranker, Reranker)  # noqa: S101 - registry checked the base class
+        reranker = engine.reranker(rerank, **dict(rerank_options or {}))
         runner = Reranking(
-            reranker, strategy=strategy, window=window, stride=stride, passes=passes, pairwise_method=pairwise_method
+            reranker,
+            strategy=strategy,
+            window=window,
+            stride=stride,
+            passes=passes,
+            pairwise_method=pairwise_method,
         )
         total, repairs = Cost(), Repairs()
         final = {}
@@ -289,4 +321,13 @@ def evaluate(
     return report
 
 
-__all__ = ["PIPELINES", "Dataset", "evaluate", "first_stage_from_run", "load_dataset", "pipeline_stages", "score_run", "write_trec_run"]
+__all__ = [
+    "PIPELINES",
+    "Dataset",
+    "evaluate",
+    "first_stage_from_run",
+    "load_dataset",
+    "pipeline_stages",
+    "score_run",
+    "write_trec_run",
+]

@@ -111,8 +111,14 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.strict = bool(strict if strict is not None else _env_bool(ENV_STRICT))
-        self.load_only = list(load_plugins) if load_plugins is not None else _split_env(os.environ.get(ENV_LOAD))
-        disabled = list(disable_plugins) if disable_plugins is not None else _split_env(os.environ.get(ENV_DISABLE))
+        self.load_only = (
+            list(load_plugins) if load_plugins is not None else _split_env(os.environ.get(ENV_LOAD))
+        )
+        disabled = (
+            list(disable_plugins)
+            if disable_plugins is not None
+            else _split_env(os.environ.get(ENV_DISABLE))
+        )
         self.disabled = set(disabled or ())
         self.failures: list[PluginLoadFailure] = []
         self.info: dict[str, PluginInfo] = {}
@@ -141,7 +147,9 @@ class PluginHost:
             self._load_entrypoints()
 
     # -- loading ----------------------------------------------------------------------
-    def _fail(self, name: str, dist: str | None, version: str | None, stage: str, exc: BaseException) -> None:
+    def _fail(
+        self, name: str, dist: str | None, version: str | None, stage: str, exc: BaseException
+    ) -> None:
         failure = PluginLoadFailure(name, dist, version, stage, f"{type(exc).__name__}: {exc}")
         if self.strict:
             raise PluginError(
@@ -156,7 +164,9 @@ class PluginHost:
             stacklevel=3,
         )
 
-    def _register(self, obj: Any, name: str, dist: str | None, version: str | None, *, bundled: bool) -> bool:
+    def _register(
+        self, obj: Any, name: str, dist: str | None, version: str | None, *, bundled: bool
+    ) -> bool:
         try:
             self.pm.register(obj, name=name)
         except Exception as exc:  # pluggy validation: wrong hook arguments, duplicate name
@@ -179,11 +189,19 @@ class PluginHost:
             seen.add(ep.name)
             dist = ep.dist.name if ep.dist is not None else None
             version = ep.dist.version if ep.dist is not None else None
-            if ep.name in self.disabled or (self.load_only is not None and ep.name not in self.load_only):
+            if ep.name in self.disabled or (
+                self.load_only is not None and ep.name not in self.load_only
+            ):
                 log.debug("skipping plugin %s (disabled or not selected)", ep.name)
                 continue
             if self.pm.has_plugin(ep.name):
-                self._fail(ep.name, dist, version, "register", PluginError(f"a plugin named {ep.name!r} is already registered"))
+                self._fail(
+                    ep.name,
+                    dist,
+                    version,
+                    "register",
+                    PluginError(f"a plugin named {ep.name!r} is already registered"),
+                )
                 continue
             try:
                 obj = ep.load()

@@ -42,7 +42,11 @@ KINDS: dict[str, Kind] = {
     for k in (
         Kind("embedder", "register_embedders", (Embedder,)),
         Kind("negative_miner", "register_negative_miners", (NegativeMiner,)),
-        Kind("reranker", "register_rerankers", (PointwiseReranker, ListwiseReranker, PairwiseReranker)),
+        Kind(
+            "reranker",
+            "register_rerankers",
+            (PointwiseReranker, ListwiseReranker, PairwiseReranker),
+        ),
         Kind("decoder", "register_decoders", (ConstrainedDecoder,)),
         Kind("index", "register_indexes", (Index,)),
     )
@@ -75,7 +79,9 @@ class Registry:
     def __init__(self) -> None:
         self._items: dict[str, dict[str, Registration]] = {k: {} for k in KINDS}
 
-    def make_register(self, kind: str, plugin: str, sink: list[Registration]) -> Callable[..., None]:
+    def make_register(
+        self, kind: str, plugin: str, sink: list[Registration]
+    ) -> Callable[..., None]:
         """Build the ``register`` callable handed to one plugin's registry hook.
 
         Registrations are collected in ``sink`` and committed by :meth:`commit` only
@@ -101,15 +107,26 @@ class Registry:
                     f"plugin {plugin!r}: {cls.__name__} is abstract (missing: {missing}); implement them before registering."
                 )
             reg_name = name or cls.name
-            if not reg_name or not isinstance(reg_name, str) or ":" in reg_name or reg_name != reg_name.strip():
+            if (
+                not reg_name
+                or not isinstance(reg_name, str)
+                or ":" in reg_name
+                or reg_name != reg_name.strip()
+            ):
                 raise RegistrationError(
                     f"plugin {plugin!r}: {cls.__name__} needs a non-empty name without ':' or surrounding spaces "
                     f"(got {reg_name!r}); pass name= or set the class attribute `name`."
                 )
             for pending in sink:
                 if pending.name == reg_name:
-                    raise RegistrationError(f"plugin {plugin!r} registered the {kind} {reg_name!r} twice.")
-            doc = description if description is not None else (inspect.getdoc(cls) or "").split("\n")[0]
+                    raise RegistrationError(
+                        f"plugin {plugin!r} registered the {kind} {reg_name!r} twice."
+                    )
+            doc = (
+                description
+                if description is not None
+                else (inspect.getdoc(cls) or "").split("\n")[0]
+            )
             sink.append(Registration(kind, reg_name, cls, plugin, dict(options or {}), doc))
 
         return register
@@ -165,10 +182,12 @@ class Registry:
         try:
             obj = reg.cls(**kwargs)
         except TypeError as exc:
-            raise ConfigError(f"{kind} {name!r} (plugin {reg.plugin!r}) rejected its options {sorted(kwargs)}: {exc}") from exc
-        obj.instance_name = name  # type: ignore[attr-defined]  # stamped for manifests and describe()
-        obj.plugin_name = reg.plugin  # type: ignore[attr-defined]
-        obj.instance_options = dict(options)  # type: ignore[attr-defined]  # user overrides, for manifests
+            raise ConfigError(
+                f"{kind} {name!r} (plugin {reg.plugin!r}) rejected its options {sorted(kwargs)}: {exc}"
+            ) from exc
+        obj.instance_name = name  # stamped for manifests and describe()
+        obj.plugin_name = reg.plugin
+        obj.instance_options = dict(options)  # user overrides, for manifests
         return obj
 
 

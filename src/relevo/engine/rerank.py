@@ -126,13 +126,24 @@ def _texts(hits: Sequence[Hit]) -> list[str]:
     return [f"{h.title} {h.text}".strip() if h.title else h.text for h in hits]
 
 
-def _ranked(hits: Sequence[Hit], order: Sequence[int], scores: Sequence[float] | None = None) -> list[Hit]:
+def _ranked(
+    hits: Sequence[Hit], order: Sequence[int], scores: Sequence[float] | None = None
+) -> list[Hit]:
     out = []
     n = len(order)
     for rank, i in enumerate(order, 1):
         h = hits[i]
         score = float(scores[i]) if scores is not None else float(n - rank + 1)
-        out.append(Hit(id=h.id, score=score, rank=rank, title=h.title, text=h.text, stages={"first_stage_rank": h.rank}))
+        out.append(
+            Hit(
+                id=h.id,
+                score=score,
+                rank=rank,
+                title=h.title,
+                text=h.text,
+                stages={"first_stage_rank": h.rank},
+            )
+        )
     return out
 
 
@@ -153,8 +164,15 @@ class Reranking:
         self.reranker = reranker
         self.strategy = strategy or self.default_strategy(reranker)
         if self.strategy not in STRATEGIES:
-            raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
-        needs = {"pointwise": PointwiseReranker, "window": ListwiseReranker, "full": ListwiseReranker, "pairwise": PairwiseReranker}
+            raise ConfigError(
+                f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}."
+            )
+        needs = {
+            "pointwise": PointwiseReranker,
+            "window": ListwiseReranker,
+            "full": ListwiseReranker,
+            "pairwise": PairwiseReranker,
+        }
         if not isinstance(reranker, needs[self.strategy]):
             name = getattr(reranker, "instance_name", None) or reranker.name
             supported = [s for s, base in needs.items() if isinstance(reranker, base)]
@@ -162,13 +180,15 @@ class Reranking:
                 f"reranker {name!r} cannot run the {self.strategy!r} strategy (it needs a {needs[self.strategy].__name__}); "
                 f"it supports: {', '.join(supported) or 'none'}."
             )
-        self.window = window or getattr(reranker, "window_size", 20)
+        self.window = int(window or getattr(reranker, "window_size", 20) or 20)
         self.stride = stride or max(1, self.window // 2)
         if passes < 1:
             raise ConfigError(f"passes must be >= 1, got {passes}.")
         self.passes = passes
         if pairwise_method not in PAIRWISE_METHODS:
-            raise ConfigError(f"unknown pairwise method {pairwise_method!r}; choose {', '.join(PAIRWISE_METHODS)}.")
+            raise ConfigError(
+                f"unknown pairwise method {pairwise_method!r}; choose {', '.join(PAIRWISE_METHODS)}."
+            )
         self.pairwise_method = pairwise_method
         self.top_k = top_k
 
@@ -184,7 +204,9 @@ class Reranking:
         if not isinstance(query, str) or not query.strip():
             raise RequestError("rerank needs a non-empty query.")
         if len(hits) > MAX_CANDIDATES:
-            raise RequestError(f"{len(hits)} candidates is more than the limit of {MAX_CANDIDATES}; lower --depth.")
+            raise RequestError(
+                f"{len(hits)} candidates is more than the limit of {MAX_CANDIDATES}; lower --depth."
+            )
         before = self.reranker.cost.copy()
         t0 = time.perf_counter()
         repairs = Repairs()
@@ -213,7 +235,7 @@ class Reranking:
             batch = [float(s) for s in self.reranker.score(query, texts[start : start + size])]
             if len(batch) != len(texts[start : start + size]):
                 raise RequestError(
-                    f"reranker {self.reranker.name!r} returned {len(batch)} scores for {len(texts[start:start + size])} documents."
+                    f"reranker {self.reranker.name!r} returned {len(batch)} scores for {len(texts[start : start + size])} documents."
                 )
             scores.extend(batch)
         # stable: equal scores keep first-stage order
@@ -242,7 +264,9 @@ class Reranking:
                 order[start : start + self.window] = [segment[p] for p in perm]
         return _ranked(hits, order)
 
-    def _pref(self, query: str, texts: list[str], a: int, b: int, memo: dict[tuple[int, int], float]) -> float:
+    def _pref(
+        self, query: str, texts: list[str], a: int, b: int, memo: dict[tuple[int, int], float]
+    ) -> float:
         """P(a beats b), both prompt orders averaged; memoised per pair."""
         if (a, b) in memo:
             return memo[(a, b)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ..engine.errors import CorruptIndexError
@@ -66,7 +66,7 @@ class DocStore:
         p = self._pos.get(doc_id)
         return None if p is None else self._docs[p]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]  # plain iterator over documents
+    def __iter__(self) -> Iterator[Document]:
         return iter(self._docs)
 
     def save(self, directory: Path) -> None:
@@ -99,11 +99,15 @@ class DocStore:
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
-            raise CorruptIndexError(f"{path} is not a readable SQLite docstore ({exc}); rebuild the index.") from exc
+            raise CorruptIndexError(
+                f"{path} is not a readable SQLite docstore ({exc}); rebuild the index."
+            ) from exc
         store = cls()
         for i, (pos, doc_id, title, text, meta) in enumerate(rows):
             if pos != i:
-                raise CorruptIndexError(f"{path}: positions are not contiguous at row {i}; rebuild the index.")
+                raise CorruptIndexError(
+                    f"{path}: positions are not contiguous at row {i}; rebuild the index."
+                )
             store.extend([Document(id=doc_id, title=title, text=text, metadata=json.loads(meta))])
         if expected_count is not None and len(store) != expected_count:
             raise CorruptIndexError(

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..engine.components import EmbedKind, Embedder
+from ..engine.components import Embedder, EmbedKind
 from ..engine.errors import ConfigError, MissingDependencyError
 from ..engine.hookspecs import hookimpl
 
@@ -121,7 +121,9 @@ class SentenceTransformerEmbedder(Embedder):
         self._model: Any = None
         packaged = packaged_model_path(model)
         local = Path(model).expanduser()
-        self.path: Path | None = packaged if packaged is not None else (local if local.is_dir() else None)
+        self.path: Path | None = (
+            packaged if packaged is not None else (local if local.is_dir() else None)
+        )
 
     # -- lazy model ---------------------------------------------------------------------
     @property
@@ -146,13 +148,16 @@ class SentenceTransformerEmbedder(Embedder):
                 self._model.max_seq_length = int(self._max_length)
         return self._model
 
-    @property  # type: ignore[override]  # known only once the model is loaded
-    def dim(self) -> int:
-        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+    @property  # known only once the model is loaded
+    def dim(self) -> int:  # type: ignore[override]
+        getter = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         return int(getter())
 
-    @property  # type: ignore[override]
-    def max_length(self) -> int | None:
+    @property
+    def max_length(self) -> int | None:  # type: ignore[override]
         return int(self.model.max_seq_length) if self._model is not None else self._max_length
 
     def embed_batch(self, texts: Sequence[str], *, kind: EmbedKind) -> np.ndarray:
@@ -180,7 +185,13 @@ class SentenceTransformerEmbedder(Embedder):
 
     def fingerprint(self) -> str:
         weights = folder_digest(self.path) if self.path is not None else f"hub:{self.model_id}"
-        parts = [weights, self.query_prompt, self.document_prompt, str(self.normalized), str(self._max_length)]
+        parts = [
+            weights,
+            self.query_prompt,
+            self.document_prompt,
+            str(self.normalized),
+            str(self._max_length),
+        ]
         return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 

@@ -1,0 +1,643 @@
+"""BM25 over a term-major sparse matrix of precomputed score contributions.
+
+Indexing computes, for every (term, document) pair that occurs, the term's whole BM25
+contribution ``idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))`` and stores
+them as a CSR matrix with one row per term (the "eager" layout of bm25s). Scoring a
+batch of queries is then one sparse product, ``query-term counts @ contributions``,
+computed by scipy's C routine over a bounded chunk of queries. Its rows hold only the
+documents that share a term with the query, and top-k selection (``np.partition``,
+then an exact sort by score and position) runs on those, never on a dense row over
+the whole corpus. No Python code runs per posting.
+
+Three idf variants (Kamphuis et al., ECIR 2020):
+
+- ``"lucene"``: ``ln(1 + (N - df + 0.5) / (df + 0.5))``, never negative;
+- ``"okapi"``: ``ln((N - df + 0.5) / (df + 0.5))`` with negative values replaced by
+  ``epsilon * mean idf over the vocabulary``, exactly ``rank_bm25.BM25Okapi``;
+- ``"atire"``: ``ln(N / df)``.
+
+The raw term frequencies and document lengths are kept too, so :meth:`BM25Index.add`
+can be called again: idf and avgdl change with every addition, so the contribution
+matrix is rebuilt from them.
+
+scipy and PyStemmer (the ``relevo[bm25]`` extra) are imported on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from ..engine.components import Index
+from ..engine.errors import ConfigError, CorruptIndexError, MissingDependencyError, RequestError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+
+#: English stopwords, identical to ``bm25s.stopwords.STOPWORDS_EN`` (bm25s's ``"en"``),
+#: so that scores are comparable with bm25s and with Lucene's classic English analyzer.
+STOPWORDS_EN: tuple[str, ...] = (
+    "a",
+    "an",
+    "and",
+    "are",
+    "as",
+    "at",
+    "be",
+    "but",
+    "by",
+    "for",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "no",
+    "not",
+    "of",
+    "on",
+    "or",
+    "such",
+    "that",
+    "the",
+    "their",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "to",
+    "was",
+    "will",
+    "with",
+)
+
+METHODS = ("lucene", "okapi", "atire")
+
+# Queries scored per sparse product: at most this many (query, document) cells.
+_CHUNK_CELLS = 1 << 24
+
+_STOP_EN = frozenset(STOPWORDS_EN)
+
+
+def _import_scipy_sparse() -> Any:
+    try:
+        import scipy.sparse
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingDependencyError("scipy", "bm25", "bm25") from exc
+    return scipy.sparse
+
+
+def _make_stemmer(name: str) -> Any:
+    try:
+        import Stemmer
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingDependencyError("PyStemmer", "bm25", "bm25") from exc
+    try:
+        return Stemmer.Stemmer(name)
+    except KeyError as exc:
+        raise ConfigError(
+            f"bm25: unknown stemmer {name!r}. Snowball stemmers available: "
+            f"{', '.join(Stemmer.algorithms())}; or stemmer=None to disable stemming."
+        ) from exc
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """Lowercase, split on a regex, drop English stopwords, Snowball-stem.
+
+    Stopwords are matched on the lowercased word before stemming (as bm25s does).
+    Stems are memoised per distinct word, so a corpus costs one stemmer call per
+    vocabulary entry rather than per token.
+
+    Args:
+        lowercase: lowercase texts before splitting.
+        token_pattern: regex whose matches are the tokens (``re.findall``).
+        stopwords: drop the words in :data:`STOPWORDS_EN`.
+        stemmer: a Snowball algorithm name for PyStemmer (``"english"``), or ``None``.
+    """
+
+    lowercase: bool = True
+    token_pattern: str = DEFAULT_TOKEN_PATTERN
+    stopwords: bool = True
+    stemmer: str | None = "english"
+    # word -> stem, or "" for a stopword; shared by every call on this instance.
+    _memo: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.lowercase, bool) or not isinstance(self.stopwords, bool):
+            raise ConfigError(
+                "bm25: tokenizer options lowercase and stopwords must be true or false"
+            )
+        try:
+            regex = re.compile(self.token_pattern)
+        except (re.error, TypeError) as exc:
+            raise ConfigError(
+                f"bm25: token_pattern {self.token_pattern!r} is not a valid regex: {exc}"
+            ) from exc
+        if regex.groups:
+            raise ConfigError(
+                f"bm25: token_pattern {self.token_pattern!r} has capture groups; "
+                "use (?:...) so that re.findall returns whole matches"
+            )
+        if self.stemmer is not None and not isinstance(self.stemmer, str):
+            raise ConfigError(
+                f"bm25: stemmer must be a Snowball algorithm name or None, not {self.stemmer!r}"
+            )
+        self._state["findall"] = regex.findall
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable configuration; :meth:`from_dict` inverts it."""
+        return {
+            "lowercase": self.lowercase,
+            "token_pattern": self.token_pattern,
+            "stopwords": self.stopwords,
+            "stemmer": self.stemmer,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Tokenizer:
+        unknown = set(data) - {"lowercase", "token_pattern", "stopwords", "stemmer"}
+        if unknown:
+            raise ConfigError(f"bm25: unknown tokenizer options {sorted(unknown)}")
+        return cls(**data)
+
+    def _learn(self, words: Iterable[str]) -> None:
+        """Add the stems of ``words`` not yet memoised."""
+        memo = self._memo
+        new = [w for w in set(words) if w not in memo]
+        if not new:
+            return
+        stop = _STOP_EN if self.stopwords else frozenset()
+        keep = [w for w in new if w not in stop]
+        if self.stemmer is not None:
+            stemmer = self._state.get("stemmer")
+            if stemmer is None:
+                stemmer = self._state["stemmer"] = _make_stemmer(self.stemmer)
+            stems = stemmer.stemWords(keep)
+        else:
+            stems = keep
+        memo.update(zip(keep, stems, strict=True))
+        memo.update(dict.fromkeys(stop.intersection(new), ""))
+
+    def tokenize_one(self, text: str) -> list[str]:
+        """Tokenize one text."""
+        words = self._state["findall"](text.lower() if self.lowercase else text)
+        memo = self._memo
+        try:
+            # filter(None, ...) drops the "" that marks a stopword.
+            return list(filter(None, map(memo.__getitem__, words)))
+        except KeyError:
+            self._learn(words)
+            return list(filter(None, map(memo.__getitem__, words)))
+
+    def __call__(self, texts: Iterable[str]) -> list[list[str]]:
+        """Tokenize each text; returns one list of terms per text."""
+        if isinstance(texts, str):
+            raise RequestError(
+                "Tokenizer expects a list of texts, got a single str; wrap it in a list"
+            )
+        return [self.tokenize_one(t) for t in texts]
+
+
+def tokenize(texts: Iterable[str], tokenizer: Tokenizer | None = None) -> list[list[str]]:
+    """Tokenize ``texts`` the way :class:`BM25Index` does (default :class:`Tokenizer` if None)."""
+    return (tokenizer or Tokenizer())(texts)
+
+
+def _token_list(tokens: Any, i: int, what: str) -> list[str]:
+    if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Sequence):
+        raise RequestError(
+            f"bm25: tokenized {what} #{i} must be a list of strings, got {type(tokens).__name__}"
+        )
+    out = list(tokens)
+    # Checking the distinct types is a C-level pass; isinstance per token is not.
+    if not all(issubclass(t, str) for t in set(map(type, out))):
+        raise RequestError(f"bm25: tokenized {what} #{i} must contain only strings")
+    return out
+
+
+def _csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]) -> Any:
+    sparse = _import_scipy_sparse()
+    return sparse.csr_matrix((data, indices, indptr), shape=shape, copy=False)
+
+
+@functools.cache
+def _raw_matmat() -> Any:
+    """scipy's C routine behind sparse ``@``, or None where scipy moved it."""
+    _import_scipy_sparse()
+    try:
+        from scipy.sparse._sparsetools import csr_matmat
+    except ImportError:  # pragma: no cover - a scipy that reorganised its internals
+        return None
+    return csr_matmat
+
+
+def _product(
+    q_indptr: np.ndarray, q_terms: np.ndarray, scores: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``queries @ scores`` as CSR arrays ``(indptr, doc positions, summed scores)``.
+
+    Every query-term weight is 1 (a repeated term appears twice). scipy's own ``@``
+    first runs a counting pass over all the postings to size its output; the sum of
+    the posting-list lengths is a free upper bound, so we call the C routine directly
+    and skip that pass (a third of the product's time). The bound is exact arithmetic
+    on validated arrays (``load_payload`` checks every index), so the routine, which
+    does no bounds checks, never writes past it. Entries whose scores add up to
+    exactly 0 are dropped, as with ``@``.
+    """
+    m = len(q_indptr) - 1
+    n_docs = scores.shape[1]
+    q_data = np.ones(len(q_terms), scores.dtype)
+    matmat = _raw_matmat()
+    if matmat is not None:
+        lengths = scores.indptr[q_terms + 1] - scores.indptr[q_terms]
+        rows = np.repeat(np.arange(m), np.diff(q_indptr))
+        per_row = np.bincount(rows, weights=lengths, minlength=m)
+        bound = int(np.minimum(per_row, n_docs).sum())
+        dtype = scores.indices.dtype
+        indptr = np.empty(m + 1, dtype)
+        indices = np.empty(bound, dtype)
+        data = np.empty(bound, scores.dtype)
+        matmat(
+            m,
+            n_docs,
+            q_indptr,
+            q_terms,
+            q_data,
+            scores.indptr,
+            scores.indices,
+            scores.data,
+            indptr,
+            indices,
+            data,
+        )
+        return indptr, indices, data
+    res = _csr(q_data, q_terms, q_indptr, (m, scores.shape[0])) @ scores
+    return res.indptr, res.indices, res.data
+
+
+def _select_topk(
+    res: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, out_s: np.ndarray, out_p: np.ndarray
+) -> None:
+    """Per row of a sparse score matrix: the ``k`` best, score descending then position."""
+    # Selection works on the documents that share a term with the query (a few
+    # hundred or thousand per query), never on a dense row over the whole corpus.
+    indptr, cols, data = res
+    bounds = indptr.tolist()
+    for i in range(len(bounds) - 1):
+        lo, hi = bounds[i], bounds[i + 1]
+        n = hi - lo
+        if n == 0:
+            continue
+        d, c = data[lo:hi], cols[lo:hi]
+        if n > k:
+            # Keep everything tied with the k-th best, then order exactly.
+            kth = np.partition(d, n - k)[n - k]
+            cand = np.flatnonzero(d >= kth)
+            d, c = d[cand], c[cand]
+        order = np.lexsort((c, -d))[:k]
+        out_s[i, : len(order)] = d[order]
+        out_p[i, : len(order)] = c[order]
+
+
+class BM25Index(Index):
+    """Lexical BM25 index over texts (``input = "text"``).
+
+    Args:
+        k1: term-frequency saturation (>= 0).
+        b: length normalisation, 0..1.
+        method: idf variant, ``"lucene"`` (default), ``"okapi"`` (rank_bm25's BM25Okapi)
+            or ``"atire"``.
+        epsilon: ``"okapi"`` only: negative idfs become ``epsilon * mean idf``.
+        lowercase, token_pattern, stopwords, stemmer: the :class:`Tokenizer` options.
+        tokenizer: a ready :class:`Tokenizer` (or its ``to_dict()``) instead of the
+            four options above.
+
+    Scores add up over query tokens, a token repeated in the query counting each time.
+    Query tokens absent from the index are ignored; documents sharing no token with
+    the query are not returned (their slots are padded with ``-inf`` / ``-1``).
+    """
+
+    name: ClassVar[str] = "bm25"
+    input: ClassVar[Literal["text", "vectors"]] = "text"
+    extra: ClassVar[str | None] = "bm25"
+    format_version: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        *,
+        k1: float = 1.2,
+        b: float = 0.75,
+        method: str = "lucene",
+        epsilon: float = 0.25,
+        lowercase: bool = True,
+        token_pattern: str = DEFAULT_TOKEN_PATTERN,
+        stopwords: bool = True,
+        stemmer: str | None = "english",
+        tokenizer: Tokenizer | Mapping[str, Any] | None = None,
+    ) -> None:
+        if method not in METHODS:
+            raise ConfigError(
+                f"bm25: unknown method {method!r}; choose one of {', '.join(METHODS)}"
+            )
+        for opt, value in (("k1", k1), ("b", b), ("epsilon", epsilon)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not np.isfinite(value)
+            ):
+                raise ConfigError(f"bm25: {opt} must be a finite number, got {value!r}")
+        if k1 < 0:
+            raise ConfigError(f"bm25: k1 must be >= 0, got {k1}")
+        if not 0 <= b <= 1:
+            raise ConfigError(f"bm25: b must be between 0 and 1, got {b}")
+        if tokenizer is None:
+            tok = Tokenizer(
+                lowercase=lowercase,
+                token_pattern=token_pattern,
+                stopwords=stopwords,
+                stemmer=stemmer,
+            )
+        elif isinstance(tokenizer, Tokenizer):
+            tok = tokenizer
+        else:
+            tok = Tokenizer.from_dict(tokenizer)
+        self.tokenizer = tok
+        self.k1 = float(k1)
+        self.b = float(b)
+        self.method = method
+        self.epsilon = float(epsilon)
+        super().__init__(
+            k1=self.k1, b=self.b, method=method, epsilon=self.epsilon, tokenizer=tok.to_dict()
+        )
+        self.vocab: dict[str, int] = {}
+        self._terms: list[str] = []
+        # Doc-major raw counts (docs x terms) and lengths: the source of truth on add.
+        self._tf_data = np.zeros(0, np.int32)
+        self._tf_indices = np.zeros(0, np.int32)
+        self._tf_indptr = np.zeros(1, np.int64)
+        self._doc_lengths = np.zeros(0, np.int32)
+        self._scores: Any = None  # term-major CSR (terms x docs) of float32 contributions
+        self.avgdl = 0.0
+        self.idf = np.zeros(0, np.float64)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self.options}
+
+    # -- indexing -------------------------------------------------------------------
+    def _add(self, items: Sequence[str]) -> None:
+        self._add_token_lists(self.tokenizer(items))
+
+    def add_tokenized(self, docs: Sequence[Sequence[str]]) -> None:
+        """Append already-tokenized documents (lists of terms) as new rows.
+
+        For callers that tokenized with :func:`tokenize` and this index's tokenizer
+        (benchmarks feeding several systems the same tokens).
+        """
+        token_lists = [_token_list(d, i, "document") for i, d in enumerate(docs)]
+        if not token_lists:
+            return
+        self._add_token_lists(token_lists)
+        self._deleted = np.concatenate([self._deleted, np.zeros(len(token_lists), dtype=bool)])
+
+    def _add_token_lists(self, docs: list[list[str]]) -> None:
+        sparse = _import_scipy_sparse()
+        vocab = self.vocab
+        flat = list(chain.from_iterable(docs))
+        # dict.fromkeys keeps first-appearance order, so term ids are deterministic.
+        for term in dict.fromkeys(flat):
+            if term not in vocab:
+                vocab[term] = len(vocab)
+                self._terms.append(term)
+        n_terms = len(vocab)
+        lengths = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
+        term_ids = np.fromiter(map(vocab.__getitem__, flat), dtype=np.int32, count=len(flat))
+        rows = np.repeat(np.arange(len(docs), dtype=np.int32), lengths)
+        block = sparse.csr_matrix(
+            (np.ones(len(flat), np.int32), (rows, term_ids)), shape=(len(docs), n_terms)
+        )
+        block.sum_duplicates()  # also sorts indices within each row
+        self._tf_data = np.concatenate([self._tf_data, block.data.astype(np.int32, copy=False)])
+        self._tf_indices = np.concatenate(
+            [self._tf_indices, block.indices.astype(np.int32, copy=False)]
+        )
+        self._tf_indptr = np.concatenate(
+            [self._tf_indptr, block.indptr[1:].astype(np.int64) + self._tf_indptr[-1]]
+        )
+        self._doc_lengths = np.concatenate([self._doc_lengths, lengths.astype(np.int32)])
+        self._rebuild_scores()
+
+    def _idf(self, df: np.ndarray, n_docs: int) -> np.ndarray:
+        df = df.astype(np.float64)
+        if self.method == "lucene":
+            return np.log1p((n_docs - df + 0.5) / (df + 0.5))
+        if self.method == "atire":
+            return np.log(n_docs / df)
+        # okapi: rank_bm25.BM25Okapi._calc_idf, including its mean over the raw
+        # (possibly negative) idfs of the whole vocabulary.
+        idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
+        if idf.size:
+            eps = self.epsilon * (idf.sum() / idf.size)
+            idf[idf < 0] = eps
+        return idf
+
+    def _rebuild_scores(self) -> None:
+        n_docs = len(self._doc_lengths)
+        n_terms = len(self._terms)
+        tf = self._tf_data.astype(np.float64)
+        df = np.bincount(self._tf_indices, minlength=n_terms)
+        self.idf = self._idf(df, n_docs)
+        total = float(self._doc_lengths.sum())
+        self.avgdl = total / n_docs if n_docs else 0.0
+        doc_of = np.repeat(np.arange(n_docs), np.diff(self._tf_indptr))
+        if self.avgdl > 0:
+            norm = self.k1 * (1.0 - self.b + self.b * self._doc_lengths / self.avgdl)
+        else:  # only empty documents: no postings, nothing to normalise
+            norm = np.full(n_docs, self.k1)
+        contrib = self.idf[self._tf_indices] * (tf * (self.k1 + 1.0) / (tf + norm[doc_of]))
+        doc_major = _csr(
+            contrib.astype(np.float32), self._tf_indices, self._tf_indptr, (n_docs, n_terms)
+        )
+        # csr -> csc is a C-level transpose; the CSC arrays of (docs x terms) are the
+        # CSR arrays of (terms x docs), one row per term, documents sorted within it.
+        csc = doc_major.tocsc()
+        self._scores = _csr(csc.data, csc.indices, csc.indptr, (n_terms, n_docs))
+        logger.debug("bm25: %d documents, %d terms, %d postings", n_docs, n_terms, len(csc.data))
+
+    def _count(self) -> int:
+        return len(self._doc_lengths)
+
+    # -- search ---------------------------------------------------------------------
+    def _query_matrix(self, queries: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """CSR ``(indptr, term ids)`` of the queries; a repeated term is repeated here."""
+        get = self.vocab.get
+        ids = [[i for i in map(get, q) if i is not None] for q in queries]
+        dtype = self._scores.indices.dtype
+        indptr = np.zeros(len(ids) + 1, dtype)
+        np.cumsum(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), out=indptr[1:])
+        cols = np.fromiter(chain.from_iterable(ids), dtype=dtype, count=int(indptr[-1]))
+        return indptr, cols
+
+    def _search(
+        self, queries: Sequence[str | Sequence[str]], k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # A query is a text, or a list of tokens already made by this index's tokenizer.
+        toks = [
+            self.tokenizer.tokenize_one(q) if isinstance(q, str) else _token_list(q, i, "query")
+            for i, q in enumerate(queries)
+        ]
+        return self._search_tokens(toks, k)
+
+    def search_tokenized(
+        self, queries: Sequence[Sequence[str]], k: int = 10
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` for queries already tokenized (lists of terms), e.g. by :func:`tokenize`.
+
+        Removed rows are filtered and results padded exactly as by :meth:`search`.
+        """
+        return self.search([_token_list(q, i, "query") for i, q in enumerate(queries)], k)
+
+    def _search_tokens(self, queries: list[list[str]], k: int) -> tuple[np.ndarray, np.ndarray]:
+        nq = len(queries)
+        n_docs = self._count()
+        out_s = np.full((nq, k), -np.inf, np.float32)
+        out_p = np.full((nq, k), -1, np.int64)
+        if nq == 0 or n_docs == 0 or self._scores is None:
+            return out_s, out_p
+        q_indptr, q_terms = self._query_matrix(queries)
+        kk = min(k, n_docs)
+        # Bounds the product's output buffer (int32 + float32 per cell) to ~128 MB.
+        chunk = max(1, _CHUNK_CELLS // n_docs)
+        for start in range(0, nq, chunk):
+            stop = min(start + chunk, nq)
+            indptr = q_indptr[start : stop + 1]
+            terms = q_terms[indptr[0] : indptr[-1]]
+            res = _product(indptr - indptr[0], terms, self._scores)
+            _select_topk(res, kk, out_s[start:stop], out_p[start:stop])
+        return out_s, out_p
+
+    # -- persistence ----------------------------------------------------------------
+    def save_payload(self, directory: Path) -> dict[str, Any]:
+        directory = Path(directory)
+        (directory / "vocab.json").write_text(json.dumps(self._terms, ensure_ascii=False), "utf-8")
+        if self._scores is None:
+            self._rebuild_scores()
+        arrays = {
+            "scores.data": np.asarray(self._scores.data, np.float32),
+            # indices and indptr share one integer type, as scipy's C routines need.
+            "scores.indices": np.asarray(self._scores.indices),
+            "scores.indptr": np.asarray(self._scores.indptr),
+            "tf.data": self._tf_data,
+            "tf.indices": self._tf_indices,
+            "tf.indptr": self._tf_indptr,
+            "doc_lengths": self._doc_lengths,
+            # The host also writes this same file (from the base-class mask) when it saves a
+            # collection; keeping it here makes a bare index round-trip on its own.
+            "deleted": self._deleted,
+        }
+        for stem, arr in arrays.items():
+            np.save(directory / f"{stem}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+        return {
+            "k1": self.k1,
+            "b": self.b,
+            "method": self.method,
+            "epsilon": self.epsilon,
+            "tokenizer": self.tokenizer.to_dict(),
+            "vocab_size": len(self._terms),
+            "avgdl": self.avgdl,
+            "n_docs": self._count(),
+            "nnz": int(len(self._tf_data)),
+        }
+
+    @classmethod
+    def load_payload(cls, directory: Path, params: Mapping[str, Any]) -> BM25Index:
+        directory = Path(directory)
+        try:
+            index = cls(
+                k1=params["k1"],
+                b=params["b"],
+                method=params["method"],
+                epsilon=params["epsilon"],
+                tokenizer=params["tokenizer"],
+            )
+            n_docs = int(params["n_docs"])
+            n_terms = int(params["vocab_size"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptIndexError(
+                f"{directory}: bm25 build parameters are missing or invalid ({exc!r}); rebuild the index."
+            ) from exc
+
+        def bad(name: str, why: str) -> CorruptIndexError:
+            return CorruptIndexError(f"{directory / name}: {why}; rebuild the index.")
+
+        try:
+            terms = json.loads((directory / "vocab.json").read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise bad("vocab.json", f"unreadable ({exc})") from exc
+        if (
+            not isinstance(terms, list)
+            or len(terms) != n_terms
+            or not all(isinstance(t, str) for t in terms)
+        ):
+            raise bad("vocab.json", f"expected a list of {n_terms} strings")
+        vocab = {t: i for i, t in enumerate(terms)}
+        if len(vocab) != len(terms):
+            raise bad("vocab.json", "terms are not unique")
+
+        def load(stem: str, dtype: Any, length: int, *, mmap: bool = True) -> np.ndarray:
+            name = f"{stem}.npy"
+            try:
+                arr = np.load(directory / name, mmap_mode="r" if mmap else None, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as exc:
+                raise bad(name, f"missing or unreadable ({exc})") from exc
+            allowed = [np.dtype(d) for d in (dtype if isinstance(dtype, tuple) else (dtype,))]
+            if arr.dtype not in allowed or arr.ndim != 1 or len(arr) != length:
+                raise bad(
+                    name,
+                    f"expected a 1-d {dtype} array of length {length}, found {arr.dtype} {arr.shape}",
+                )
+            return arr
+
+        tf_indptr = load("tf.indptr", np.int64, n_docs + 1)
+        nnz = int(tf_indptr[-1])
+        tf_data = load("tf.data", np.int32, nnz)
+        tf_indices = load("tf.indices", np.int32, nnz)
+        doc_lengths = load("doc_lengths", np.int32, n_docs)
+        deleted = load("deleted", np.bool_, n_docs, mmap=False)
+        s_indptr = load("scores.indptr", (np.int32, np.int64), n_terms + 1)
+        s_data = load("scores.data", np.float32, nnz)
+        s_indices = load("scores.indices", s_indptr.dtype, nnz)
+        # Search hands these arrays to C code without bounds checks: check them all.
+        for name, ptr, idx, bound in (
+            ("tf", tf_indptr, tf_indices, n_terms),
+            ("scores", s_indptr, s_indices, n_docs),
+        ):
+            if int(ptr[0]) != 0 or int(ptr[-1]) != nnz or (len(ptr) > 1 and np.diff(ptr).min() < 0):
+                raise bad(f"{name}.indptr.npy", "offsets are not a valid CSR row pointer")
+            if nnz and (int(idx.min()) < 0 or int(idx.max()) >= bound):
+                raise bad(f"{name}.indices.npy", f"holds ids outside 0..{bound - 1}")
+        index.vocab = vocab
+        index._terms = terms
+        index._tf_data, index._tf_indices, index._tf_indptr = tf_data, tf_indices, tf_indptr
+        index._doc_lengths = doc_lengths
+        index._deleted = np.array(deleted, dtype=bool)
+        total = float(doc_lengths.sum())
+        index.avgdl = total / n_docs if n_docs else 0.0
+        index.idf = index._idf(np.bincount(tf_indices, minlength=n_terms), n_docs)
+        index._scores = _csr(s_data, s_indices, s_indptr, (n_terms, n_docs))
+        return index
+
+
+__all__ = ["DEFAULT_TOKEN_PATTERN", "METHODS", "STOPWORDS_EN", "BM25Index", "Tokenizer", "tokenize"]

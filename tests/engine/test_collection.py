@@ -187,3 +187,49 @@ def test_copy_of_index_directory_still_loads(engine, docs, tmp_path):
     )
     shutil.copytree(path, tmp_path / "b")
     assert engine.load(tmp_path / "b").search("bonds", k=1)[0].id == "d12"
+
+
+def test_pipeline_specs_with_weights_and_linear_fusion(engine):
+    from relevo.engine.evaluate import parse_pipeline
+
+    stages, fusion = parse_pipeline("hybrid", engine.registry, "hashing")
+    assert (
+        stages == ["bm25", "faiss-flat@hashing"] and fusion.method == "rrf" and not fusion.weights
+    )
+    stages, fusion = parse_pipeline("linear:bm25*0.3+hashing", engine.registry, "minilm")
+    assert stages == ["bm25", "faiss-flat@hashing"]
+    assert fusion.method == "linear" and fusion.weights == {"bm25": 0.3, "faiss-flat@hashing": 1.0}
+    assert parse_pipeline("faiss-hnsw", engine.registry, "hashing")[0] == ["faiss-hnsw@hashing"]
+    with pytest.raises(ConfigError, match="at least two"):
+        parse_pipeline("hybrid:bm25", engine.registry, "hashing")
+    with pytest.raises(ConfigError, match="not a number"):
+        parse_pipeline("hybrid:bm25*x+dense", engine.registry, "hashing")
+
+
+def test_linear_fusion_normalises_and_weights():
+    from relevo.engine.fusion import linear
+
+    fused = linear(
+        {"a": [("x", 10.0), ("y", 0.0)], "b": [("y", 3.0), ("x", 1.0)]},
+        weights={"a": 1.0, "b": 3.0},
+    )
+    scores = {d: s for d, s, _ in fused}
+    assert scores == {"x": pytest.approx(1.0), "y": pytest.approx(3.0)}
+
+
+def test_fusion_survives_save_and_load(engine, docs, tmp_path):
+    from relevo.engine.collection import Fusion
+
+    col = engine.index(
+        docs,
+        stages=["bm25", "faiss-flat"],
+        embedder="hashing",
+        fusion=Fusion(method="linear", weights={"bm25": 2.0}),
+    )
+    loaded = engine.load(engine.save(col, tmp_path / "idx"))
+    assert loaded.fusion.method == "linear" and loaded.fusion.weights == {"bm25": 2.0}
+    assert [h.id for h in loaded.search("interest rates")] == [
+        h.id for h in col.search("interest rates")
+    ]
+    with pytest.raises(ConfigError, match="unknown fusion method"):
+        Fusion(method="borda")

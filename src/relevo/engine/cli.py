@@ -467,7 +467,7 @@ def rerank_cmd(
 @click.pass_context
 def demo_cmd(ctx: click.Context, dataset_dir: Path | None, pipeline: str, examples: int) -> None:
     """Index SciFact with the default pipeline, show example results and nDCG@10."""
-    from .evaluate import collection_for, evaluate, load_dataset, pipeline_stages
+    from .evaluate import collection_for, evaluate, load_dataset, parse_pipeline
 
     if dataset_dir is None:
         root = find_datasets_dir()
@@ -478,9 +478,11 @@ def demo_cmd(ctx: click.Context, dataset_dir: Path | None, pipeline: str, exampl
         dataset_dir = root / "scifact"
     engine = _engine(ctx)
     dataset = load_dataset(dataset_dir)
-    stages = pipeline_stages(pipeline, engine.registry, "minilm")
+    stages, fusion = parse_pipeline(pipeline, engine.registry, "minilm")
     click.echo(f"relevo demo: {dataset.name}, pipeline {pipeline} ({' + '.join(stages)})", err=True)
-    collection, seconds, reused = collection_for(engine, dataset, stages, embedder="minilm")
+    collection, seconds, reused = collection_for(
+        engine, dataset, stages, embedder="minilm", fusion=fusion
+    )
     how = "reused cached index" if reused else f"built index in {seconds:.1f}s"
     click.echo(f"{len(collection)} documents, {how}\n")
     for qid in list(dataset.queries)[:examples]:

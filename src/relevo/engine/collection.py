@@ -32,7 +32,8 @@ from .errors import (
     IndexMismatchError,
     RequestError,
 )
-from .fusion import rrf
+from .fusion import METHODS as FUSION_METHODS
+from .fusion import linear, rrf
 from .types import Hit
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,14 +63,39 @@ class Stage:
 
 @dataclass
 class Fusion:
-    """How several stages are combined: reciprocal-rank fusion."""
+    """How several stages are combined.
 
+    Attributes:
+        method: ``"rrf"`` (reciprocal-rank fusion, default) or ``"linear"`` (weighted sum
+            of per-stage min-max-normalised scores).
+        k: the RRF constant.
+        depth: candidates taken from each stage before fusing.
+        weights: per-stage weights (default 1.0 each).
+    """
+
+    method: str = "rrf"
     k: int = 60
     depth: int = 100
     weights: dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.method not in FUSION_METHODS:
+            raise ConfigError(
+                f"unknown fusion method {self.method!r}; choose {', '.join(FUSION_METHODS)}."
+            )
+        if self.depth < 1 or self.k < 0:
+            raise ConfigError(f"fusion depth must be >= 1 and k >= 0 (got {self.depth}, {self.k}).")
+
+    def fuse(
+        self, rankings: Mapping[str, Sequence[tuple[str, float]]], limit: int
+    ) -> list[tuple[str, float, dict[str, float]]]:
+        weights = self.weights or None
+        if self.method == "linear":
+            return linear(rankings, weights=weights, limit=limit)
+        return rrf(rankings, k=self.k, weights=weights, limit=limit)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "rrf", "k": self.k, "depth": self.depth, "weights": self.weights}
+        return {"method": self.method, "k": self.k, "depth": self.depth, "weights": self.weights}
 
 
 def embedder_record(embedder: Embedder) -> dict[str, Any]:
@@ -204,12 +230,7 @@ class Collection:
                     (d, s, {}) for d, s in per_stage[names[0]][qi][:k]
                 ]
             else:
-                ranked = rrf(
-                    {n: per_stage[n][qi] for n in names},
-                    k=self.fusion.k,
-                    weights=self.fusion.weights or None,
-                    limit=k,
-                )
+                ranked = self.fusion.fuse({n: per_stage[n][qi] for n in names}, k)
             hits = []
             for rank, (doc_id, score, stage_ranks) in enumerate(ranked, 1):
                 title = text = ""
@@ -361,6 +382,7 @@ class Collection:
             stages.append(Stage(entry["name"], index, embedder, record))
         fusion_cfg = man.get("fusion", {})
         fusion = Fusion(
+            method=str(fusion_cfg.get("method", "rrf")),
             k=int(fusion_cfg.get("k", 60)),
             depth=int(fusion_cfg.get("depth", 100)),
             weights=dict(fusion_cfg.get("weights", {})),

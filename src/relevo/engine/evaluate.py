@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cache import key
-from .collection import Collection
+from .collection import Collection, Fusion
 from .corpus import read_corpus, read_qrels, read_queries, resolve_corpus
 from .errors import ConfigError, DatasetError, IndexFormatError, MissingDependencyError
 from .types import Hit
@@ -24,11 +24,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-#: Named pipelines: first-stage index specs (several are fused with RRF).
-PIPELINES: dict[str, tuple[str, ...]] = {
-    "bm25": ("bm25",),
-    "dense": ("faiss-flat",),
-    "hybrid": ("bm25", "faiss-flat"),
+#: Named pipelines: a stage spec, or a fusion spec (``hybrid:`` = RRF, ``linear:`` =
+#: weighted sum of normalised scores) over stages. Plugins' formats and embedders are
+#: accepted directly too (see :func:`parse_pipeline`).
+PIPELINES: dict[str, str] = {
+    "bm25": "bm25",
+    "dense": "faiss-flat",
+    "hybrid": "hybrid:bm25+faiss-flat",
 }
 
 
@@ -68,42 +70,67 @@ def load_dataset(path: str | Path, *, split: str = "test") -> Dataset:
     return Dataset(root, corpus, judged, {q: qrels[q] for q in judged}, split)
 
 
-def pipeline_stages(pipeline: str, registry: Any, embedder: str) -> list[str]:
-    """Turn a pipeline spec into stage specs.
+def parse_pipeline(pipeline: str, registry: Any, embedder: str) -> tuple[list[str], Fusion]:
+    """Turn a pipeline spec into stage specs and a fusion.
 
-    Accepts a named pipeline (``bm25``, ``dense``, ``hybrid``), a registered index
-    format (``faiss-hnsw``), a registered embedder name (dense flat index over it), or
-    ``hybrid:A+B+...`` fusing any of those.
+    Accepts a named pipeline (``bm25``, ``dense``, ``hybrid``, or one a plugin's name
+    matches), a registered index format (``faiss-hnsw``, ``splade``), a registered
+    embedder name (a flat dense index over it, e.g. ``bge-small``), ``FORMAT@EMBEDDER``,
+    or a fusion ``hybrid:A+B+...`` (reciprocal-rank fusion) / ``linear:A+B`` (weighted
+    sum of min-max-normalised scores) of any of those, with optional per-stage weights
+    ``A*0.5``.
     """
-    if pipeline.startswith("hybrid:"):
-        parts = [p for p in pipeline.split(":", 1)[1].split("+") if p]
+
+    pipeline = pipeline.strip()
+    method = None
+    for prefix, m in (("hybrid:", "rrf"), ("linear:", "linear")):
+        if pipeline.startswith(prefix):
+            method, body = m, pipeline[len(prefix) :]
+    if method is not None:
+        parts = [p.strip() for p in body.split("+") if p.strip()]
         if len(parts) < 2:
             raise ConfigError(
                 f"{pipeline!r}: a fusion needs at least two stages, e.g. hybrid:bm25+dense."
             )
-        out: list[str] = []
-        for p in parts:
-            for s in pipeline_stages(p, registry, embedder):
-                if s not in out:
-                    out.append(s)
-        return out
-    if pipeline in PIPELINES:
-        return [
-            s if registry.get("index", s)[0].cls.input == "text" else f"{s}@{embedder}"
-            for s in PIPELINES[pipeline]
-        ]
+        stages: list[str] = []
+        weights: dict[str, float] = {}
+        for part in parts:
+            name, star, weight = part.partition("*")
+            try:
+                w = float(weight) if star else 1.0
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{pipeline!r}: weight {weight!r} of {name!r} is not a number."
+                ) from exc
+            if w < 0:
+                raise ConfigError(f"{pipeline!r}: weights must be >= 0.")
+            sub_stages, _ = parse_pipeline(name, registry, embedder)
+            for st in sub_stages:
+                if st not in stages:
+                    stages.append(st)
+                weights[st] = w
+        explicit = weights if any(v != 1.0 for v in weights.values()) else {}
+        return stages, Fusion(method=method, weights=explicit)
+    if pipeline in PIPELINES and PIPELINES[pipeline] != pipeline:
+        return parse_pipeline(PIPELINES[pipeline], registry, embedder)
     fmt = pipeline.partition("@")[0]
     if fmt in registry.names("index"):
         reg, _ = registry.get("index", fmt)
         if reg.cls.input == "vectors" and "@" not in pipeline:
-            return [f"{pipeline}@{embedder}"]
-        return [pipeline]
+            return [f"{pipeline}@{embedder}"], Fusion()
+        return [pipeline], Fusion()
     if pipeline.partition(":")[0] in registry.names("embedder"):
-        return [f"faiss-flat@{pipeline}"]
+        return [f"faiss-flat@{pipeline}"], Fusion()
     names = sorted(PIPELINES) + registry.names("index") + registry.names("embedder")
     raise ConfigError(
-        f"unknown pipeline {pipeline!r}; choose one of {', '.join(names)} or hybrid:A+B."
+        f"unknown pipeline {pipeline!r}; choose one of {', '.join(dict.fromkeys(names))}, "
+        "or a fusion such as hybrid:bm25+bge-small*0.5."
     )
+
+
+def pipeline_stages(pipeline: str, registry: Any, embedder: str) -> list[str]:
+    """The stage specs of a pipeline (see :func:`parse_pipeline`)."""
+    return parse_pipeline(pipeline, registry, embedder)[0]
 
 
 def score_run(
@@ -155,18 +182,26 @@ def collection_for(
     *,
     embedder: str,
     rebuild: bool = False,
+    fusion: Fusion | None = None,
 ) -> tuple[Collection, float, bool]:
-    """Load the cached collection for (corpus, stages, embedder) or build and cache it."""
+    """Load the cached collection for (corpus, stages, embedder) or build and cache it.
+
+    The fusion is not part of the cache key: it only affects search, so it is applied
+    to a cached collection as given.
+    """
     docs, checksum = read_corpus(dataset.corpus)
     ckey = key("collection", checksum, "|".join(stages), embedder)
     path = engine.cache_dir / "collections" / f"{dataset.name}-{ckey}"
     if path.exists() and not rebuild:
         try:
-            return engine.load(path), 0.0, True
+            cached = engine.load(path)
+            if fusion is not None:
+                cached.fusion = fusion
+            return cached, 0.0, True
         except IndexFormatError as exc:
             log.warning("rebuilding cached index %s: %s", path, exc)
     t0 = time.perf_counter()
-    collection = engine.index(docs, stages=stages, embedder=embedder)
+    collection = engine.index(docs, stages=stages, embedder=embedder, fusion=fusion)
     seconds = time.perf_counter() - t0
     collection.save(path, overwrite=True)
     return collection, seconds, False
@@ -243,14 +278,15 @@ def evaluate(
         raise ConfigError(f"--depth must be >= 1, got {depth}.")
     dataset = load_dataset(dataset_dir, split=split)
     qids = list(dataset.queries)[:limit] if limit else list(dataset.queries)
-    index_seconds, reused, stages = 0.0, True, []
+    index_seconds, reused = 0.0, True
+    stages: list[str] = []
     if run is not None:
         results, search_seconds = first_stage_from_run(dataset, Path(run), qids, max(k, depth))
         source = f"run:{Path(run).name}"
     else:
-        stages = pipeline_stages(pipeline, engine.registry, embedder)
+        stages, fusion = parse_pipeline(pipeline, engine.registry, embedder)
         collection, index_seconds, reused = collection_for(
-            engine, dataset, stages, embedder=embedder, rebuild=rebuild
+            engine, dataset, stages, embedder=embedder, rebuild=rebuild, fusion=fusion
         )
         t0 = time.perf_counter()
         results = collection.search_batch(
@@ -327,6 +363,7 @@ __all__ = [
     "evaluate",
     "first_stage_from_run",
     "load_dataset",
+    "parse_pipeline",
     "pipeline_stages",
     "score_run",
     "write_trec_run",

@@ -41,4 +41,40 @@ def rrf(
     return [(d, fused[d], ranks[d]) for d in order]
 
 
-__all__ = ["rrf"]
+def linear(
+    rankings: Mapping[str, Sequence[tuple[str, float]]],
+    *,
+    weights: Mapping[str, float] | None = None,
+    limit: int | None = None,
+) -> list[tuple[str, float, dict[str, float]]]:
+    """Convex combination of per-stage min-max-normalised scores.
+
+    Each stage's scores are scaled to [0, 1] over its own list for this query; a document
+    a stage did not return contributes 0 from it. Used where scores are comparable in
+    shape, e.g. PromptReps' dense + sparse halves. Returns what :func:`rrf` returns,
+    with each stage's rank in the third element.
+    """
+    fused: dict[str, float] = {}
+    ranks: dict[str, dict[str, float]] = {}
+    for stage, hits in rankings.items():
+        if not hits:
+            continue
+        w = 1.0 if weights is None else float(weights.get(stage, 1.0))
+        scores = [s for _, s in hits]
+        lo, hi = min(scores), max(scores)
+        span = hi - lo
+        for rank, (doc_id, score) in enumerate(hits, 1):
+            if doc_id in ranks and stage in ranks[doc_id]:
+                continue
+            norm = (score - lo) / span if span > 0 else 1.0
+            fused[doc_id] = fused.get(doc_id, 0.0) + w * norm
+            ranks.setdefault(doc_id, {})[stage] = rank
+    order = sorted(fused, key=lambda d: (-fused[d], min(ranks[d].values()), d))
+    if limit is not None:
+        order = order[:limit]
+    return [(d, fused[d], ranks[d]) for d in order]
+
+
+METHODS = ("rrf", "linear")
+
+__all__ = ["METHODS", "linear", "rrf"]

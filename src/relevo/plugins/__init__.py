@@ -9,4 +9,5 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "relevo.plugins.sentence_transformers",
     "relevo.plugins.bm25",
     "relevo.plugins.faiss",
+    "relevo.plugins.llm",
 )

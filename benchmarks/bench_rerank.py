@@ -71,6 +71,8 @@ def main() -> None:
     ap.add_argument("--llm-depth", type=int, default=20)
     ap.add_argument("--llm-window", type=int, default=10)
     ap.add_argument("--llm-stride", type=int, default=5)
+    ap.add_argument("--llm-pairwise-top-k", type=int, default=3, help="PRP sliding passes (top-k placed)")
+    ap.add_argument("--llm-datasets", nargs="+", default=["trec-dl-2019", "scifact"])
     ap.add_argument("--skip-llm", action="store_true")
     ap.add_argument("--datasets", nargs="+", default=["trec-dl-2019", "scifact"])
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -124,7 +126,7 @@ def main() -> None:
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         rep = evaluate(engine, root, rel_level=rel, rerank="nanoranker", **first)
         record(ds, "nanoranker (pointwise)", rep, depth=100)
-        if args.skip_llm:
+        if args.skip_llm or ds not in args.llm_datasets:
             continue
         lim, depth = args.llm_queries, args.llm_depth
         sub = evaluate(engine, root, rel_level=rel, limit=lim, **first)
@@ -133,7 +135,7 @@ def main() -> None:
         for label, kw in [
             (f"smollm2 window (w={args.llm_window}, s={args.llm_stride})", {"strategy": "window", "window": args.llm_window, "stride": args.llm_stride}),
             ("smollm2 full (single pass)", {"strategy": "full"}),
-            ("smollm2 pairwise (PRP sliding, top-10)", {"strategy": "pairwise", "pairwise_method": "sliding"}),
+            (f"smollm2 pairwise (PRP sliding, top-{args.llm_pairwise_top_k})", {"strategy": "pairwise", "pairwise_method": "sliding", "pairwise_top_k": args.llm_pairwise_top_k}),
             ("smollm2 pointwise (ERank 0-10 expected value)", {"strategy": "pointwise"}),
         ]:
             rep = evaluate(engine, root, **common, **kw)

@@ -279,6 +279,13 @@ def search_cmd(
     show_default=True,
     type=click.Choice(["allpairs", "sort", "sliding"]),
 )
+@click.option(
+    "--pairwise-top-k",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Positions PRP sort/sliding settle.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def eval_cmd(
@@ -300,6 +307,7 @@ def eval_cmd(
     stride: int | None,
     passes: int,
     pairwise_method: str,
+    pairwise_top_k: int,
     as_json: bool,
 ) -> None:
     """Evaluate a retrieval pipeline (optionally reranked) on a BEIR dataset: nDCG@10, MRR@10, Recall@100."""
@@ -332,6 +340,7 @@ def eval_cmd(
             stride=stride,
             passes=passes,
             pairwise_method=pairwise_method,
+            pairwise_top_k=pairwise_top_k,
             progress=adv,
         )
     if as_json:

@@ -257,6 +257,7 @@ def evaluate(
     stride: int | None = None,
     passes: int = 1,
     pairwise_method: str = "sliding",
+    pairwise_top_k: int = 10,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a first stage (a pipeline or a TREC run file), optionally reranked.
@@ -312,6 +313,7 @@ def evaluate(
             stride=stride,
             passes=passes,
             pairwise_method=pairwise_method,
+            top_k=pairwise_top_k,
         )
         total, repairs = Cost(), Repairs()
         final = {}
@@ -336,6 +338,7 @@ def evaluate(
             "stride": runner.stride if runner.strategy == "window" else None,
             "passes": passes,
             "pairwise_method": pairwise_method if runner.strategy == "pairwise" else None,
+            "pairwise_top_k": pairwise_top_k if runner.strategy == "pairwise" else None,
             "repairs": repairs.to_dict(),
         }
         report["cost"] = total.to_dict()

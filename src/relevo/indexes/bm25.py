@@ -245,11 +245,12 @@ def _raw_matmat() -> Any:
 
 
 def _product(
-    q_indptr: np.ndarray, q_terms: np.ndarray, scores: Any
+    q_indptr: np.ndarray, q_terms: np.ndarray, scores: Any, q_data: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``queries @ scores`` as CSR arrays ``(indptr, doc positions, summed scores)``.
 
-    Every query-term weight is 1 (a repeated term appears twice). scipy's own ``@``
+    ``q_data`` holds one weight per query term (learned sparse queries); without it
+    every weight is 1 and a repeated term appears twice (BM25). scipy's own ``@``
     first runs a counting pass over all the postings to size its output; the sum of
     the posting-list lengths is a free upper bound, so we call the C routine directly
     and skip that pass (a third of the product's time). The bound is exact arithmetic
@@ -259,7 +260,10 @@ def _product(
     """
     m = len(q_indptr) - 1
     n_docs = scores.shape[1]
-    q_data = np.ones(len(q_terms), scores.dtype)
+    if q_data is None:
+        q_data = np.ones(len(q_terms), scores.dtype)
+    else:
+        q_data = np.ascontiguousarray(q_data, dtype=scores.dtype)
     matmat = _raw_matmat()
     if matmat is not None:
         lengths = scores.indptr[q_terms + 1] - scores.indptr[q_terms]

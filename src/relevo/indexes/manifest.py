@@ -58,7 +58,9 @@ def read_manifest(
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptIndexError(f"{path} is not valid JSON ({exc}); rebuild the index.") from exc
     if not isinstance(data, dict):
-        raise CorruptIndexError(f"{path} must hold a JSON object, found {type(data).__name__}; rebuild the index.")
+        raise CorruptIndexError(
+            f"{path} must hold a JSON object, found {type(data).__name__}; rebuild the index."
+        )
     missing = [key for key in required if key not in data]
     if missing:
         raise CorruptIndexError(f"{path} lacks required keys {missing}; rebuild the index.")
@@ -78,7 +80,9 @@ def atomic_directory(target: str | os.PathLike[str], *, overwrite: bool = False)
     """
     target = Path(target).absolute()
     if target.exists() and not overwrite:
-        raise IndexFormatError(f"{target} already exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+        raise IndexFormatError(
+            f"{target} already exists; pass overwrite=True (CLI: --overwrite) to replace it."
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:

@@ -7,7 +7,11 @@ any third-party plugin's; each can be blocked by its short name through
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "relevo.plugins.sentence_transformers",
+    "relevo.plugins.onnx",
     "relevo.plugins.bm25",
+    "relevo.plugins.splade",
     "relevo.plugins.faiss",
+    "relevo.plugins.promptreps",
+    "relevo.plugins.cross_encoder",
     "relevo.plugins.llm",
 )

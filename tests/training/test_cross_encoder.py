@@ -1,0 +1,249 @@
+"""Cross-encoder training on a tiny BERT built here (no downloads): loss, checkpoints, resume."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from relevo import ConfigError, Engine
+from relevo.testing import tiny_corpus
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from relevo.training import REPORT_FILE, TrainConfig, train_cross_encoder  # noqa: E402
+
+TRAIN_QUERIES = {
+    "q1": ("a kitten is a small cat that purrs", ["d3"]),
+    "q2": ("cats are domesticated mammals", ["d1"]),
+    "q3": ("dogs descended from wolves", ["d2"]),
+    "q4": ("a programming language focused on memory safety", ["d5"]),
+    "q5": ("python is a language with dynamic typing", ["d4"]),
+    "q6": ("a compiler translates a language into machine code", ["d6"]),
+    "q7": ("plants convert sunlight and water into glucose", ["d7"]),
+    "q8": ("roots absorb water from the soil", ["d9"]),
+    "q9": ("central banks raise interest rates", ["d11"]),
+    "q10": ("bond prices fall when rates rise", ["d12"]),
+}
+
+
+def make_tiny_bert(path: Path) -> Path:
+    """A 2-layer, 32-wide BERT encoder and a WordPiece vocabulary of the tiny corpus's words."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words: set[str] = set()
+    texts = [d.content for d in tiny_corpus()] + [q for q, _ in TRAIN_QUERIES.values()]
+    for text in texts:
+        words.update(re.findall(r"\w+|[^\w\s]", text.lower()))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
+    path.mkdir(parents=True)
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", "utf-8")
+    # transformers 5 takes ``vocab`` (path or dict); 4.x took ``vocab_file``
+    params = inspect.signature(BertTokenizerFast.__init__).parameters
+    key = "vocab" if "vocab" in params else "vocab_file"
+    tokenizer = BertTokenizerFast(**{key: str(path / "vocab.txt")}, do_lower_case=True)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def make_tiny_dataset(root: Path) -> Path:
+    """BEIR layout over ``tiny_corpus()`` with a train split."""
+    (root / "qrels").mkdir(parents=True)
+    with open(root / "corpus.jsonl", "w", encoding="utf-8") as fh:
+        for d in tiny_corpus():
+            fh.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
+    with open(root / "queries.jsonl", "w", encoding="utf-8") as fh:
+        for qid, (text, _) in TRAIN_QUERIES.items():
+            fh.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    with open(root / "qrels" / "train.tsv", "w", encoding="utf-8") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        for qid, (_, pos) in TRAIN_QUERIES.items():
+            for d in pos:
+                fh.write(f"{qid}\t{d}\t1\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("bert") / "tiny-bert")
+
+
+@pytest.fixture(scope="module")
+def train_set(tmp_path_factory) -> Path:
+    return make_tiny_dataset(tmp_path_factory.mktemp("data") / "tinyset")
+
+
+@pytest.fixture(scope="module")
+def hermetic() -> Engine:
+    return Engine(load_entrypoints=False)
+
+
+def config(train_set: Path, tiny_bert: Path, out: Path, **kw) -> TrainConfig:
+    opts = dict(
+        base=str(tiny_bert),
+        max_steps=6,
+        batch_size=8,
+        group_size=4,
+        max_length=48,
+        lr=2e-3,
+        max_queries=None,
+        depth=10,
+        checkpoint_every=3,
+        device="cpu",
+        seed=7,
+    )
+    opts.update(kw)
+    return TrainConfig(datasets=[str(train_set)], out=str(out), **opts)
+
+
+def weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_loss_decreases_and_report_describes_the_run(train_set, tiny_bert, hermetic, tmp_path):
+    out = tmp_path / "model"
+    cfg = config(
+        train_set, tiny_bert, out, max_steps=60, lr=5e-3, warmup_ratio=0.0, checkpoint_every=0
+    )
+    result = train_cross_encoder(cfg, engine=hermetic)
+    first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
+    assert len(result.losses) == 60
+    assert last < first - 0.2, (first, last)
+    report = json.loads((out / REPORT_FILE).read_text())
+    assert report["steps"] == 60 and report["loss"] == "listwise" and report["max_length"] == 48
+    assert report["base_model"] == str(tiny_bert)
+    assert report["negatives"] == {"method": "bm25", "depth": 10}
+    assert report["datasets"][0]["queries_used"] == len(TRAIN_QUERIES)
+    assert report["training_seconds"] >= 0 and report["final_loss"] == pytest.approx(
+        result.final_loss
+    )
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert not (out / "checkpoint").exists()
+    assert not list(tmp_path.glob(".model.tmp-*"))  # the temporary folder was renamed into place
+    cfg = json.loads((out / "config.json").read_text())
+    assert len(cfg["id2label"]) == 1  # one output logit
+
+
+def test_bce_loss_trains_too(train_set, tiny_bert, hermetic, tmp_path):
+    result = train_cross_encoder(
+        config(
+            train_set,
+            tiny_bert,
+            tmp_path / "bce",
+            loss="bce",
+            max_steps=30,
+            lr=5e-3,
+            checkpoint_every=0,
+        ),
+        engine=hermetic,
+    )
+    assert sum(result.losses[-5:]) < sum(result.losses[:5])
+    assert result.report["loss"] == "bce"
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_continues_from_checkpoint_and_matches_uninterrupted_run(
+    train_set, tiny_bert, hermetic, tmp_path
+):
+    full = train_cross_encoder(config(train_set, tiny_bert, tmp_path / "full"), engine=hermetic)
+
+    def crash_at_5(info):
+        if info.step == 5:
+            raise Interrupted
+
+    out = tmp_path / "resumed"
+    with pytest.raises(Interrupted):
+        train_cross_encoder(config(train_set, tiny_bert, out), engine=hermetic, on_step=crash_at_5)
+    state = json.loads((out / "checkpoint" / "trainer_state.json").read_text())
+    assert state["step"] == 3 and len(state["losses"]) == 3
+    assert not (out / REPORT_FILE).exists()
+
+    with pytest.raises(ConfigError, match="--resume"):  # refuses to silently start over
+        train_cross_encoder(config(train_set, tiny_bert, out), engine=hermetic)
+    with pytest.raises(ConfigError, match="lr"):  # settings must match the checkpoint
+        train_cross_encoder(
+            config(train_set, tiny_bert, out, lr=1e-3), resume=True, engine=hermetic
+        )
+
+    steps = []
+    resumed = train_cross_encoder(
+        config(train_set, tiny_bert, out), resume=True, engine=hermetic, on_step=steps.append
+    )
+    assert [s.step for s in steps] == [4, 5, 6] and steps[0].start == 3
+    assert resumed.report["resumed_from_step"] == 3
+    assert resumed.losses == full.losses
+    a, b = weights(tmp_path / "full"), weights(out)
+    assert a.keys() == b.keys()
+    import torch
+
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_keep_checkpoint_and_output_folder_guards(train_set, tiny_bert, hermetic, tmp_path):
+    out = tmp_path / "kept"
+    train_cross_encoder(
+        config(train_set, tiny_bert, out, max_steps=2, keep_checkpoint=True), engine=hermetic
+    )
+    assert json.loads((out / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
+    with pytest.raises(ConfigError, match="--overwrite"):
+        train_cross_encoder(config(train_set, tiny_bert, out, max_steps=2), engine=hermetic)
+    train_cross_encoder(
+        config(train_set, tiny_bert, out, max_steps=2), overwrite=True, engine=hermetic
+    )
+    assert not (out / "checkpoint").exists()
+
+    other = tmp_path / "not-a-model"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not a relevo training folder"):
+        train_cross_encoder(config(train_set, tiny_bert, other), overwrite=True, engine=hermetic)
+    assert (other / "notes.txt").read_text() == "keep me"
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train_cross_encoder(
+            config(train_set, tiny_bert, tmp_path / "fresh"), resume=True, engine=hermetic
+        )
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"batch_size": 10}, "multiple of group_size"),
+        ({"group_size": 1}, "group_size"),
+        ({"negatives": "random"}, "negatives"),
+        ({"loss": "hinge"}, "loss"),
+        ({"max_steps": 0}, "max_steps"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_work(train_set, tiny_bert, tmp_path, kw, message):
+    with pytest.raises(ConfigError, match=message):
+        train_cross_encoder(config(train_set, tiny_bert, tmp_path / "x", **kw))
+    assert not (tmp_path / "x").exists()
+
+
+def test_training_module_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, relevo.training; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--llm-stride", type=int, default=5)
     ap.add_argument("--llm-pairwise-top-k", type=int, default=3, help="PRP sliding passes (top-k placed)")
     ap.add_argument("--llm-datasets", nargs="+", default=["trec-dl-2019", "scifact"])
+    ap.add_argument("--queries", type=int, default=None, help="first N queries per dataset for the non-LLM rows (default all)")
     ap.add_argument("--skip-llm", action="store_true")
     ap.add_argument("--datasets", nargs="+", default=["trec-dl-2019", "scifact"])
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -110,13 +111,14 @@ def main() -> None:
         trec = ds == "trec-dl-2019"
         first = {"run": root / "runs" / "bm25_top100.trec"} if trec else {"pipeline": "bm25"}
         rel = 2 if trec else 1
-        base = evaluate(engine, root, rel_level=rel, **first)
+        lim_all = args.queries
+        base = evaluate(engine, root, rel_level=rel, limit=lim_all, **first)
         record(ds, "first stage (BM25)", base)
         if ce_path is not None:
-            rep = evaluate(engine, root, rel_level=rel, rerank=f"cross-encoder:{ce_path}", strategy="pointwise", **first)
+            rep = evaluate(engine, root, rel_level=rel, limit=lim_all, rerank=f"cross-encoder:{ce_path}", strategy="pointwise", **first)
             record(ds, "relevo cross-encoder (pointwise)", rep, depth=100)
             max_len = int(json.loads((ce_path / "relevo-reranker.json").read_text()).get("max_length", 256)) if (ce_path / "relevo-reranker.json").is_file() else 256
-            metrics, spq = rerankers_baseline(str(ce_path), root, run=first.get("run"), rel_level=rel, limit=None, max_length=max_len)
+            metrics, spq = rerankers_baseline(str(ce_path), root, run=first.get("run"), rel_level=rel, limit=lim_all, max_length=max_len)
             rows.append({
                 "dataset": ds, "system": "rerankers package, same cross-encoder", "queries": rep["queries"],
                 "ndcg@10": metrics["ndcg@10"], "first_stage_ndcg@10": base["ndcg@10"], "recall@100": metrics["recall@100"],
@@ -124,7 +126,7 @@ def main() -> None:
                 "relevo_speedup": spq / rep["seconds_per_query"] if rep["seconds_per_query"] else None,
             })
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-        rep = evaluate(engine, root, rel_level=rel, rerank="nanoranker", **first)
+        rep = evaluate(engine, root, rel_level=rel, limit=lim_all, rerank="nanoranker", **first)
         record(ds, "nanoranker (pointwise)", rep, depth=100)
         if args.skip_llm or ds not in args.llm_datasets:
             continue

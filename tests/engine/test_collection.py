@@ -233,3 +233,11 @@ def test_fusion_survives_save_and_load(engine, docs, tmp_path):
     ]
     with pytest.raises(ConfigError, match="unknown fusion method"):
         Fusion(method="borda")
+
+
+def test_named_pipeline_may_mention_a_component_of_the_same_name(engine, monkeypatch):
+    from relevo.engine import evaluate as ev
+
+    monkeypatch.setitem(ev.PIPELINES, "hashing", "linear:bm25+hashing")
+    stages, fusion = ev.parse_pipeline("hashing", engine.registry, "minilm")
+    assert stages == ["bm25", "faiss-flat@hashing"] and fusion.method == "linear"

@@ -31,6 +31,9 @@ PIPELINES: dict[str, str] = {
     "bm25": "bm25",
     "dense": "faiss-flat",
     "hybrid": "hybrid:bm25+faiss-flat",
+    # PromptReps fuses its dense and sparse halves by score, as in the paper; rank fusion
+    # loses to the sparse half alone (benchmarks in README).
+    "promptreps": "linear:promptreps-sparse+promptreps",
 }
 
 
@@ -70,7 +73,9 @@ def load_dataset(path: str | Path, *, split: str = "test") -> Dataset:
     return Dataset(root, corpus, judged, {q: qrels[q] for q in judged}, split)
 
 
-def parse_pipeline(pipeline: str, registry: Any, embedder: str) -> tuple[list[str], Fusion]:
+def parse_pipeline(
+    pipeline: str, registry: Any, embedder: str, _expanding: frozenset[str] = frozenset()
+) -> tuple[list[str], Fusion]:
     """Turn a pipeline spec into stage specs and a fusion.
 
     Accepts a named pipeline (``bm25``, ``dense``, ``hybrid``, or one a plugin's name
@@ -104,15 +109,16 @@ def parse_pipeline(pipeline: str, registry: Any, embedder: str) -> tuple[list[st
                 ) from exc
             if w < 0:
                 raise ConfigError(f"{pipeline!r}: weights must be >= 0.")
-            sub_stages, _ = parse_pipeline(name, registry, embedder)
+            sub_stages, _ = parse_pipeline(name, registry, embedder, _expanding)
             for st in sub_stages:
                 if st not in stages:
                     stages.append(st)
                 weights[st] = w
         explicit = weights if any(v != 1.0 for v in weights.values()) else {}
         return stages, Fusion(method=method, weights=explicit)
-    if pipeline in PIPELINES and PIPELINES[pipeline] != pipeline:
-        return parse_pipeline(PIPELINES[pipeline], registry, embedder)
+    if pipeline in PIPELINES and PIPELINES[pipeline] != pipeline and pipeline not in _expanding:
+        # A named pipeline may mention a component of the same name ("promptreps").
+        return parse_pipeline(PIPELINES[pipeline], registry, embedder, _expanding | {pipeline})
     fmt = pipeline.partition("@")[0]
     if fmt in registry.names("index"):
         reg, _ = registry.get("index", fmt)

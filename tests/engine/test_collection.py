@@ -13,12 +13,14 @@ from relevo import (
     ConfigError,
     CorruptIndexError,
     Document,
+    Engine,
     IndexFormatError,
     IndexMismatchError,
     RequestError,
 )
 from relevo.engine.fusion import rrf
 from relevo.testing import HashingEmbedder
+from relevo.testing import tiny_corpus as tiny_docs
 
 ALL_FORMATS = ["bm25", "faiss-flat", "faiss-hnsw", "torch-flat"]
 
@@ -241,3 +243,27 @@ def test_named_pipeline_may_mention_a_component_of_the_same_name(engine, monkeyp
     monkeypatch.setitem(ev.PIPELINES, "hashing", "linear:bm25+hashing")
     stages, fusion = ev.parse_pipeline("hashing", engine.registry, "minilm")
     assert stages == ["bm25", "faiss-flat@hashing"] and fusion.method == "linear"
+
+
+def test_manifest_prefixes_are_enforced_at_query_time(tmp_path):
+    """Queries are encoded with the prefixes the index was built with, never others."""
+    from relevo.testing import FakePlugin
+
+    engine = Engine(plugins=[FakePlugin()], load_entrypoints=False)
+    emb = engine.embedder("hashing", query_prefix="query: ", document_prefix="passage: ")
+    col = engine.index(tiny_docs(), stages=["faiss-flat"], embedder=emb)
+    path = engine.save(col, tmp_path / "idx")
+    stage_man = json.loads(next((path / "stages").iterdir()).joinpath("manifest.json").read_text())
+    assert stage_man["embedder"]["options"] == {
+        "query_prefix": "query: ",
+        "document_prefix": "passage: ",
+    }
+    fresh = Engine(plugins=[FakePlugin()], load_entrypoints=False)
+    loaded = fresh.load(path)  # re-creates the embedder from the manifest, prefixes included
+    stage_emb = loaded.stages["faiss-flat"].embedder
+    assert stage_emb.query_prefix == "query: " and stage_emb.document_prefix == "passage: "
+    assert [h.id for h in loaded.search("bond prices")] == [h.id for h in col.search("bond prices")]
+    other = HashingEmbedder(query_prefix="search: ", document_prefix="passage: ")
+    other.instance_name = "hashing"
+    with pytest.raises(IndexMismatchError, match="different configuration"):
+        fresh.load(path, embedder=other)

@@ -31,7 +31,9 @@ PUBLISHED = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"])
     ap.add_argument("--pipelines", nargs="+", default=["bm25", "dense", "hybrid"])
     ap.add_argument("--embedder", default="minilm")
@@ -70,20 +72,33 @@ def main() -> None:
             print(json.dumps(rows[-1]), file=sys.stderr)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(), "embedder": args.embedder}
-    (args.out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    meta = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "embedder": args.embedder,
+    }
+    (args.out / f"{args.name}.json").write_text(
+        json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n"
+    )
     lines = [
         "| dataset | pipeline | nDCG@10 | MRR@10 | Recall@100 | published nDCG@10 | queries | search QPS |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        pub = f"{r['published_ndcg@10']:.3f} ({r['published_source']})" if r["published_ndcg@10"] else "—"
+        pub = (
+            f"{r['published_ndcg@10']:.3f} ({r['published_source']})"
+            if r["published_ndcg@10"]
+            else "—"
+        )
         lines.append(
             f"| {r['dataset']} | {r['pipeline']} | {r['ndcg@10']:.4f} | {r['mrr@10']:.4f} | {r['recall@100']:.4f} | "
             f"{pub} | {r['queries']} | {r['qps']:.0f} |"
         )
     (args.out / f"{args.name}.md").write_text(
-        f"# First-stage effectiveness (test splits, embedder {args.embedder})\n\n" + "\n".join(lines) + "\n"
+        f"# First-stage effectiveness (test splits, embedder {args.embedder})\n\n"
+        + "\n".join(lines)
+        + "\n"
     )
     import matplotlib
 
@@ -93,9 +108,15 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / len(args.pipelines)
     for i, pipe in enumerate(args.pipelines):
-        vals = [next(r["ndcg@10"] for r in rows if r["dataset"] == ds and r["pipeline"] == pipe) for ds in args.datasets]
+        vals = [
+            next(r["ndcg@10"] for r in rows if r["dataset"] == ds and r["pipeline"] == pipe)
+            for ds in args.datasets
+        ]
         ax.bar([x + i * width for x in range(len(args.datasets))], vals, width, label=pipe)
-    ax.set_xticks([x + width * (len(args.pipelines) - 1) / 2 for x in range(len(args.datasets))], args.datasets)
+    ax.set_xticks(
+        [x + width * (len(args.pipelines) - 1) / 2 for x in range(len(args.datasets))],
+        args.datasets,
+    )
     ax.set_ylabel("nDCG@10")
     ax.set_title("relevo first stages")
     ax.legend()

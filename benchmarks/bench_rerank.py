@@ -34,12 +34,26 @@ HERE = Path(__file__).resolve().parent
 DATASETS = Path(os.environ.get("RELEVO_DATASETS", HERE.parents[1] / "shared" / "datasets"))
 
 
-def rerankers_baseline(model_path: str, dataset: Path, *, run: Path | None, rel_level: int, limit: int | None, max_length: int):
+def rerankers_baseline(
+    model_path: str,
+    dataset: Path,
+    *,
+    run: Path | None,
+    rel_level: int,
+    limit: int | None,
+    max_length: int,
+):
     """The `rerankers` package's cross-encoder on relevo's first-stage candidates."""
     from rerankers.models.transformer_ranker import TransformerRanker
 
     from relevo import Engine, Hit
-    from relevo.engine.evaluate import collection_for, first_stage_from_run, load_dataset, parse_pipeline, score_run
+    from relevo.engine.evaluate import (
+        collection_for,
+        first_stage_from_run,
+        load_dataset,
+        parse_pipeline,
+        score_run,
+    )
 
     ds = load_dataset(dataset)
     qids = list(ds.queries)[:limit] if limit else list(ds.queries)
@@ -51,29 +65,48 @@ def rerankers_baseline(model_path: str, dataset: Path, *, run: Path | None, rel_
         col, _, _ = collection_for(engine, ds, stages, embedder="minilm", fusion=fusion)
         cands = col.search_batch([ds.queries[q] for q in qids], 100)
     ranker = TransformerRanker(
-        model_path, device="cpu", batch_size=32, verbose=0, tokenizer_kwargs={"model_max_length": max_length}
+        model_path,
+        device="cpu",
+        batch_size=32,
+        verbose=0,
+        tokenizer_kwargs={"model_max_length": max_length},
     )
     out = {}
     t0 = time.perf_counter()
     for qid, hits in zip(qids, cands, strict=True):
         docs = [f"{h.title} {h.text}".strip() for h in hits]
         res = ranker.rank(ds.queries[qid], docs, doc_ids=list(range(len(hits))))
-        out[qid] = [Hit(id=hits[r.document.doc_id].id, score=float(r.score), rank=i + 1) for i, r in enumerate(res.results)]
+        out[qid] = [
+            Hit(id=hits[r.document.doc_id].id, score=float(r.score), rank=i + 1)
+            for i, r in enumerate(res.results)
+        ]
     seconds = time.perf_counter() - t0
     return score_run(out, {q: ds.qrels[q] for q in qids}, rel_level=rel_level), seconds / len(qids)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cross-encoder", default="cross-encoder-minilm-scifact-nfcorpus",
-                    help="trained model folder, or a name under the user cache's models/ folder")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--cross-encoder",
+        default="cross-encoder-minilm-scifact-nfcorpus",
+        help="trained model folder, or a name under the user cache's models/ folder",
+    )
     ap.add_argument("--llm-queries", type=int, default=5)
     ap.add_argument("--llm-depth", type=int, default=20)
     ap.add_argument("--llm-window", type=int, default=10)
     ap.add_argument("--llm-stride", type=int, default=5)
-    ap.add_argument("--llm-pairwise-top-k", type=int, default=3, help="PRP sliding passes (top-k placed)")
+    ap.add_argument(
+        "--llm-pairwise-top-k", type=int, default=3, help="PRP sliding passes (top-k placed)"
+    )
     ap.add_argument("--llm-datasets", nargs="+", default=["trec-dl-2019", "scifact"])
-    ap.add_argument("--queries", type=int, default=None, help="first N queries per dataset for the non-LLM rows (default all)")
+    ap.add_argument(
+        "--queries",
+        type=int,
+        default=None,
+        help="first N queries per dataset for the non-LLM rows (default all)",
+    )
     ap.add_argument("--skip-llm", action="store_true")
     ap.add_argument("--datasets", nargs="+", default=["trec-dl-2019", "scifact"])
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -115,16 +148,51 @@ def main() -> None:
         base = evaluate(engine, root, rel_level=rel, limit=lim_all, **first)
         record(ds, "first stage (BM25)", base)
         if ce_path is not None:
-            rep = evaluate(engine, root, rel_level=rel, limit=lim_all, rerank=f"cross-encoder:{ce_path}", strategy="pointwise", **first)
+            rep = evaluate(
+                engine,
+                root,
+                rel_level=rel,
+                limit=lim_all,
+                rerank=f"cross-encoder:{ce_path}",
+                strategy="pointwise",
+                **first,
+            )
             record(ds, "relevo cross-encoder (pointwise)", rep, depth=100)
-            max_len = int(json.loads((ce_path / "relevo-reranker.json").read_text()).get("max_length", 256)) if (ce_path / "relevo-reranker.json").is_file() else 256
-            metrics, spq = rerankers_baseline(str(ce_path), root, run=first.get("run"), rel_level=rel, limit=lim_all, max_length=max_len)
-            rows.append({
-                "dataset": ds, "system": "rerankers package, same cross-encoder", "queries": rep["queries"],
-                "ndcg@10": metrics["ndcg@10"], "first_stage_ndcg@10": base["ndcg@10"], "recall@100": metrics["recall@100"],
-                "llm_calls": 0, "input_tokens_per_query": 0, "output_tokens_per_query": 0, "seconds_per_query": spq, "depth": 100,
-                "relevo_speedup": spq / rep["seconds_per_query"] if rep["seconds_per_query"] else None,
-            })
+            max_len = (
+                int(
+                    json.loads((ce_path / "relevo-reranker.json").read_text()).get(
+                        "max_length", 256
+                    )
+                )
+                if (ce_path / "relevo-reranker.json").is_file()
+                else 256
+            )
+            metrics, spq = rerankers_baseline(
+                str(ce_path),
+                root,
+                run=first.get("run"),
+                rel_level=rel,
+                limit=lim_all,
+                max_length=max_len,
+            )
+            rows.append(
+                {
+                    "dataset": ds,
+                    "system": "rerankers package, same cross-encoder",
+                    "queries": rep["queries"],
+                    "ndcg@10": metrics["ndcg@10"],
+                    "first_stage_ndcg@10": base["ndcg@10"],
+                    "recall@100": metrics["recall@100"],
+                    "llm_calls": 0,
+                    "input_tokens_per_query": 0,
+                    "output_tokens_per_query": 0,
+                    "seconds_per_query": spq,
+                    "depth": 100,
+                    "relevo_speedup": spq / rep["seconds_per_query"]
+                    if rep["seconds_per_query"]
+                    else None,
+                }
+            )
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         rep = evaluate(engine, root, rel_level=rel, limit=lim_all, rerank="nanoranker", **first)
         record(ds, "nanoranker (pointwise)", rep, depth=100)
@@ -135,18 +203,37 @@ def main() -> None:
         common = {"rel_level": rel, "limit": lim, "depth": depth, "rerank": "smollm2", **first}
         record(ds, f"first stage, first {lim} queries", sub, depth=depth)
         for label, kw in [
-            (f"smollm2 window (w={args.llm_window}, s={args.llm_stride})", {"strategy": "window", "window": args.llm_window, "stride": args.llm_stride}),
+            (
+                f"smollm2 window (w={args.llm_window}, s={args.llm_stride})",
+                {"strategy": "window", "window": args.llm_window, "stride": args.llm_stride},
+            ),
             ("smollm2 full (single pass)", {"strategy": "full"}),
-            (f"smollm2 pairwise (PRP sliding, top-{args.llm_pairwise_top_k})", {"strategy": "pairwise", "pairwise_method": "sliding", "pairwise_top_k": args.llm_pairwise_top_k}),
+            (
+                f"smollm2 pairwise (PRP sliding, top-{args.llm_pairwise_top_k})",
+                {
+                    "strategy": "pairwise",
+                    "pairwise_method": "sliding",
+                    "pairwise_top_k": args.llm_pairwise_top_k,
+                },
+            ),
             ("smollm2 pointwise (ERank 0-10 expected value)", {"strategy": "pointwise"}),
         ]:
             rep = evaluate(engine, root, **common, **kw)
             record(ds, label, rep, depth=depth)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"python": platform.python_version(), "cpus": os.cpu_count(), "cross_encoder": str(ce_path), "llm_queries": args.llm_queries, "llm_depth": args.llm_depth}
+    meta = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cross_encoder": str(ce_path),
+        "llm_queries": args.llm_queries,
+        "llm_depth": args.llm_depth,
+    }
     (args.out / "rerank.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    lines = ["| dataset | system | queries | depth | nDCG@10 (before → after) | input tok/q | output tok/q | s/q |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | system | queries | depth | nDCG@10 (before → after) | input tok/q | output tok/q | s/q |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['dataset']} | {r['system']} | {r['queries']} | {r.get('depth', '—')} | {r['first_stage_ndcg@10']:.4f} → {r['ndcg@10']:.4f} | "
@@ -154,14 +241,31 @@ def main() -> None:
         )
     notes = []
     for ds in args.datasets:
-        win = next((r for r in rows if r["dataset"] == ds and r["system"].startswith("smollm2 window")), None)
-        full = next((r for r in rows if r["dataset"] == ds and r["system"].startswith("smollm2 full")), None)
+        win = next(
+            (r for r in rows if r["dataset"] == ds and r["system"].startswith("smollm2 window")),
+            None,
+        )
+        full = next(
+            (r for r in rows if r["dataset"] == ds and r["system"].startswith("smollm2 full")), None
+        )
         if win and full and win["input_tokens_per_query"]:
-            notes.append(f"- {ds}: full / window input tokens = {full['input_tokens_per_query'] / win['input_tokens_per_query']:.2f}; nDCG@10 full {full['ndcg@10']:.4f} vs window {win['ndcg@10']:.4f}.")
-        rr = next((r for r in rows if r["dataset"] == ds and r["system"].startswith("rerankers")), None)
+            notes.append(
+                f"- {ds}: full / window input tokens = {full['input_tokens_per_query'] / win['input_tokens_per_query']:.2f}; nDCG@10 full {full['ndcg@10']:.4f} vs window {win['ndcg@10']:.4f}."
+            )
+        rr = next(
+            (r for r in rows if r["dataset"] == ds and r["system"].startswith("rerankers")), None
+        )
         if rr and rr.get("relevo_speedup"):
-            notes.append(f"- {ds}: relevo cross-encoder is {rr['relevo_speedup']:.2f}x the speed of the rerankers package on the same model and candidates.")
-    (args.out / "rerank.md").write_text("# Reranking: effectiveness vs cost\n\n" + "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n")
+            notes.append(
+                f"- {ds}: relevo cross-encoder is {rr['relevo_speedup']:.2f}x the speed of the rerankers package on the same model and candidates."
+            )
+    (args.out / "rerank.md").write_text(
+        "# Reranking: effectiveness vs cost\n\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + "\n".join(notes)
+        + "\n"
+    )
     import matplotlib
 
     matplotlib.use("Agg")

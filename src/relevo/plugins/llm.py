@@ -282,6 +282,25 @@ def _allocate(lengths: Sequence[int], budget: int, cap: int | None) -> list[int]
     return out
 
 
+def left_pad(
+    torch: Any, tok: Any, rows: Sequence[Sequence[int]], device: Any
+) -> tuple[Any, Any, Any]:
+    """Left-pad token rows into ``(input_ids, attention_mask, position_ids)`` on ``device``.
+
+    Left padding keeps every prompt's last token in the last column, where the next-token
+    distribution is read; positions restart at 0 after the padding.
+    """
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 class LLMReranker(PointwiseReranker, ListwiseReranker, PairwiseReranker):
     """Causal-LM reranker: listwise ``permute``, pointwise 0-10 ``score``, pairwise ``compare``.
 
@@ -519,15 +538,7 @@ class LLMReranker(PointwiseReranker, ListwiseReranker, PairwiseReranker):
         """Next-token log-probabilities for left-padded prompts: ``(logprobs, mask, past)``."""
         torch, _ = _require_stack(self.model_id)
         tok, model = self._ensure()
-        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r) :] = 1
-        ids, mask = ids.to(model.device), mask.to(model.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = left_pad(torch, tok, rows, model.device)
         with torch.inference_mode():
             out = model(
                 input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=keep_cache

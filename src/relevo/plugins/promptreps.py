@@ -53,7 +53,7 @@ from ..indexes.sparse import (
     concat_rows,
     texts_digest,
 )
-from .llm import ALIASES, SMOLLM2, file_sha256, load_causal_lm, packaged_gguf
+from .llm import ALIASES, SMOLLM2, file_sha256, left_pad, load_causal_lm, packaged_gguf
 
 log = logging.getLogger(__name__)
 
@@ -332,15 +332,7 @@ class PromptRepsEncoder:
             )
         special = not getattr(tok, "chat_template", None)
         rows = tok([self.prompt(t, kind) for t in kept], add_special_tokens=special)["input_ids"]
-        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r) :] = 1
-        ids, mask = ids.to(model.device), mask.to(model.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = left_pad(torch, tok, rows, model.device)
         with torch.inference_mode():
             # The base model's last_hidden_state is the final-norm output, i.e. what the
             # LM head reads; the head is applied to the last position only.

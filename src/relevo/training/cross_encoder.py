@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -337,9 +336,11 @@ def _save_checkpoint(
     import torch
     from safetensors.torch import save_file
 
+    from ..indexes.manifest import atomic_directory
+
     out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}.tmp-", dir=out))
-    try:
+    # Replaced atomically: a crash mid-save leaves the previous checkpoint intact.
+    with atomic_directory(out / CHECKPOINT_DIR, overwrite=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         opt = optimizer.state_dict()
@@ -360,18 +361,6 @@ def _save_checkpoint(
             "scheduler": sched,
         }
         (tmp / STATE_FILE).write_text(json.dumps(payload, indent=1), "utf-8")
-        final = out / CHECKPOINT_DIR
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}.old-", dir=out))
-            old.rmdir()
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for stale in out.glob(f".{CHECKPOINT_DIR}.old-*"):
         shutil.rmtree(stale, ignore_errors=True)
 

@@ -272,3 +272,29 @@ def test_eval_with_rerank_reports_cost(engine, tiny_dataset):
     assert report["first_stage"]["ndcg@10"] > report["ndcg@10"]  # reversing the top 5 hurts
     good = evaluate(engine, tiny_dataset, pipeline="bm25", rerank="word-overlap", depth=10)
     assert good["rerank"]["strategy"] == "pointwise" and good["ndcg@10"] > 0.5
+
+
+def test_eval_loads_the_reranker_before_timing(tiny_dataset):
+    from relevo.engine.evaluate import evaluate
+
+    class Lazy(PointwiseReranker):
+        name = "lazy"
+        loads = 0
+
+        def load(self):
+            type(self).loads += 1
+
+        def score(self, query, docs):
+            assert type(self).loads == 1  # loaded before the first timed call
+            return [float(len(d)) for d in docs]
+
+    class P:
+        __name__ = "lazy-plugin"
+
+        @hookimpl
+        def register_rerankers(self, register):
+            register(Lazy)
+
+    engine = Engine(plugins=[FakePlugin(), P()], load_entrypoints=False)
+    report = evaluate(engine, tiny_dataset, pipeline="bm25", rerank="lazy", depth=5)
+    assert Lazy.loads == 1 and report["rerank"]["load_seconds"] >= 0

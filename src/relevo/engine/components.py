@@ -334,6 +334,12 @@ class Cost:
 class Reranker(Component):
     """Shared base of the reranker kinds; ``cost`` accumulates LLM work."""
 
+    def load(self) -> None:
+        """Load weights now instead of on the first call (the host calls this before timing).
+
+        The default does nothing; components that load lazily override it.
+        """
+
     @property
     def cost(self) -> Cost:
         c = self.__dict__.get("_cost")

@@ -101,6 +101,10 @@ class CrossEncoderReranker(PointwiseReranker):
         self._tokenizer: Any = None
         self._device = "cpu"
 
+    def load(self) -> None:
+        if self._model is None:
+            self._load()
+
     def _load(self) -> None:
         try:
             import torch  # noqa: F401 - a clear error before transformers' own
@@ -198,6 +202,9 @@ class NanorankerReranker(PointwiseReranker):
         self.cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._mod: Any = None
+
+    def load(self) -> None:
+        _ = self.module
 
     @property
     def module(self) -> Any:

@@ -383,6 +383,9 @@ class LLMReranker(PointwiseReranker, ListwiseReranker, PairwiseReranker):
         self._labels: Any = None
 
     # -- lazy model ---------------------------------------------------------------------------
+    def load(self) -> None:
+        self._ensure()
+
     def _ensure(self) -> tuple[Any, Any]:
         if self._model is None:
             self._tok, self._model = load_causal_lm(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from relevo import Engine
-from relevo.testing import FakePlugin, tiny_corpus
+from relevo.testing import FakePlugin, tiny_corpus, write_beir_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,33 +62,14 @@ def corpus_file(tmp_path, docs) -> Path:
 @pytest.fixture
 def tiny_dataset(tmp_path, docs) -> Path:
     """A BEIR-layout folder over the tiny corpus with four judged queries."""
-    root = tmp_path / "tiny"
-    (root / "qrels").mkdir(parents=True)
-    with open(root / "corpus.jsonl", "w", encoding="utf-8") as fh:
-        for d in docs:
-            fh.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
     queries = {
         "q1": "kitten purr",
         "q2": "programming language memory safety",
         "q3": "plants sunlight",
         "q4": "interest rates inflation",
     }
-    with open(root / "queries.jsonl", "w", encoding="utf-8") as fh:
-        for qid, text in queries.items():
-            fh.write(json.dumps({"_id": qid, "text": text}) + "\n")
-    qrels = [
-        ("q1", "d3", 2),
-        ("q1", "d1", 1),
-        ("q2", "d5", 1),
-        ("q3", "d7", 1),
-        ("q3", "d8", 1),
-        ("q4", "d11", 1),
-    ]
-    with open(root / "qrels" / "test.tsv", "w", encoding="utf-8") as fh:
-        fh.write("query-id\tcorpus-id\tscore\n")
-        for q, d, r in qrels:
-            fh.write(f"{q}\t{d}\t{r}\n")
-    return root
+    qrels = {"q1": {"d3": 2, "d1": 1}, "q2": {"d5": 1}, "q3": {"d7": 1, "d8": 1}, "q4": {"d11": 1}}
+    return write_beir_dataset(tmp_path / "tiny", docs, queries, qrels)
 
 
 @pytest.fixture

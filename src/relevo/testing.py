@@ -7,8 +7,10 @@ explicitly, e.g. ``Engine(plugins=[relevo.testing.FakePlugin()], load_entrypoint
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -117,10 +119,71 @@ def tiny_corpus() -> list[Document]:
     return [Document(id=i, title=t, text=x, metadata={"topic": i}) for i, t, x in rows]
 
 
+def write_beir_dataset(
+    root: Path,
+    docs: Sequence[Document],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, int]],
+    *,
+    split: str = "test",
+) -> Path:
+    """Write a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv); returns ``root``."""
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(root / "corpus.jsonl", "w", encoding="utf-8") as fh:
+        for d in docs:
+            fh.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
+    with open(root / "queries.jsonl", "w", encoding="utf-8") as fh:
+        for qid, text in queries.items():
+            fh.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    with open(root / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        for qid, judged in qrels.items():
+            for doc_id, rel in judged.items():
+                fh.write(f"{qid}\t{doc_id}\t{rel}\n")
+    return root
+
+
+def tiny_bert(path: Path, texts: Sequence[str], *, seed: int = 0) -> Path:
+    """Save a random 2-layer, 32-wide BERT encoder with a WordPiece vocabulary of ``texts``.
+
+    A real ``transformers`` model folder (no download): enough to exercise code paths that
+    load, run or train encoders and cross-encoders. Needs torch and transformers.
+    """
+    import inspect
+
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast  # type: ignore[attr-defined]  # lazy attribute of transformers 5
+
+    words: set[str] = set()
+    for text in texts:
+        words.update(re.findall(r"\w+|[^\w\s]", text.lower()))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
+    path.mkdir(parents=True)
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", "utf-8")
+    # transformers 5 takes ``vocab`` (path or dict); 4.x took ``vocab_file``
+    params = inspect.signature(BertTokenizerFast.__init__).parameters
+    key = "vocab" if "vocab" in params else "vocab_file"
+    tokenizer = BertTokenizerFast(**{key: str(path / "vocab.txt")}, do_lower_case=True)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 __all__ = [
     "FakePlugin",
     "HashingEmbedder",
     "ReverseListwiseReranker",
     "WordOverlapReranker",
+    "tiny_bert",
     "tiny_corpus",
+    "write_beir_dataset",
 ]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
 import json
-import re
 import subprocess
 import sys
 import time
@@ -19,7 +17,8 @@ from relevo.engine.cli import RelevoGroup
 from relevo.engine.rerank import Reranking
 from relevo.plugins import DEFAULT_PLUGINS
 from relevo.plugins import cross_encoder as plugin
-from relevo.testing import tiny_corpus
+from relevo.testing import tiny_bert as build_tiny_bert
+from relevo.testing import tiny_corpus, write_beir_dataset
 
 QUERIES = {
     "q1": ("a kitten is a small cat that purrs", "d3"),
@@ -36,46 +35,15 @@ def hermetic_engine() -> Engine:
 
 
 def make_tiny_bert(path: Path) -> Path:
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    words: set[str] = set()
-    for text in [d.content for d in tiny_corpus()] + [q for q, _ in QUERIES.values()]:
-        words.update(re.findall(r"\w+|[^\w\s]", text.lower()))
-    path.mkdir(parents=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", "utf-8")
-    key = (
-        "vocab"
-        if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters
-        else "vocab_file"
+    return build_tiny_bert(
+        path, [d.content for d in tiny_corpus()] + [q for q, _ in QUERIES.values()]
     )
-    tokenizer = BertTokenizerFast(**{key: str(path / "vocab.txt")}, do_lower_case=True)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def make_dataset(root: Path) -> Path:
-    (root / "qrels").mkdir(parents=True)
-    with open(root / "corpus.jsonl", "w", encoding="utf-8") as fh:
-        for d in tiny_corpus():
-            fh.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
-    with open(root / "queries.jsonl", "w", encoding="utf-8") as fh:
-        for qid, (text, _) in QUERIES.items():
-            fh.write(json.dumps({"_id": qid, "text": text}) + "\n")
-    with open(root / "qrels" / "train.tsv", "w", encoding="utf-8") as fh:
-        fh.write("query-id\tcorpus-id\tscore\n")
-        for qid, (_, doc) in QUERIES.items():
-            fh.write(f"{qid}\t{doc}\t1\n")
-    return root
+    queries = {qid: text for qid, (text, _) in QUERIES.items()}
+    qrels = {qid: {doc: 1} for qid, (_, doc) in QUERIES.items()}
+    return write_beir_dataset(root, tiny_corpus(), queries, qrels, split="train")
 
 
 @pytest.fixture(scope="module")

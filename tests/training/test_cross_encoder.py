@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 from relevo import ConfigError, Engine
-from relevo.testing import tiny_corpus
+from relevo.testing import tiny_bert as build_tiny_bert
+from relevo.testing import tiny_corpus, write_beir_dataset
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -33,50 +32,15 @@ TRAIN_QUERIES = {
 
 def make_tiny_bert(path: Path) -> Path:
     """A 2-layer, 32-wide BERT encoder and a WordPiece vocabulary of the tiny corpus's words."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    words: set[str] = set()
     texts = [d.content for d in tiny_corpus()] + [q for q, _ in TRAIN_QUERIES.values()]
-    for text in texts:
-        words.update(re.findall(r"\w+|[^\w\s]", text.lower()))
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
-    path.mkdir(parents=True)
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", "utf-8")
-    # transformers 5 takes ``vocab`` (path or dict); 4.x took ``vocab_file``
-    params = inspect.signature(BertTokenizerFast.__init__).parameters
-    key = "vocab" if "vocab" in params else "vocab_file"
-    tokenizer = BertTokenizerFast(**{key: str(path / "vocab.txt")}, do_lower_case=True)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    import torch
-
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return build_tiny_bert(path, texts)
 
 
 def make_tiny_dataset(root: Path) -> Path:
     """BEIR layout over ``tiny_corpus()`` with a train split."""
-    (root / "qrels").mkdir(parents=True)
-    with open(root / "corpus.jsonl", "w", encoding="utf-8") as fh:
-        for d in tiny_corpus():
-            fh.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
-    with open(root / "queries.jsonl", "w", encoding="utf-8") as fh:
-        for qid, (text, _) in TRAIN_QUERIES.items():
-            fh.write(json.dumps({"_id": qid, "text": text}) + "\n")
-    with open(root / "qrels" / "train.tsv", "w", encoding="utf-8") as fh:
-        fh.write("query-id\tcorpus-id\tscore\n")
-        for qid, (_, pos) in TRAIN_QUERIES.items():
-            for d in pos:
-                fh.write(f"{qid}\t{d}\t1\n")
-    return root
+    queries = {qid: text for qid, (text, _) in TRAIN_QUERIES.items()}
+    qrels = {qid: dict.fromkeys(pos, 1) for qid, (_, pos) in TRAIN_QUERIES.items()}
+    return write_beir_dataset(root, tiny_corpus(), queries, qrels, split="train")
 
 
 @pytest.fixture(scope="module")

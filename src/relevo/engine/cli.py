@@ -217,6 +217,48 @@ def search_cmd(
         click.echo(f"{h.rank:>3}. {h.score:8.4f}  {h.id}  {snippet[:150]}")
 
 
+def strategy_options(f: Any) -> Any:
+    """The reranking-strategy options shared by ``relevo eval`` and ``relevo rerank``."""
+    options = [
+        click.option(
+            "--rerank-option", "rerank_options", multiple=True, help="Reranker option KEY=VALUE."
+        ),
+        click.option(
+            "--strategy",
+            type=click.Choice(["pointwise", "window", "full", "pairwise"]),
+            help="Reranking strategy (default: the reranker's natural one).",
+        ),
+        click.option(
+            "--window", type=click.IntRange(min=1), help="Sliding-window size (window strategy)."
+        ),
+        click.option(
+            "--stride", type=click.IntRange(min=1), help="Sliding-window stride (window strategy)."
+        ),
+        click.option(
+            "--passes",
+            default=1,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="Listwise passes.",
+        ),
+        click.option(
+            "--pairwise-method",
+            default="sliding",
+            show_default=True,
+            type=click.Choice(["allpairs", "sort", "sliding"]),
+            help="PRP method (pairwise strategy).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _parse_kv(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs -> dict, values parsed as JSON where they parse."""
+    return {k: _parse_value(v) for k, _, v in (p.partition("=") for p in pairs)}
+
+
 @cli.command("eval")
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -253,31 +295,13 @@ def search_cmd(
 @click.option(
     "--rerank", "reranker", help="Reranker name, e.g. cross-encoder:DIR, nanoranker, smollm2."
 )
-@click.option("--rerank-option", "rerank_options", multiple=True, help="Reranker option KEY=VALUE.")
-@click.option(
-    "--strategy",
-    type=click.Choice(["pointwise", "window", "full", "pairwise"]),
-    help="Reranking strategy (default: the reranker's natural one).",
-)
+@strategy_options
 @click.option(
     "--depth",
     default=100,
     show_default=True,
     type=click.IntRange(min=1),
     help="Candidates reranked per query.",
-)
-@click.option("--window", type=click.IntRange(min=1), help="Sliding-window size (window strategy).")
-@click.option(
-    "--stride", type=click.IntRange(min=1), help="Sliding-window stride (window strategy)."
-)
-@click.option(
-    "--passes", default=1, show_default=True, type=click.IntRange(min=1), help="Listwise passes."
-)
-@click.option(
-    "--pairwise-method",
-    default="sliding",
-    show_default=True,
-    type=click.Choice(["allpairs", "sort", "sliding"]),
 )
 @click.option(
     "--pairwise-top-k",
@@ -315,7 +339,7 @@ def eval_cmd(
     from .progress import progress_bar
 
     engine = _engine(ctx)
-    opts = {k: _parse_value(v) for k, _, v in (o.partition("=") for o in rerank_options)}
+    opts = _parse_kv(rerank_options)
     n_queries = len(load_dataset(dataset_dir, split=split).queries) if reranker else 0
     n_queries = min(n_queries, limit) if limit else n_queries
     with progress_bar(
@@ -369,8 +393,7 @@ def eval_cmd(
     required=True,
     help="Reranker name, e.g. cross-encoder:DIR, nanoranker, smollm2.",
 )
-@click.option("--rerank-option", "rerank_options", multiple=True, help="Reranker option KEY=VALUE.")
-@click.option("--strategy", type=click.Choice(["pointwise", "window", "full", "pairwise"]))
+@strategy_options
 @click.option(
     "--depth",
     default=20,
@@ -380,15 +403,6 @@ def eval_cmd(
 )
 @click.option(
     "-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Hits to print."
-)
-@click.option("--window", type=click.IntRange(min=1))
-@click.option("--stride", type=click.IntRange(min=1))
-@click.option("--passes", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--pairwise-method",
-    default="sliding",
-    show_default=True,
-    type=click.Choice(["allpairs", "sort", "sliding"]),
 )
 @click.option(
     "--reorder",
@@ -421,7 +435,7 @@ def rerank_cmd(
     engine = _engine(ctx)
     collection = engine.load(directory)
     candidates = collection.search(query, depth)
-    opts = {k_: _parse_value(v) for k_, _, v in (o.partition("=") for o in rerank_options)}
+    opts = _parse_kv(rerank_options)
     runner = Reranking(
         engine.reranker(reranker, **opts),
         strategy=strategy,

@@ -107,6 +107,13 @@ def main() -> None:
         default=None,
         help="first N queries per dataset for the non-LLM rows (default all)",
     )
+    ap.add_argument(
+        "--interpolate",
+        type=float,
+        default=0.5,
+        help="also report the cross-encoder blended with BM25 at this reranker weight "
+        "(fixed a priori, not tuned on the test queries; <0 to skip)",
+    )
     ap.add_argument("--skip-llm", action="store_true")
     ap.add_argument("--datasets", nargs="+", default=["trec-dl-2019", "scifact"])
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -158,6 +165,23 @@ def main() -> None:
                 **first,
             )
             record(ds, "relevo cross-encoder (pointwise)", rep, depth=100)
+            if args.interpolate >= 0:
+                rep_i = evaluate(
+                    engine,
+                    root,
+                    rel_level=rel,
+                    limit=lim_all,
+                    rerank=f"cross-encoder:{ce_path}",
+                    strategy="pointwise",
+                    interpolate=args.interpolate,
+                    **first,
+                )
+                record(
+                    ds,
+                    f"relevo cross-encoder, blended with BM25 (w={args.interpolate})",
+                    rep_i,
+                    depth=100,
+                )
             max_len = (
                 int(
                     json.loads((ce_path / "relevo-reranker.json").read_text()).get(
@@ -222,10 +246,16 @@ def main() -> None:
             record(ds, label, rep, depth=depth)
 
     args.out.mkdir(parents=True, exist_ok=True)
+    training = None
+    if ce_path is not None and (ce_path / "relevo-reranker.json").is_file():
+        report = json.loads((ce_path / "relevo-reranker.json").read_text())
+        training = {k: v for k, v in report.items() if k not in ("loss_curve", "datasets")}
     meta = {
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "cross_encoder": str(ce_path),
+        "cross_encoder_training": training,
+        "interpolate": args.interpolate,
         "llm_queries": args.llm_queries,
         "llm_depth": args.llm_depth,
     }

@@ -217,6 +217,57 @@ def test_strategy_must_match_component():
         Reranking(OnlyPoint(), strategy="window")
 
 
+class Scores(PointwiseReranker):
+    """Scores each doc by a fixed table keyed by its text ("doc <id>")."""
+
+    name = "table"
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = table
+
+    def score(self, query, docs):
+        return [self.table[int(d.split()[1])] for d in docs]
+
+
+def test_interpolate_blends_normalised_scores():
+    # first stage: 1 > 2 > 3 > 4 (scores 4, 3, 2, 1); reranker strongly prefers 4.
+    first = hits_for([1, 2, 3, 4])
+    table = {1: 0.0, 2: 0.1, 3: 0.2, 4: 10.0}
+    pure = Reranking(Scores(table))("q", first)
+    assert [h.id for h in pure.hits] == ["4", "3", "2", "1"]
+    kept = Reranking(Scores(table), interpolate=0.0)("q", first)
+    assert [h.id for h in kept.hits] == ["1", "2", "3", "4"]
+    half = Reranking(Scores(table), interpolate=0.5)("q", first)
+    # 4: 0.5*1 + 0.5*0 = 0.5; 1: 0.5*0 + 0.5*1 = 0.5 (tie keeps reranker order: 4 first);
+    # 2: 0.5*0.01 + 0.5*(2/3); 3: 0.5*0.02 + 0.5*(1/3)
+    assert [h.id for h in half.hits] == ["4", "1", "2", "3"]
+    top = half.hits[0]
+    assert top.score == pytest.approx(0.5)
+    assert top.stages["rerank_score"] == pytest.approx(10.0)
+    assert top.stages["first_stage_score"] == pytest.approx(1.0)
+    assert [h.rank for h in half.hits] == [1, 2, 3, 4]
+
+
+def test_interpolate_uses_ranks_for_listwise_and_checks_range():
+    class Reverse(ListwiseReranker):
+        name = "rev"
+
+        def permute(self, query, docs):
+            return list(reversed(range(len(docs))))
+
+    first = hits_for([1, 2, 3])
+    # listwise ranks (1, 0.5, 0) for 3, 2, 1; first stage (1, 0.5, 0) for 1, 2, 3 -> at w=0.75
+    # 3: 0.75, 2: 0.5, 1: 0.25
+    res = Reranking(Reverse(), strategy="full", interpolate=0.75)("q", first)
+    assert [h.id for h in res.hits] == ["3", "2", "1"]
+    assert [round(h.score, 6) for h in res.hits] == [0.75, 0.5, 0.25]
+    res = Reranking(Reverse(), strategy="full", interpolate=0.25)("q", first)
+    assert [h.id for h in res.hits] == ["1", "2", "3"]
+    with pytest.raises(ConfigError, match=r"interpolate .* \[0, 1\]"):
+        Reranking(Reverse(), interpolate=1.5)
+
+
 def test_reorder_puts_best_at_both_ends():
     out = reorder_for_context(hits_for([1, 2, 3, 4, 5]))
     assert [h.id for h in out] == ["1", "3", "5", "4", "2"]
@@ -272,6 +323,17 @@ def test_eval_with_rerank_reports_cost(engine, tiny_dataset):
     assert report["first_stage"]["ndcg@10"] > report["ndcg@10"]  # reversing the top 5 hurts
     good = evaluate(engine, tiny_dataset, pipeline="bm25", rerank="word-overlap", depth=10)
     assert good["rerank"]["strategy"] == "pointwise" and good["ndcg@10"] > 0.5
+
+
+def test_eval_interpolate_zero_keeps_the_first_stage(engine, tiny_dataset):
+    from relevo.engine.evaluate import evaluate
+
+    kw = {"pipeline": "bm25", "rerank": "reverse", "strategy": "window", "depth": 5}
+    kept = evaluate(engine, tiny_dataset, interpolate=0.0, **kw)
+    assert kept["rerank"]["interpolate"] == 0.0
+    assert kept["ndcg@10"] == pytest.approx(kept["first_stage"]["ndcg@10"])
+    reversed_ = evaluate(engine, tiny_dataset, **kw)
+    assert reversed_["ndcg@10"] < kept["ndcg@10"]
 
 
 def test_eval_loads_the_reranker_before_timing(tiny_dataset):

@@ -248,6 +248,12 @@ def strategy_options(f: Any) -> Any:
             type=click.Choice(["allpairs", "sort", "sliding"]),
             help="PRP method (pairwise strategy).",
         ),
+        click.option(
+            "--interpolate",
+            type=click.FloatRange(0.0, 1.0),
+            help="Blend with the first stage: W * reranker + (1 - W) * first stage "
+            "(min-max normalised; ranks for listwise/pairwise).",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -331,6 +337,7 @@ def eval_cmd(
     stride: int | None,
     passes: int,
     pairwise_method: str,
+    interpolate: float | None,
     pairwise_top_k: int,
     as_json: bool,
 ) -> None:
@@ -365,6 +372,7 @@ def eval_cmd(
             passes=passes,
             pairwise_method=pairwise_method,
             pairwise_top_k=pairwise_top_k,
+            interpolate=interpolate,
             progress=adv,
         )
     if as_json:
@@ -426,6 +434,7 @@ def rerank_cmd(
     stride: int | None,
     passes: int,
     pairwise_method: str,
+    interpolate: float | None,
     reorder: bool,
     as_json: bool,
 ) -> None:
@@ -444,6 +453,7 @@ def rerank_cmd(
         passes=passes,
         pairwise_method=pairwise_method,
         top_k=k,
+        interpolate=interpolate,
     )
     result = runner(query, candidates)
     hits = result.hits[:k]

@@ -141,7 +141,17 @@ class Index(Component):
     def __init__(self, **options: Any) -> None:
         self.options: dict[str, Any] = dict(options)
         self.dim: int | None = options.get("dim")
-        self._deleted: np.ndarray = np.zeros(0, dtype=bool)
+        self._deleted = np.zeros(0, dtype=bool)
+
+    @property
+    def _deleted(self) -> np.ndarray:
+        """Tombstone mask, one bool per row (assigning it recounts the removed rows)."""
+        return self._tombstones
+
+    @_deleted.setter
+    def _deleted(self, mask: np.ndarray) -> None:
+        self._tombstones = np.asarray(mask, dtype=bool)
+        self._n_deleted = int(self._tombstones.sum())
 
     # -- what subclasses write ------------------------------------------------------
     @abstractmethod
@@ -176,7 +186,7 @@ class Index(Component):
     @property
     def count(self) -> int:
         """Rows that are searchable (added minus removed)."""
-        return self._count() - int(self._deleted.sum())
+        return self._count() - self._n_deleted
 
     def add(self, items: Any) -> None:
         if self.input == "vectors":
@@ -213,9 +223,11 @@ class Index(Component):
         pos = np.asarray(positions, dtype=np.int64)
         if pos.size and (pos.min() < 0 or pos.max() >= self._count()):
             raise RequestError(f"{self.name}: positions out of range 0..{self._count() - 1}")
-        before = int(self._deleted.sum())
-        self._deleted[pos] = True
-        return int(self._deleted.sum()) - before
+        pos = np.unique(pos)
+        newly = int((~self._tombstones[pos]).sum())
+        self._tombstones[pos] = True
+        self._n_deleted += newly
+        return newly
 
     def search(self, queries: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows for each query; see ``_search`` for the return contract."""
@@ -238,7 +250,7 @@ class Index(Component):
             queries = list(queries)
             nq = len(queries)
         total = self._count()
-        n_deleted = int(self._deleted.sum())
+        n_deleted = self._n_deleted
         if total == 0 or nq == 0:
             return (np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64))
         fetch = min(k + n_deleted, total)

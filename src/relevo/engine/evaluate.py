@@ -264,6 +264,7 @@ def evaluate(
     passes: int = 1,
     pairwise_method: str = "sliding",
     pairwise_top_k: int = 10,
+    interpolate: float | None = None,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a first stage (a pipeline or a TREC run file), optionally reranked.
@@ -272,6 +273,7 @@ def evaluate(
     reranker using ``strategy`` and the rest keep their first-stage order; the report
     then holds the reranked metrics, the first stage's under ``first_stage``, and the
     summed ``cost`` (``llm_calls``, ``input_tokens``, ``output_tokens``, ``seconds``).
+    ``interpolate=w`` blends reranker and first-stage scores (see :mod:`relevo.engine.rerank`).
     """
     from .components import Cost
     from .rerank import Repairs, Reranking
@@ -320,6 +322,7 @@ def evaluate(
             passes=passes,
             pairwise_method=pairwise_method,
             top_k=pairwise_top_k,
+            interpolate=interpolate,
         )
         # Weights load before the clock starts, so seconds per query are steady-state
         # (the load is reported on its own).
@@ -350,6 +353,7 @@ def evaluate(
             "passes": passes,
             "pairwise_method": pairwise_method if runner.strategy == "pairwise" else None,
             "pairwise_top_k": pairwise_top_k if runner.strategy == "pairwise" else None,
+            "interpolate": interpolate,
             "repairs": repairs.to_dict(),
             "load_seconds": load_seconds,
         }

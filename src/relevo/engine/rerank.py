@@ -8,6 +8,12 @@
   ``sliding`` (top-k bubble passes from the bottom); both prompt orders are asked and
   averaged to cancel position bias.
 
+``interpolate=w`` (optional, any strategy) blends the reranker's verdict with the
+first stage's: both are min-max normalised over the candidate list (a strategy that
+only orders documents contributes its rank, ``(n - rank) / (n - 1)``), and the final
+score is ``w * reranker + (1 - w) * first_stage``. Out-of-domain rerankers often help
+only this way; ``w = 1`` is plain reranking, ``w = 0`` keeps the first stage.
+
 Every permutation a model returns is validated: out-of-range and repeated indices are
 dropped, missing ones appended in their previous order, and the repairs are counted.
 Each call returns its :class:`~relevo.engine.components.Cost`.
@@ -160,6 +166,7 @@ class Reranking:
         passes: int = 1,
         pairwise_method: str = "sliding",
         top_k: int = 10,
+        interpolate: float | None = None,
     ) -> None:
         self.reranker = reranker
         self.strategy = strategy or self.default_strategy(reranker)
@@ -191,6 +198,9 @@ class Reranking:
             )
         self.pairwise_method = pairwise_method
         self.top_k = top_k
+        if interpolate is not None and not 0.0 <= interpolate <= 1.0:
+            raise ConfigError(f"interpolate is the reranker's weight in [0, 1], got {interpolate}.")
+        self.interpolate = interpolate
 
     @staticmethod
     def default_strategy(reranker: Reranker) -> str:
@@ -221,6 +231,10 @@ class Reranking:
             ranked = self._listwise_once(query, hits, repairs)
         else:
             ranked = self._pairwise(query, hits)
+        if self.interpolate is not None and ranked:
+            ranked = interpolate_with_first_stage(
+                ranked, hits, self.interpolate, scored=self.strategy == "pointwise"
+            )
         cost = self.reranker.cost - before
         cost.seconds = time.perf_counter() - t0
         return RerankResult(ranked, cost, repairs, self.strategy)
@@ -318,6 +332,47 @@ class Reranking:
                 if self._pref(query, texts, order[j], order[j - 1], memo) > 0.5:
                     order[j], order[j - 1] = order[j - 1], order[j]
         return _ranked(hits, order)
+
+
+def _minmax(values: Sequence[float]) -> list[float]:
+    lo, hi = min(values), max(values)
+    if not hi > lo:  # constant (or NaN): no preference
+        return [0.0] * len(values)
+    return [(v - lo) / (hi - lo) for v in values]
+
+
+def interpolate_with_first_stage(
+    ranked: Sequence[Hit], first_stage: Sequence[Hit], weight: float, *, scored: bool
+) -> list[Hit]:
+    """Blend a reranked list with the first stage it came from (see the module doc).
+
+    ``ranked`` is a permutation of ``first_stage`` (as produced by the strategies);
+    ``scored`` says whether ``ranked``'s scores are real model scores (pointwise) or
+    only positions. Ties keep the reranker's order.
+    """
+    n = len(ranked)
+    position = {h.id: i for i, h in enumerate(first_stage)}
+    first_norm = _minmax([float(h.score) for h in first_stage])
+    if scored:
+        rerank_norm = _minmax([float(h.score) for h in ranked])
+    else:
+        rerank_norm = [(n - 1 - i) / (n - 1) if n > 1 else 0.0 for i in range(n)]
+    blended = []
+    for i, h in enumerate(ranked):
+        f = first_norm[position[h.id]]
+        score = weight * rerank_norm[i] + (1.0 - weight) * f
+        blended.append((score, i, h))
+    blended.sort(key=lambda t: (-t[0], t[1]))
+    out = []
+    for rank, (score, _, h) in enumerate(blended, 1):
+        stages = dict(h.stages)
+        stages.update(
+            rerank_score=h.score,
+            rerank_rank=h.rank,
+            first_stage_score=first_stage[position[h.id]].score,
+        )
+        out.append(Hit(id=h.id, score=score, rank=rank, title=h.title, text=h.text, stages=stages))
+    return out
 
 
 def reorder_for_context(hits: Sequence[Hit]) -> list[Hit]:

@@ -413,6 +413,13 @@ def _reranker_command() -> click.Command:
         "--lr", type=click.FloatRange(min=0, min_open=True), default=defaults.lr, show_default=True
     )
     @click.option(
+        "--head-lr-scale",
+        type=click.FloatRange(min=0, min_open=True),
+        default=defaults.head_lr_scale,
+        show_default=True,
+        help="The new scoring head learns this many times faster than the encoder.",
+    )
+    @click.option(
         "--warmup-ratio",
         type=click.FloatRange(0, 1, max_open=True),
         default=defaults.warmup_ratio,

@@ -13,7 +13,11 @@ most of few steps; ``bce``: binary cross-entropy on every pair. Either way the m
 has one output logit, and that raw logit is the reranking score.
 
 Optimisation. AdamW (no weight decay on biases and LayerNorm), linear warm-up then
-linear decay to zero, gradient clipping at 1.0, a fixed seed.
+linear decay to zero, gradient clipping at 1.0, a fixed seed. The scoring head (the
+new one-logit classifier and the pooler feeding it) learns ``head_lr_scale`` times
+faster than the encoder: with one shared rate the freshly initialised head stays near
+zero for hundreds of steps and the loss sits at ``ln(group_size)`` (measured on
+all-MiniLM-L6-v2: 1.385 -> 1.354 after 100 steps at 1e-4).
 
 Determinism and resume. Epoch ``e`` draws its query order, positives and negatives
 from ``numpy.random.default_rng([seed, e])``, so the data of any step is known without
@@ -91,7 +95,9 @@ class TrainConfig:
         batch_size: (query, document) pairs per step; a multiple of ``group_size``.
         group_size: pairs per query group: one positive and ``group_size - 1`` negatives.
         max_length: tokens per (query, document) pair.
-        lr: peak learning rate. weight_decay: AdamW decay. warmup_ratio: share of warm-up steps.
+        lr: peak learning rate of the encoder.
+        head_lr_scale: the scoring head (classifier and pooler) learns this many times faster.
+        weight_decay: AdamW decay. warmup_ratio: share of warm-up steps.
         max_queries: at most this many training queries per dataset (seeded sample).
         depth: negatives are drawn from the first stage's top ``depth`` non-positive hits.
         seed: seeds the head initialisation, dropout and the data order.
@@ -113,6 +119,7 @@ class TrainConfig:
     group_size: int = 4
     max_length: int = 256
     lr: float = 5e-5
+    head_lr_scale: float = 20.0
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_queries: int | None = 400
@@ -151,6 +158,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}.")
+        if not self.head_lr_scale > 0:
+            raise ConfigError(f"head_lr_scale must be > 0, got {self.head_lr_scale}.")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
         if self.checkpoint_every < 0:
@@ -412,6 +421,15 @@ def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
     return f
 
 
+def _is_head(name: str) -> bool:
+    """The scoring head: the classifier added for reranking and the pooler feeding it."""
+    return (
+        name.startswith(("classifier.", "score."))
+        or ".pooler." in name
+        or name.startswith("pooler.")
+    )
+
+
 def _no_decay(name: str) -> bool:
     return name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name
 
@@ -491,16 +509,22 @@ def train_cross_encoder(
     model = model.float().to(device)
     model.config.problem_type = None  # we compute the loss ourselves
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [(n, p) for n, p in named if not _no_decay(n)]
-    plain = [(n, p) for n, p in named if _no_decay(n)]
-    names = [n for n, _ in decay] + [n for n, _ in plain]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for _, p in decay], "weight_decay": config.weight_decay},
-            {"params": [p for _, p in plain], "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-    )
+    groups: list[dict[str, Any]] = []
+    names: list[str] = []
+    for head in (False, True):
+        for no_decay in (False, True):
+            members = [(n, p) for n, p in named if _is_head(n) == head and _no_decay(n) == no_decay]
+            if not members:
+                continue
+            names.extend(n for n, _ in members)
+            groups.append(
+                {
+                    "params": [p for _, p in members],
+                    "weight_decay": 0.0 if no_decay else config.weight_decay,
+                    "lr": config.lr * (config.head_lr_scale if head else 1.0),
+                }
+            )
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, warmup))
     start = 0
     losses: list[float] = []
@@ -590,6 +614,7 @@ def train_cross_encoder(
         "group_size": config.group_size,
         "max_length": config.max_length,
         "lr": config.lr,
+        "head_lr_scale": config.head_lr_scale,
         "weight_decay": config.weight_decay,
         "warmup_steps": warmup,
         "seed": config.seed,

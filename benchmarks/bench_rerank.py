@@ -1,6 +1,8 @@
 """Reranking effectiveness vs cost: relevo's strategies and the libraries a user would pick.
 
     .venv/bin/python benchmarks/bench_rerank.py [--cross-encoder NAME_OR_PATH] [--llm-queries 5] [--llm-depth 20]
+    .venv/bin/python benchmarks/bench_rerank.py --llm-only --llm-depth 100 --llm-window 20 --llm-stride 10 \
+        --llm-strategies window full --datasets trec-dl-2019 --name rerank-llm-depth100
 
 For TREC DL 2019 (the shared BM25 top-100 run; graded qrels, relevance >= 2 for
 binary measures) and SciFact (relevo BM25 top-100), it reports nDCG@10 before and
@@ -17,7 +19,8 @@ after reranking, input/output tokens and seconds per query for:
 
 rank_llm is not run: its listwise models need vLLM (CUDA) and open-weight RankZephyr /
 RankVicuna checkpoints from the Hugging Face hub, neither of which is available offline
-on a CPU machine. Results go to ``benchmarks/results/rerank.{json,md,png}``.
+on a CPU machine. Results go to ``benchmarks/results/NAME.{json,md,png}`` (``--name``,
+default ``rerank``).
 """
 
 from __future__ import annotations
@@ -115,6 +118,16 @@ def main() -> None:
         "(fixed a priori, not tuned on the test queries; <0 to skip)",
     )
     ap.add_argument("--skip-llm", action="store_true")
+    ap.add_argument(
+        "--llm-only", action="store_true", help="only the LLM rows (no cross-encoder/nanoranker)"
+    )
+    ap.add_argument(
+        "--llm-strategies",
+        nargs="+",
+        choices=["window", "full", "pairwise", "pointwise"],
+        default=["window", "full", "pairwise", "pointwise"],
+    )
+    ap.add_argument("--name", default="rerank", help="results file stem")
     ap.add_argument("--datasets", nargs="+", default=["trec-dl-2019", "scifact"])
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args()
@@ -152,9 +165,10 @@ def main() -> None:
         first = {"run": root / "runs" / "bm25_top100.trec"} if trec else {"pipeline": "bm25"}
         rel = 2 if trec else 1
         lim_all = args.queries
-        base = evaluate(engine, root, rel_level=rel, limit=lim_all, **first)
-        record(ds, "first stage (BM25)", base)
-        if ce_path is not None:
+        if not args.llm_only:
+            base = evaluate(engine, root, rel_level=rel, limit=lim_all, **first)
+            record(ds, "first stage (BM25)", base)
+        if ce_path is not None and not args.llm_only:
             rep = evaluate(
                 engine,
                 root,
@@ -218,21 +232,24 @@ def main() -> None:
                 }
             )
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-        rep = evaluate(engine, root, rel_level=rel, limit=lim_all, rerank="nanoranker", **first)
-        record(ds, "nanoranker (pointwise)", rep, depth=100)
+        if not args.llm_only:
+            rep = evaluate(engine, root, rel_level=rel, limit=lim_all, rerank="nanoranker", **first)
+            record(ds, "nanoranker (pointwise)", rep, depth=100)
         if args.skip_llm or ds not in args.llm_datasets:
             continue
         lim, depth = args.llm_queries, args.llm_depth
         sub = evaluate(engine, root, rel_level=rel, limit=lim, **first)
         common = {"rel_level": rel, "limit": lim, "depth": depth, "rerank": "smollm2", **first}
         record(ds, f"first stage, first {lim} queries", sub, depth=depth)
-        for label, kw in [
+        for strategy, label, kw in [
             (
+                "window",
                 f"smollm2 window (w={args.llm_window}, s={args.llm_stride})",
                 {"strategy": "window", "window": args.llm_window, "stride": args.llm_stride},
             ),
-            ("smollm2 full (single pass)", {"strategy": "full"}),
+            ("full", "smollm2 full (single pass)", {"strategy": "full"}),
             (
+                "pairwise",
                 f"smollm2 pairwise (PRP sliding, top-{args.llm_pairwise_top_k})",
                 {
                     "strategy": "pairwise",
@@ -240,8 +257,14 @@ def main() -> None:
                     "pairwise_top_k": args.llm_pairwise_top_k,
                 },
             ),
-            ("smollm2 pointwise (ERank 0-10 expected value)", {"strategy": "pointwise"}),
+            (
+                "pointwise",
+                "smollm2 pointwise (ERank 0-10 expected value)",
+                {"strategy": "pointwise"},
+            ),
         ]:
+            if strategy not in args.llm_strategies:
+                continue
             rep = evaluate(engine, root, **common, **kw)
             record(ds, label, rep, depth=depth)
 
@@ -258,8 +281,13 @@ def main() -> None:
         "interpolate": args.interpolate,
         "llm_queries": args.llm_queries,
         "llm_depth": args.llm_depth,
+        "llm_window": args.llm_window,
+        "llm_stride": args.llm_stride,
+        "command": " ".join(sys.argv),
     }
-    (args.out / "rerank.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (args.out / f"{args.name}.json").write_text(
+        json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n"
+    )
     lines = [
         "| dataset | system | queries | depth | nDCG@10 (before → after) | input tok/q | output tok/q | s/q |",
         "|---|---|---|---|---|---|---|---|",
@@ -289,7 +317,7 @@ def main() -> None:
             notes.append(
                 f"- {ds}: relevo cross-encoder is {rr['relevo_speedup']:.2f}x the speed of the rerankers package on the same model and candidates."
             )
-    (args.out / "rerank.md").write_text(
+    (args.out / f"{args.name}.md").write_text(
         "# Reranking: effectiveness vs cost\n\n"
         + "\n".join(lines)
         + "\n\n"
@@ -311,8 +339,8 @@ def main() -> None:
     ax.set_ylabel("nDCG@10")
     ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(args.out / "rerank.png", dpi=120)
-    print((args.out / "rerank.md").read_text())
+    fig.savefig(args.out / f"{args.name}.png", dpi=120)
+    print((args.out / f"{args.name}.md").read_text())
 
 
 if __name__ == "__main__":

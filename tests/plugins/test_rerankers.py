@@ -68,6 +68,7 @@ def trained(tmp_path_factory, tiny_bert, dataset) -> Path:
         base=str(tiny_bert),
         max_steps=2,
         batch_size=8,
+        group_size=4,
         max_length=40,
         max_queries=None,
         depth=8,

@@ -169,33 +169,14 @@ def main() -> None:
             base = evaluate(engine, root, rel_level=rel, limit=lim_all, **first)
             record(ds, "first stage (BM25)", base)
         if ce_path is not None and not args.llm_only:
-            rep = evaluate(
-                engine,
-                root,
-                rel_level=rel,
-                limit=lim_all,
-                rerank=f"cross-encoder:{ce_path}",
-                strategy="pointwise",
-                **first,
-            )
+            ce = {"rel_level": rel, "limit": lim_all, "strategy": "pointwise", **first}
+            ce["rerank"] = f"cross-encoder:{ce_path}"
+            rep = evaluate(engine, root, **ce)
             record(ds, "relevo cross-encoder (pointwise)", rep, depth=100)
             if args.interpolate >= 0:
-                rep_i = evaluate(
-                    engine,
-                    root,
-                    rel_level=rel,
-                    limit=lim_all,
-                    rerank=f"cross-encoder:{ce_path}",
-                    strategy="pointwise",
-                    interpolate=args.interpolate,
-                    **first,
-                )
-                record(
-                    ds,
-                    f"relevo cross-encoder, blended with BM25 (w={args.interpolate})",
-                    rep_i,
-                    depth=100,
-                )
+                rep_i = evaluate(engine, root, interpolate=args.interpolate, **ce)
+                label = f"relevo cross-encoder, blended with BM25 (w={args.interpolate})"
+                record(ds, label, rep_i, depth=100)
             max_len = (
                 int(
                     json.loads((ce_path / "relevo-reranker.json").read_text()).get(

@@ -239,13 +239,13 @@ def test_interpolate_blends_normalised_scores():
     kept = Reranking(Scores(table), interpolate=0.0)("q", first)
     assert [h.id for h in kept.hits] == ["1", "2", "3", "4"]
     half = Reranking(Scores(table), interpolate=0.5)("q", first)
-    # 4: 0.5*1 + 0.5*0 = 0.5; 1: 0.5*0 + 0.5*1 = 0.5 (tie keeps reranker order: 4 first);
-    # 2: 0.5*0.01 + 0.5*(2/3); 3: 0.5*0.02 + 0.5*(1/3)
-    assert [h.id for h in half.hits] == ["4", "1", "2", "3"]
-    top = half.hits[0]
-    assert top.score == pytest.approx(0.5)
-    assert top.stages["rerank_score"] == pytest.approx(10.0)
-    assert top.stages["first_stage_score"] == pytest.approx(1.0)
+    # 4: 0.5*1 + 0.5*0 = 0.5; 1: 0.5*0 + 0.5*1 = 0.5 (tie: both ranked 1st somewhere, so
+    # the id decides: 1 first); 2: 0.5*0.01 + 0.5*(2/3); 3: 0.5*0.02 + 0.5*(1/3)
+    assert [h.id for h in half.hits] == ["1", "4", "2", "3"]
+    four = half.hits[1]
+    assert four.score == pytest.approx(0.5)
+    assert four.stages["rerank_score"] == pytest.approx(10.0)
+    assert four.stages["first_stage_score"] == pytest.approx(1.0)
     assert [h.rank for h in half.hits] == [1, 2, 3, 4]
 
 

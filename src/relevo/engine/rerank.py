@@ -29,6 +29,7 @@ from typing import Any
 
 from .components import Cost, ListwiseReranker, PairwiseReranker, PointwiseReranker, Reranker
 from .errors import ConfigError, RequestError
+from .fusion import linear
 from .types import Hit
 
 STRATEGIES = ("pointwise", "window", "full", "pairwise")
@@ -334,13 +335,6 @@ class Reranking:
         return _ranked(hits, order)
 
 
-def _minmax(values: Sequence[float]) -> list[float]:
-    lo, hi = min(values), max(values)
-    if not hi > lo:  # constant (or NaN): no preference
-        return [0.0] * len(values)
-    return [(v - lo) / (hi - lo) for v in values]
-
-
 def interpolate_with_first_stage(
     ranked: Sequence[Hit], first_stage: Sequence[Hit], weight: float, *, scored: bool
 ) -> list[Hit]:
@@ -348,28 +342,24 @@ def interpolate_with_first_stage(
 
     ``ranked`` is a permutation of ``first_stage`` (as produced by the strategies);
     ``scored`` says whether ``ranked``'s scores are real model scores (pointwise) or
-    only positions. Ties keep the reranker's order.
+    only positions. The blend is :func:`relevo.engine.fusion.linear` over the two lists,
+    so ties go to the better rank in either list, then the document id.
     """
     n = len(ranked)
-    position = {h.id: i for i, h in enumerate(first_stage)}
-    first_norm = _minmax([float(h.score) for h in first_stage])
-    if scored:
-        rerank_norm = _minmax([float(h.score) for h in ranked])
-    else:
-        rerank_norm = [(n - 1 - i) / (n - 1) if n > 1 else 0.0 for i in range(n)]
-    blended = []
-    for i, h in enumerate(ranked):
-        f = first_norm[position[h.id]]
-        score = weight * rerank_norm[i] + (1.0 - weight) * f
-        blended.append((score, i, h))
-    blended.sort(key=lambda t: (-t[0], t[1]))
+    rerank = [(h.id, float(h.score) if scored else float(n - i)) for i, h in enumerate(ranked)]
+    first = [(h.id, float(h.score)) for h in first_stage]
+    fused = linear(
+        {"rerank": rerank, "first_stage": first},
+        weights={"rerank": weight, "first_stage": 1.0 - weight},
+    )
+    by_id = {h.id: h for h in ranked}
+    first_score = dict(first)
     out = []
-    for rank, (score, _, h) in enumerate(blended, 1):
+    for rank, (doc_id, score, _) in enumerate(fused, 1):
+        h = by_id[doc_id]
         stages = dict(h.stages)
         stages.update(
-            rerank_score=h.score,
-            rerank_rank=h.rank,
-            first_stage_score=first_stage[position[h.id]].score,
+            rerank_score=h.score, rerank_rank=h.rank, first_stage_score=first_score[doc_id]
         )
         out.append(Hit(id=h.id, score=score, rank=rank, title=h.title, text=h.text, stages=stages))
     return out

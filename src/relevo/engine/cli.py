@@ -171,7 +171,7 @@ def index_build(
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def index_info(directory: Path) -> None:
     """Print an index directory's manifest (and each stage's) as JSON."""
-    from ..indexes.manifest import read_manifest
+    from .manifest import read_manifest
 
     man = read_manifest(directory)
     man["stage_manifests"] = {

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from ..indexes.docstore import DocStore
-from ..indexes.manifest import atomic_directory, read_manifest, write_manifest
+from .docstore import DocStore
+from .manifest import atomic_directory, read_manifest, write_manifest
 from .components import Embedder, Index
 from .errors import (
     ConfigError,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..indexes.docstore import DocStore
+from .docstore import DocStore
 from .cache import EmbeddingCache, cache_dir, key
 from .collection import Collection, Fusion, Stage, check_vectors, embedder_record
 from .components import Component, Embedder, Index, Reranker

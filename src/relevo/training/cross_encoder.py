@@ -347,7 +347,7 @@ def _save_checkpoint(
     import torch
     from safetensors.torch import save_file
 
-    from ..indexes.manifest import atomic_directory
+    from ..engine.manifest import atomic_directory
 
     out.mkdir(parents=True, exist_ok=True)
     # Replaced atomically: a crash mid-save leaves the previous checkpoint intact.
@@ -474,7 +474,7 @@ def train_cross_encoder(
                 "resume with the same ones, or start over with --overwrite."
             )
     torch, transformers = _import_stack()
-    from ..indexes.manifest import atomic_directory, relevo_version
+    from ..engine.manifest import atomic_directory, relevo_version
     from ..plugins.sentence_transformers import resolve_device
 
     if engine is None:

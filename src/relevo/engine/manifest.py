@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..engine.errors import CorruptIndexError, IndexFormatError
+from .errors import CorruptIndexError, IndexFormatError
 
 MANIFEST = "manifest.json"
 

@@ -11,8 +11,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from ..engine.errors import CorruptIndexError
-from ..engine.types import Document
+from .errors import CorruptIndexError
+from .types import Document
 
 FILENAME = "docstore.sqlite"
 

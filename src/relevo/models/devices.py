@@ -1,0 +1,54 @@
+"""Device and dtype options shared by every model-backed component.
+
+``auto`` picks CUDA when torch sees a GPU, else the CPU. Validation imports nothing,
+so constructors can check their options cheaply; resolution imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine.errors import ConfigError
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def check_device(device: Any) -> str:
+    """Validate a device option (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) without importing torch."""
+    text = str(device)
+    ok = text in ("auto", "cpu", "cuda", "mps") or (
+        text.startswith("cuda:") and text[5:].isdigit()
+    )
+    if not isinstance(device, str) or not ok:
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}.")
+    return text
+
+
+def resolve_device(device: str) -> str:
+    """The concrete torch device for an option: ``auto`` becomes ``cuda`` or ``cpu``."""
+    device = check_device(device)
+    if device != "auto":
+        return device
+    from .deps import require
+
+    (torch,) = require("torch", extra="torch", what="device selection")
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_dtype(dtype: Any) -> str:
+    """Validate a dtype option (``auto``, ``float32``, ``float16``, ``bfloat16``)."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be {', '.join(DTYPES[:-1])} or {DTYPES[-1]}, got {dtype!r}.")
+    return str(dtype)
+
+
+def torch_dtype(torch: Any, device: str, dtype: str) -> Any:
+    """The torch dtype for an option: ``auto`` is float32 on CPU, bfloat16 (else float16) on CUDA."""
+    if check_dtype(dtype) != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+__all__ = ["DTYPES", "check_device", "check_dtype", "resolve_device", "torch_dtype"]

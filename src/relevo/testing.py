@@ -178,12 +178,147 @@ def tiny_bert(path: Path, texts: Sequence[str], *, seed: int = 0) -> Path:
     return path
 
 
+#: A ChatML template (``<|im_start|>role ... <|im_end|>``), the format of SmolLM2 and Qwen.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _tiny_llama_config(vocab_size: int, **tokens: Any) -> Any:
+    from transformers import LlamaConfig  # type: ignore[attr-defined]  # lazy attribute of transformers 5
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        **tokens,
+    )
+
+
+def tiny_llama(
+    vocab: int = 48,
+    *,
+    seed: int = 0,
+    bos_token_id: int = 1,
+    eos_token_id: int = 0,
+    max_positions: int = 512,
+) -> Any:
+    """A random 2-layer, 32-wide ``LlamaForCausalLM`` in memory, in eval mode (no tokenizer).
+
+    Its logits are noise but it runs every Hugging Face generation path (KV cache,
+    ``generate``, beam search), which is what tests of decoding loops need. The pad
+    token is the EOS token. Needs torch and transformers.
+
+    Args:
+        vocab: vocabulary size.
+        seed: ``torch.manual_seed`` for the weights; the same seed gives the same model.
+        bos_token_id: begin-of-sequence id of the config.
+        eos_token_id: end-of-sequence (and pad) id of the config.
+        max_positions: ``max_position_embeddings``.
+    """
+    import torch
+    from transformers import LlamaForCausalLM  # type: ignore[attr-defined]  # lazy attribute of transformers 5
+
+    torch.manual_seed(seed)
+    config = _tiny_llama_config(
+        vocab,
+        max_position_embeddings=max_positions,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=eos_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.eval()
+    return model
+
+
+def tiny_causal_lm(
+    path: Path,
+    texts: Sequence[str],
+    *,
+    vocab_size: int = 320,
+    split_digits: bool = False,
+    chat_template: str | None = CHATML_TEMPLATE,
+    max_positions: int = 512,
+    seed: int = 0,
+) -> Path:
+    """Save a random 2-layer Llama with a byte-level BPE tokenizer trained on ``texts``.
+
+    A real ``transformers`` folder (no download) that ``AutoTokenizer`` and
+    ``AutoModelForCausalLM`` load: enough to exercise code paths that prompt, score or
+    generate with a causal LM. Special tokens follow SmolLM2: ``<|im_start|>`` (BOS),
+    ``<|im_end|>`` (EOS and pad), ``<|endoftext|>`` (unknown). Needs torch,
+    transformers and tokenizers.
+
+    Args:
+        path: folder to write (created if missing; existing files are overwritten).
+        texts: the tokenizer's training lines; repeat a line to make its merges win.
+        vocab_size: BPE vocabulary size, special tokens included.
+        split_digits: split numbers into single digits, as SmolLM2 and Llama tokenizers
+            do (``"10"`` is then two tokens).
+        chat_template: the tokenizer's chat template; ``None`` saves a plain tokenizer
+            (no ``apply_chat_template``).
+        max_positions: ``max_position_embeddings`` of the model.
+        seed: ``torch.manual_seed`` for the weights; the same seed gives the same model.
+
+    Returns:
+        ``path``.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast  # type: ignore[attr-defined]  # lazy attribute of transformers 5
+
+    bpe = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits
+        else byte_level
+    )
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(list(texts), trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    config = _tiny_llama_config(
+        len(tokenizer),
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    LlamaForCausalLM(config).save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
 __all__ = [
+    "CHATML_TEMPLATE",
     "FakePlugin",
     "HashingEmbedder",
     "ReverseListwiseReranker",
     "WordOverlapReranker",
     "tiny_bert",
+    "tiny_causal_lm",
     "tiny_corpus",
+    "tiny_llama",
     "write_beir_dataset",
 ]

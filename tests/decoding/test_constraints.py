@@ -21,6 +21,8 @@ from relevo.decoding import (
     awrs_generate,
     diverse_beam_search,
 )
+from relevo.engine.errors import ConfigError, RelevoError
+from relevo.testing import tiny_llama
 
 VOCAB = 48
 EOS = 0
@@ -54,30 +56,11 @@ def id_sets(min_n: int = 1, max_n: int = 30):
     )
 
 
-def tiny_llama(vocab: int = VOCAB):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=1,
-        eos_token_id=EOS,
-        pad_token_id=EOS,
-    )
-    model = transformers.LlamaForCausalLM(cfg)
-    model.eval()
-    return model
-
-
 @pytest.fixture(scope="module")
 def llama():
-    return tiny_llama()
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    return tiny_llama(vocab=VOCAB, eos_token_id=EOS, seed=0)
 
 
 # -- the trie ---------------------------------------------------------------------------------------
@@ -88,10 +71,23 @@ def test_trie_masks_and_membership():
     assert sorted(TokenTrie.next_tokens(node)) == [2, 3]
     assert TokenTrie.next_tokens(node, subset=0b010) == [3]  # only sequence #1 left
     assert trie.add([1, 2]) == 0  # duplicates keep their first index
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="at least one token"):
         TokenTrie([[]])
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=">= 0"):
         TokenTrie([[1, -2]])
+    with pytest.raises(ConfigError, match="must be integers"):
+        TokenTrie([["a"]])
+    with pytest.raises(ConfigError, match="must be integers"):
+        TokenTrie([[True]])
+
+
+def test_errors_are_relevo_errors_and_still_value_errors():
+    with pytest.raises(ConfigError) as info:
+        PrefixTrieDecoder([[1]], prompt_length=-1)
+    assert isinstance(info.value, RelevoError) and isinstance(info.value, ValueError)
+    assert "prompt_length" in str(info.value) and "pass" in str(info.value)
+    with pytest.raises(ValueError):  # callers written against the builtin type keep working
+        PrefixTrieDecoder([[]])
 
 
 def test_import_does_not_pull_torch():
@@ -201,12 +197,20 @@ def test_permutation_edge_cases():
     assert PermutationDecoder([], eos_token_id=EOS).allowed_next([]) == [EOS]
     one = PermutationDecoder([[5]], separator=[40], eos_token_id=EOS)
     assert one.allowed_next([]) == [5] and one.allowed_next([5]) == [EOS]
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="same tokens as an earlier one"):
         PermutationDecoder([[1], [1]])
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="continued has 1 identifiers"):
         PermutationDecoder([[1], [2]], continued=[[3]])
-    with pytest.raises(ValueError, match="EOS"):
+    with pytest.raises(ConfigError, match="EOS"):
         PermutationDecoder([[1, EOS], [2]], eos_token_id=EOS)  # generation would stop inside an id
+    with pytest.raises(ConfigError, match="EOS"):
+        PermutationDecoder([[1], [2]], separator=[EOS], eos_token_id=EOS)
+    with pytest.raises(ConfigError, match="has no tokens"):
+        PermutationDecoder([[1], []])
+    with pytest.raises(ConfigError, match="n must be >= 0"):
+        PermutationDecoder.for_tokenizer(None, -1)  # refused before the tokenizer is used
+    with pytest.raises(ConfigError, match="prompt_length"):
+        PermutationDecoder([[1]], prompt_length=1.5)
     PermutationDecoder()  # registered decoders are built with options only: cheap, no args needed
 
 
@@ -225,6 +229,19 @@ def test_logits_processor_masks_to_minus_inf():
                 assert out[r, t] == scores[r, t]
             else:
                 assert out[r, t] == float("-inf")
+
+
+def test_generation_options_are_checked_before_any_model_call():
+    pytest.importorskip("torch")
+    dec = PrefixTrieDecoder([[3, 4]], eos_token_id=EOS)
+    with pytest.raises(ConfigError, match="num_beams must be >= 1"):
+        ConstrainedLogitsProcessor(dec, num_beams=0)
+    for beams, groups in ((3, 2), (2, 0), (1, 2)):
+        with pytest.raises(ConfigError, match="positive multiple of num_groups"):
+            diverse_beam_search(None, [1], dec, num_beams=beams, num_groups=groups)
+    for temperature in (0.0, -1.0):
+        with pytest.raises(ConfigError, match="temperature must be > 0"):
+            awrs_generate(None, [1], dec, temperature=temperature)
 
 
 def test_generate_with_processor_and_prefix_fn_gives_valid_permutations(llama):

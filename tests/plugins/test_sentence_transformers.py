@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from relevo import ConfigError
-from relevo.plugins.sentence_transformers import SentenceTransformerEmbedder, packaged_model_path
+from relevo.models import packaged_st_folder as packaged_model_path
+from relevo.plugins.sentence_transformers import SentenceTransformerEmbedder
 
 
 def test_packaged_model_resolves_without_network(minilm):

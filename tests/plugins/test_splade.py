@@ -17,8 +17,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from relevo import Document, Engine, IndexMismatchError  # noqa: E402
-from relevo.indexes.sparse import SpladeIndex, packaged_splade  # noqa: E402
+from relevo.models import packaged_splade  # noqa: E402
 from relevo.plugins import splade as splade_plugin  # noqa: E402
+from relevo.plugins.splade import SpladeIndex  # noqa: E402
 
 TEXTS = [
     "Cats are small domesticated carnivorous mammals that purr.",
@@ -71,8 +72,7 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 def splade_engine() -> Engine:
     eng = Engine(load_entrypoints=False)
-    if "splade" not in eng.names("index"):  # not yet among the bundled plugins
-        eng = Engine(plugins=[splade_plugin], load_entrypoints=False)
+    assert eng.registry.get("index", "splade")[0].plugin == splade_plugin.__name__
     return eng
 
 

@@ -31,6 +31,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, ClassVar
 
 from ..engine.components import ConstrainedDecoder
+from ..engine.errors import ConfigError
 from .trie import TokenTrie, TrieNode
 
 _MEMO_LIMIT = 200_000  # cached prefix states before the memo is reset
@@ -95,13 +96,19 @@ class PrefixDecoder(ConstrainedDecoder):
     Args:
         eos_token_id: the end-of-sequence id(s) allowed once an output is complete.
         prompt_length: how many leading tokens of a ``prefix`` are prompt, not output.
+
+    Raises:
+        ConfigError: ``prompt_length`` is not a non-negative int.
     """
 
     def __init__(
         self, *, eos_token_id: int | Sequence[int] | None = None, prompt_length: int = 0
     ) -> None:
         if not isinstance(prompt_length, int) or prompt_length < 0:
-            raise ValueError(f"prompt_length must be a non-negative int, got {prompt_length!r}")
+            raise ConfigError(
+                f"prompt_length must be a non-negative int, got {prompt_length!r}; pass the "
+                "number of prompt tokens at the start of each row (0 when rows hold only output)"
+            )
         self.eos_token_ids: tuple[int, ...] = _eos_tuple(eos_token_id)
         self.prompt_length = prompt_length
         self._memo: dict[tuple[int, ...], Any] = {}
@@ -304,6 +311,11 @@ class PermutationDecoder(PrefixDecoder):
         eos_token_id: id(s) that end the output; needed to stop generation cleanly.
         prompt_length: number of prompt tokens at the start of each ``prefix``.
 
+    Raises:
+        ConfigError: an identifier is empty or repeated, ``continued`` has another
+            length than ``identifiers``, or an EOS id occurs inside an identifier or
+            the separator.
+
     Example::
 
         dec = PermutationDecoder.for_tokenizer(tokenizer, 3)  # "[i] > [j] > [k]"
@@ -332,17 +344,22 @@ class PermutationDecoder(PrefixDecoder):
         else:
             cont = [tuple(int(t) for t in seq) for seq in continued]
             if len(cont) != self.n:
-                raise ValueError(f"continued has {len(cont)} identifiers, identifiers has {self.n}")
+                raise ConfigError(
+                    f"continued has {len(cont)} identifiers, identifiers has {self.n}; pass one "
+                    "continued tokenization per identifier, in the same order (or None)"
+                )
             self.continued = _distinct_trie(cont, "continued identifiers")
         self.separator: tuple[int, ...] = tuple(int(t) for t in separator)
         self.full_mask = (1 << self.n) - 1
         clash = set(self.eos_token_ids) & {
             t for trie in (self.first, self.continued) for s in trie for t in s
         }
-        if clash or set(self.eos_token_ids) & set(self.separator):
-            raise ValueError(
-                f"EOS id(s) {sorted(clash or set(self.eos_token_ids) & set(self.separator))} appear inside an "
-                "identifier or the separator; generation would stop there. Use other identifier tokens."
+        clash |= set(self.eos_token_ids) & set(self.separator)
+        if clash:
+            raise ConfigError(
+                f"EOS id(s) {sorted(clash)} appear inside an identifier or the separator; "
+                "generation would stop there. Use other identifier or separator tokens, "
+                "or another eos_token_id."
             )
 
     @classmethod
@@ -373,9 +390,12 @@ class PermutationDecoder(PrefixDecoder):
                 is tokenized as the model will emit it.
             eos_token_id: defaults to the tokenizer's EOS id.
             prompt_length: number of prompt tokens at the start of each ``prefix``.
+
+        Raises:
+            ConfigError: ``n`` is negative, or the identifiers clash (see the class).
         """
         if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
+            raise ConfigError(f"n must be >= 0, got {n}; pass the number of items to rank")
         head = separator.rstrip()
         tail = separator[len(head) :]
         labels = [template.format(start + i) for i in range(n)]
@@ -524,10 +544,14 @@ def _distinct_trie(seqs: list[tuple[int, ...]], what: str) -> TokenTrie:
     trie = TokenTrie()
     for i, s in enumerate(seqs):
         if not s:
-            raise ValueError(f"{what}: identifier #{i} has no tokens")
+            raise ConfigError(
+                f"{what}: identifier #{i} has no tokens; give every item a non-empty identifier "
+                "(an empty one cannot be told apart from the separator)"
+            )
         if trie.add(s) != i:
-            raise ValueError(
-                f"{what}: identifier #{i} has the same tokens as an earlier one ({list(s)})"
+            raise ConfigError(
+                f"{what}: identifier #{i} has the same tokens as an earlier one ({list(s)}); "
+                "use distinct identifiers (e.g. a different template or numbering)"
             )
     return trie
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engine.errors import ConfigError
 from .constraints import PrefixDecoder, as_token_list
 
 
@@ -41,13 +42,19 @@ class ConstrainedLogitsProcessor:
             only the generated tokens. ``None`` hands whole rows to ``allowed_tokens``
             (the decoder's own ``prompt_length`` then applies).
         num_beams: beams per batch item.
+
+    Raises:
+        ConfigError: ``num_beams`` is below 1.
     """
 
     def __init__(
         self, decoder: Any, *, prompt_length: int | None = None, num_beams: int = 1
     ) -> None:
         if num_beams < 1:
-            raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+            raise ConfigError(
+                f"ConstrainedLogitsProcessor: num_beams must be >= 1, got {num_beams}; "
+                "pass the num_beams given to model.generate (1 without beam search)"
+            )
         self.decoder = decoder
         self.prompt_length = prompt_length
         self.num_beams = num_beams
@@ -108,6 +115,27 @@ def _model_device(model: Any) -> Any:
     return next(model.parameters()).device
 
 
+def _step_limit(decoder: PrefixDecoder, max_new_tokens: int | None) -> int:
+    if max_new_tokens is not None:
+        return max_new_tokens
+    # decoders without a length bound (custom ones) still need some limit
+    return int(getattr(decoder, "max_tokens", lambda: 64)())
+
+
+def _prompt_row(input_ids: Any, device: Any) -> Any:
+    """The prompt as a ``(1, L)`` tensor on ``device``, from a tensor or a list of ids."""
+    import torch
+
+    ids = torch.as_tensor(
+        as_token_list(input_ids) if not hasattr(input_ids, "shape") else input_ids
+    )
+    return ids.reshape(1, -1).to(device)
+
+
+def _log(z: float) -> float:
+    return math.log(z) if z > 0 else -math.inf
+
+
 @dataclass
 class Hypothesis:
     """One finished (or cut-off) output of :func:`diverse_beam_search`.
@@ -125,6 +153,171 @@ class Hypothesis:
     score: float
     group: int
     finished: bool = True
+
+
+_Beam = tuple[tuple[int, ...], float]  # (generated tokens, log-probability)
+# (diversity-penalised score, log-probability, tokens, model row it extends)
+_Candidate = tuple[float, float, tuple[int, ...], int]
+
+
+def _check_groups(num_beams: int, num_groups: int) -> None:
+    if num_groups < 1 or num_beams < num_groups or num_beams % num_groups:
+        raise ConfigError(
+            f"diverse_beam_search: num_beams ({num_beams}) must be a positive multiple of "
+            f"num_groups ({num_groups}); pass num_groups >= 1 and "
+            "num_beams = num_groups * beams_per_group"
+        )
+
+
+def _prompt_batch(input_ids: Any, attention_mask: Any, device: Any) -> tuple[Any, Any]:
+    import torch
+
+    ids = _prompt_row(input_ids, device)
+    if attention_mask is None:
+        return ids, torch.ones_like(ids)
+    return ids, torch.as_tensor(attention_mask).reshape(1, -1).to(device)
+
+
+class _DiverseBeams:
+    """Scoring and selection of :func:`diverse_beam_search`; collects closed outputs.
+
+    ``finished`` maps token sequences to hypotheses; a sequence found twice (by two
+    groups or two steps) is kept once, which keeps the returned outputs distinct.
+    """
+
+    def __init__(
+        self,
+        decoder: PrefixDecoder,
+        group_size: int,
+        diversity_penalty: float,
+        length_penalty: float,
+    ) -> None:
+        self.decoder = decoder
+        self.group_size = group_size
+        self.diversity_penalty = diversity_penalty
+        self.length_penalty = length_penalty
+        self.eos = set(decoder.eos_token_ids)
+        self.finished: dict[tuple[int, ...], Hypothesis] = {}
+
+    def hypothesis(
+        self, tokens: tuple[int, ...], lp: float, group: int, *, closed: bool
+    ) -> Hypothesis:
+        score = lp / (max(len(tokens), 1) ** self.length_penalty)
+        return Hypothesis(list(tokens), lp, score, group, finished=closed)
+
+    def candidates(
+        self, logp: Any, beams: list[_Beam], rows: list[int], picked: Any
+    ) -> list[_Candidate]:
+        """A group's allowed extensions, best penalised score first."""
+        import torch
+
+        vocab = logp.shape[-1]
+        cands: list[_Candidate] = []
+        for (toks, lp), row in zip(beams, rows, strict=True):
+            masked = logp[row] + _mask_row(self.decoder, toks, vocab, logp.device)
+            pen = masked - self.diversity_penalty * picked
+            # twice the group size leaves room for candidates dropped as duplicates or closed
+            k = min(2 * self.group_size, int(torch.isfinite(masked).sum().item()))
+            if k == 0:
+                continue
+            top = torch.topk(pen, k)
+            for sel, tok in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+                cands.append((lp + sel, lp + float(logp[row, tok]), (*toks, tok), row))
+        cands.sort(key=lambda c: -c[0])
+        return cands
+
+    def select(
+        self, cands: list[_Candidate], group: int
+    ) -> tuple[list[_Beam], list[int], list[int]]:
+        """The group's next beams, the tokens it picked and the rows its beams extend.
+
+        Closed candidates count against the group's size and go to ``finished``.
+        """
+        kept: list[_Beam] = []
+        chosen: list[int] = []
+        rows: list[int] = []
+        for _sel, lp, toks, row in cands:
+            if len(kept) >= self.group_size:
+                break
+            if toks in self.finished or any(toks == b[0] for b in kept):
+                continue
+            chosen.append(toks[-1])
+            if toks[-1] in self.eos or self.decoder.is_finished(toks):
+                self.finished[toks] = self.hypothesis(toks, lp, group, closed=True)
+                continue
+            kept.append((toks, lp))
+            rows.append(row)
+        return kept, chosen, rows
+
+    def step(
+        self, logits: Any, beams: list[list[_Beam]], rows_of: list[list[int]]
+    ) -> tuple[list[list[_Beam]], list[int]]:
+        """Advance every group by one token; returns the new beams and their source rows."""
+        import torch
+
+        logp = torch.log_softmax(logits, dim=-1)
+        picked = torch.zeros(logp.shape[-1], device=logp.device)
+        new_beams: list[list[_Beam]] = []
+        src_rows: list[int] = []
+        for g, (group_beams, rows) in enumerate(zip(beams, rows_of, strict=True)):
+            kept, chosen, kept_rows = self.select(
+                self.candidates(logp, group_beams, rows, picked), g
+            )
+            new_beams.append(kept)
+            src_rows.extend(kept_rows)
+            for tok in chosen:  # later groups are penalised for this group's tokens
+                picked[tok] += 1
+        return new_beams, src_rows
+
+    def ranked(self, beams: list[list[_Beam]], limit: int) -> list[Hypothesis]:
+        """Finished outputs, then the beams the step limit cut off, best score first."""
+        for g, grp in enumerate(beams):
+            for toks, lp in grp:
+                if toks not in self.finished:
+                    self.finished[toks] = self.hypothesis(toks, lp, g, closed=False)
+        ranked = sorted(self.finished.values(), key=lambda h: (not h.finished, -h.score))
+        return ranked[:limit]
+
+
+def _rows_of(beams: list[list[_Beam]]) -> list[list[int]]:
+    """Model-batch row of every beam: groups are laid out one after another."""
+    rows: list[list[int]] = []
+    offset = 0
+    for grp in beams:
+        rows.append(list(range(offset, offset + len(grp))))
+        offset += len(grp)
+    return rows
+
+
+def _feed_beams(
+    model: Any, past: Any, mask: Any, beams: list[list[_Beam]], src_rows: list[int], device: Any
+) -> tuple[Any, Any, Any]:
+    """Run the beams' last tokens on the cache rows they extend.
+
+    Returns the new cache, attention mask and next-token logits (one row per beam).
+    """
+    import torch
+
+    index = torch.tensor(src_rows, device=device)
+    past = _reorder(past, index)
+    mask = torch.cat(
+        [
+            mask.index_select(0, index),
+            torch.ones((len(src_rows), 1), dtype=mask.dtype, device=device),
+        ],
+        dim=1,
+    )
+    step_ids = torch.tensor([[b[0][-1]] for grp in beams for b in grp], device=device)
+    # explicit positions: a padded prompt mask would otherwise shift them
+    positions = (mask.sum(dim=1, keepdim=True) - 1).long()
+    out = model(
+        input_ids=step_ids,
+        attention_mask=mask,
+        past_key_values=past,
+        position_ids=positions,
+        use_cache=True,
+    )
+    return out.past_key_values, mask, out.logits[:, -1, :].float()
 
 
 def diverse_beam_search(
@@ -161,110 +354,30 @@ def diverse_beam_search(
 
     Returns:
         Up to ``num_beams`` hypotheses, best score first, distinct token sequences.
+
+    Raises:
+        ConfigError: ``num_beams`` is not a positive multiple of ``num_groups``.
     """
     import torch
 
-    if num_groups < 1 or num_beams < num_groups or num_beams % num_groups:
-        raise ValueError(
-            f"num_beams ({num_beams}) must be a positive multiple of num_groups ({num_groups})"
-        )
-    if max_new_tokens is None:
-        max_new_tokens = int(getattr(decoder, "max_tokens", lambda: 64)())
-    group_size = num_beams // num_groups
+    _check_groups(num_beams, num_groups)
+    steps = _step_limit(decoder, max_new_tokens)
     device = _model_device(model)
-    ids = torch.as_tensor(
-        as_token_list(input_ids) if not hasattr(input_ids, "shape") else input_ids
-    )
-    ids = ids.reshape(1, -1).to(device)
-    mask = (
-        torch.ones_like(ids)
-        if attention_mask is None
-        else torch.as_tensor(attention_mask).reshape(1, -1).to(device)
-    )
-    eos = set(decoder.eos_token_ids)
-
-    # beams[g] = list of (tokens, logprob); row of each beam in the model batch = its position in `flat`
-    beams: list[list[tuple[tuple[int, ...], float]]] = [[((), 0.0)] for _ in range(num_groups)]
-    finished: dict[tuple[int, ...], Hypothesis] = {}
-
-    def norm(lp: float, n: int) -> float:
-        return lp / (max(n, 1) ** length_penalty)
-
+    ids, mask = _prompt_batch(input_ids, attention_mask, device)
+    search = _DiverseBeams(decoder, num_beams // num_groups, diversity_penalty, length_penalty)
+    beams: list[list[_Beam]] = [[((), 0.0)] for _ in range(num_groups)]
     with torch.inference_mode():
         out = model(input_ids=ids, attention_mask=mask, use_cache=True)
         past = out.past_key_values
         logits = out.logits[:, -1, :].float()
         rows_of = [[0] for _ in range(num_groups)]  # every group starts from the prompt row
-        for _step in range(max_new_tokens):
-            logp = torch.log_softmax(logits, dim=-1)
-            vocab = logp.shape[-1]
-            picked = torch.zeros(vocab, device=logp.device)
-            new_beams: list[list[tuple[tuple[int, ...], float]]] = []
-            src_rows: list[int] = []
-            for g in range(num_groups):
-                cands: list[tuple[float, float, tuple[int, ...], int]] = []
-                for (toks, lp), row in zip(beams[g], rows_of[g], strict=True):
-                    masked = logp[row] + _mask_row(decoder, toks, vocab, logp.device)
-                    pen = masked - diversity_penalty * picked
-                    k = min(2 * group_size, int(torch.isfinite(masked).sum().item()))
-                    if k == 0:
-                        continue
-                    top = torch.topk(pen, k)
-                    for sel, tok in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-                        cands.append((lp + sel, lp + float(logp[row, tok]), (*toks, tok), row))
-                cands.sort(key=lambda c: -c[0])
-                group_new: list[tuple[tuple[int, ...], float]] = []
-                chosen: list[int] = []
-                for _sel, lp_new, toks_new, row in cands:
-                    if len(group_new) >= group_size:
-                        break
-                    if toks_new in finished or any(toks_new == b[0] for b in group_new):
-                        continue
-                    chosen.append(toks_new[-1])
-                    if toks_new[-1] in eos or decoder.is_finished(toks_new):
-                        finished[toks_new] = Hypothesis(
-                            list(toks_new), lp_new, norm(lp_new, len(toks_new)), g
-                        )
-                        continue
-                    group_new.append((toks_new, lp_new))
-                    src_rows.append(row)
-                new_beams.append(group_new)
-                for tok in chosen:  # later groups are penalised for this group's tokens
-                    picked[tok] += 1
-            beams = new_beams
+        for _step in range(steps):
+            beams, src_rows = search.step(logits, beams, rows_of)
             if not src_rows:
                 break
-            index = torch.tensor(src_rows, device=device)
-            past = _reorder(past, index)
-            mask = torch.cat(
-                [
-                    mask.index_select(0, index),
-                    torch.ones((len(src_rows), 1), dtype=mask.dtype, device=device),
-                ],
-                dim=1,
-            )
-            step_ids = torch.tensor([[b[0][-1]] for grp in beams for b in grp], device=device)
-            positions = (mask.sum(dim=1, keepdim=True) - 1).long()
-            out = model(
-                input_ids=step_ids,
-                attention_mask=mask,
-                past_key_values=past,
-                position_ids=positions,
-                use_cache=True,
-            )
-            past = out.past_key_values
-            logits = out.logits[:, -1, :].float()
-            offset = 0
-            rows_of = []
-            for grp in beams:
-                rows_of.append(list(range(offset, offset + len(grp))))
-                offset += len(grp)
-    for g, grp in enumerate(beams):  # cut off by the step limit
-        for toks, lp in grp:
-            if toks not in finished:
-                finished[toks] = Hypothesis(list(toks), lp, norm(lp, len(toks)), g, finished=False)
-    ranked = sorted(finished.values(), key=lambda h: (not h.finished, -h.score))
-    return ranked[:num_beams]
+            past, mask, logits = _feed_beams(model, past, mask, beams, src_rows, device)
+            rows_of = _rows_of(beams)
+    return search.ranked(beams, num_beams)
 
 
 @dataclass
@@ -290,6 +403,116 @@ class AWRSResult:
     checks: list[int] = field(default_factory=list)
     fallbacks: list[int] = field(default_factory=list)
     finished: list[bool] = field(default_factory=list)
+
+
+class _AWRSSampler:
+    """The per-step token choice of :func:`awrs_generate`; its counters fill ``result``.
+
+    Every draw goes through one ``generator`` in a fixed order (sample by sample, the
+    rejection loop before the weight draws), so a seeded run is reproducible.
+    """
+
+    def __init__(
+        self,
+        decoder: PrefixDecoder,
+        num_samples: int,
+        *,
+        max_rejections: int,
+        weight_draws: int,
+        generator: Any,
+    ) -> None:
+        self.decoder = decoder
+        self.max_rejections = max_rejections
+        self.weight_draws = weight_draws
+        self.generator = generator
+        self.eos = decoder.eos_token_ids
+        # finished rows still need an input token for the batched forward pass
+        self.pad = self.eos[0] if self.eos else 0
+        n = num_samples
+        self.result = AWRSResult([[] for _ in range(n)], [0.0] * n, [0] * n, [0] * n, [0] * n)
+        self.done = [False] * n
+
+    def draw(self, p: Any) -> int:
+        import torch
+
+        return int(torch.multinomial(p, 1, generator=self.generator).item())
+
+    def step(self, probs: Any) -> list[int]:
+        """Next token of every sample (the pad token for finished ones)."""
+        return [
+            self.pad if self.done[s] else self._next_token(s, probs[s])
+            for s in range(len(self.done))
+        ]
+
+    def finish(self) -> AWRSResult:
+        self.result.finished = [self.decoder.is_finished(s) for s in self.result.sequences]
+        return self.result
+
+    def _next_token(self, s: int, probs_row: Any) -> int:
+        gen = self.result.sequences[s]
+        p = probs_row.clone()
+        tok, rejected = self._rejection_sample(s, gen, p, probs_row)
+        if tok is not None:
+            if self.weight_draws:
+                self.result.log_weights[s] += self._estimate_log_z(s, gen, p, rejected)
+        else:
+            self.result.fallbacks[s] += 1
+            tok, z = self._mask_fallback(gen, probs_row)
+            if tok is None:  # nothing allowed: the sample stops where it is
+                self.done[s] = True
+                return self.pad
+            if self.weight_draws:
+                self.result.log_weights[s] += _log(z)
+        gen.append(tok)
+        if tok in self.eos or self.decoder.is_finished(gen):
+            self.done[s] = True
+        return tok
+
+    def _rejection_sample(
+        self, s: int, gen: list[int], p: Any, probs_row: Any
+    ) -> tuple[int | None, float]:
+        """Draw from ``p`` until the decoder accepts a token or ``max_rejections`` are spent.
+
+        Rejected tokens are zeroed in ``p`` in place, so later draws (and the weight
+        estimate) sample without them. Returns the accepted token (``None`` when none
+        was) and the probability mass of the rejected ones.
+        """
+        rejected = 0.0
+        for _ in range(self.max_rejections):
+            if float(p.sum()) <= 0:
+                break
+            cand = self.draw(p)
+            self.result.checks[s] += 1
+            if self.decoder.accepts(gen, cand):
+                return cand, rejected
+            self.result.rejections[s] += 1
+            rejected += float(probs_row[cand])
+            p[cand] = 0.0
+        return None, rejected
+
+    def _estimate_log_z(self, s: int, gen: list[int], p: Any, rejected: float) -> float:
+        """``log Ẑ_t`` with ``Ẑ_t = M * mean(1[y allowed])``, ``y ~ p`` without the rejected."""
+        m = max(0.0, 1.0 - rejected)
+        hits = 0
+        if m > 0:
+            for _ in range(self.weight_draws):
+                y = self.draw(p)
+                self.result.checks[s] += 1
+                hits += self.decoder.accepts(gen, y)
+        return _log(m * hits / self.weight_draws)
+
+    def _mask_fallback(self, gen: list[int], probs_row: Any) -> tuple[int | None, float]:
+        """Draw from the full mask; returns the token (``None``: nothing allowed) and ``Z_t``."""
+        import torch
+
+        allowed = [t for t in self.decoder.allowed_next(gen) if 0 <= t < probs_row.shape[0]]
+        if not allowed:
+            return None, 0.0
+        sub = probs_row[allowed]
+        z = float(sub.sum())
+        if z <= 0:  # allowed tokens underflowed: pick among them uniformly
+            sub = torch.ones(len(allowed))
+        return allowed[self.draw(sub / sub.sum())], z
 
 
 def awrs_generate(
@@ -330,90 +553,42 @@ def awrs_generate(
         weight_draws: extra checks per step for the weight estimate (0: no weights,
             ``log_weights`` are then 0).
         generator: optional ``torch.Generator`` for reproducible draws.
+
+    Returns:
+        One sequence, log-weight and set of counters per sample.
+
+    Raises:
+        ConfigError: ``temperature`` is not positive.
     """
     import torch
 
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if max_new_tokens is None:
-        max_new_tokens = int(getattr(decoder, "max_tokens", lambda: 64)())
+        raise ConfigError(
+            f"awrs_generate: temperature must be > 0, got {temperature}; "
+            "pass a positive value (1.0 samples from the model's own distribution)"
+        )
+    steps = _step_limit(decoder, max_new_tokens)
     device = _model_device(model)
-    ids = torch.as_tensor(
-        as_token_list(input_ids) if not hasattr(input_ids, "shape") else input_ids
+    ids = _prompt_row(input_ids, device).expand(num_samples, -1).contiguous()
+    sampler = _AWRSSampler(
+        decoder,
+        num_samples,
+        max_rejections=max_rejections,
+        weight_draws=weight_draws,
+        generator=generator,
     )
-    ids = ids.reshape(1, -1).to(device).expand(num_samples, -1).contiguous()
-    eos = decoder.eos_token_ids
-    pad = eos[0] if eos else 0
-    seqs: list[list[int]] = [[] for _ in range(num_samples)]
-    log_w = [0.0] * num_samples
-    rej = [0] * num_samples
-    checks = [0] * num_samples
-    falls = [0] * num_samples
-    done = [False] * num_samples
-
-    def draw(p: Any) -> int:
-        return int(torch.multinomial(p, 1, generator=generator).item())
-
     with torch.inference_mode():
         out = model(input_ids=ids, use_cache=True)
         past = out.past_key_values
-        for _step in range(max_new_tokens):
+        for _step in range(steps):
             probs = torch.softmax(out.logits[:, -1, :].float() / temperature, dim=-1).cpu()
-            next_toks: list[int] = []
-            for s in range(num_samples):
-                if done[s]:
-                    next_toks.append(pad)
-                    continue
-                p = probs[s].clone()
-                gen = seqs[s]
-                tok: int | None = None
-                rejected = 0.0
-                for _ in range(max_rejections):
-                    if float(p.sum()) <= 0:
-                        break
-                    cand = draw(p)
-                    checks[s] += 1
-                    if decoder.accepts(gen, cand):
-                        tok = cand
-                        break
-                    rej[s] += 1
-                    rejected += float(probs[s, cand])
-                    p[cand] = 0.0
-                if tok is not None:
-                    if weight_draws:
-                        m = max(0.0, 1.0 - rejected)
-                        hits = 0
-                        if m > 0:
-                            for _ in range(weight_draws):
-                                y = draw(p)
-                                checks[s] += 1
-                                hits += decoder.accepts(gen, y)
-                        z = m * hits / weight_draws
-                        log_w[s] += math.log(z) if z > 0 else -math.inf
-                else:
-                    falls[s] += 1
-                    allowed = [t for t in decoder.allowed_next(gen) if 0 <= t < probs.shape[1]]
-                    if not allowed:
-                        done[s] = True
-                        next_toks.append(pad)
-                        continue
-                    sub = probs[s, allowed]
-                    z = float(sub.sum())
-                    if z <= 0:  # allowed tokens underflowed: pick among them uniformly
-                        sub = torch.ones(len(allowed))
-                    tok = allowed[draw(sub / sub.sum())]
-                    if weight_draws:
-                        log_w[s] += math.log(z) if z > 0 else -math.inf
-                gen.append(tok)
-                if tok in eos or decoder.is_finished(gen):
-                    done[s] = True
-                next_toks.append(tok)
-            if all(done):
+            next_toks = sampler.step(probs)
+            if all(sampler.done):
                 break
             step = torch.tensor(next_toks, device=device).reshape(-1, 1)
             out = model(input_ids=step, past_key_values=past, use_cache=True)
             past = out.past_key_values
-    return AWRSResult(seqs, log_w, rej, checks, falls, [decoder.is_finished(s) for s in seqs])
+    return sampler.finish()
 
 
 __all__ = [

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from ..engine.errors import ConfigError
+
 
 class TrieNode:
     """One node: children by token id, the sequences ending here and passing through.
@@ -42,7 +44,7 @@ class TokenTrie:
         sequences: token-id sequences (lists, tuples, or anything iterable of ints).
 
     Raises:
-        ValueError: on an empty sequence or a negative / non-integer token id.
+        ConfigError: on an empty sequence or a negative / non-integer token id.
     """
 
     def __init__(self, sequences: Iterable[Sequence[int]] = ()) -> None:
@@ -55,7 +57,10 @@ class TokenTrie:
         """Insert one sequence; returns its index (the first index if already stored)."""
         seq = tuple(_token(t) for t in sequence)
         if not seq:
-            raise ValueError("a constrained sequence must have at least one token")
+            raise ConfigError(
+                "a constrained sequence must have at least one token; drop empty sequences "
+                "(e.g. texts that tokenize to nothing) before building the trie"
+            )
         index = len(self._sequences)
         node = self.root
         path = [node]
@@ -115,10 +120,14 @@ class TokenTrie:
 
 def _token(t: Any) -> int:
     if isinstance(t, bool) or not hasattr(t, "__index__"):
-        raise ValueError(f"token ids must be integers, got {t!r}")
+        raise ConfigError(
+            f"token ids must be integers, got {t!r}; pass tokenizer ids, not token strings"
+        )
     v = int(t)
     if v < 0:
-        raise ValueError(f"token ids must be >= 0, got {v}")
+        raise ConfigError(
+            f"token ids must be >= 0, got {v}; pass ids from the tokenizer's vocabulary"
+        )
     return v
 
 

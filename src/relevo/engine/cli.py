@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .commands import CommandHelpers, RelevoGroup, datasets_dir, invocation_engine, is_tty
 from .errors import RelevoError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,41 +42,8 @@ def _parse_options(pairs: tuple[str, ...], what: str) -> dict[str, dict[str, Any
     return out
 
 
-def find_datasets_dir() -> Path | None:
-    """``RELEVO_DATASETS``, else a ``shared/datasets`` folder beside or above the working directory."""
-    env = os.environ.get("RELEVO_DATASETS")
-    if env:
-        return Path(env)
-    here = Path.cwd().resolve()
-    for base in (here, *here.parents):
-        for cand in (base / "shared" / "datasets", base.parent / "shared" / "datasets"):
-            if cand.is_dir():
-                return cand
-    return None
-
-
-def _is_tty() -> bool:
-    return sys.stderr.isatty()
-
-
-class RelevoGroup(click.Group):
-    """Turns relevo's own errors into clean one-line CLI errors (no traceback)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except RelevoError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-
-def _engine(ctx: click.Context, **kwargs: Any) -> Engine:
-    from .engine import Engine
-
-    obj = ctx.find_root().obj or {}
-    if "engine" not in obj:
-        obj["engine"] = Engine(progress=_is_tty(), **kwargs)
-        ctx.find_root().obj = obj
-    return obj["engine"]
+def _engine(ctx: click.Context) -> Engine:
+    return invocation_engine(ctx)
 
 
 @click.group(cls=RelevoGroup)
@@ -129,7 +97,11 @@ def index_group() -> None:
     help="Index option STAGE.KEY=VALUE, e.g. faiss-ivf.nprobe=32.",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Index only the first N documents.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing index directory.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing relevo index directory (never anything else).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.pass_context
 def index_build(
@@ -144,8 +116,10 @@ def index_build(
     as_json: bool,
 ) -> None:
     """Build an index directory from a BEIR corpus.jsonl[.gz] (or a folder holding one)."""
-    if out.exists() and not overwrite:
-        raise click.ClickException(f"{out} already exists; pass --overwrite to replace it.")
+    from .collection import check_replaceable
+
+    # Checked before the (possibly long) build; Collection.save checks again.
+    check_replaceable(out, overwrite=overwrite)
     engine = _engine(ctx)
     t0 = time.perf_counter()
     collection = engine.index(
@@ -344,6 +318,7 @@ def eval_cmd(
     """Evaluate a retrieval pipeline (optionally reranked) on a BEIR dataset: nDCG@10, MRR@10, Recall@100."""
     from .evaluate import evaluate, load_dataset
     from .progress import progress_bar
+    from .rerank import RerankOptions
 
     engine = _engine(ctx)
     opts = _parse_kv(rerank_options)
@@ -364,15 +339,17 @@ def eval_cmd(
             run_out=run_out,
             run=run_file,
             rerank=reranker,
-            rerank_options=opts,
-            strategy=strategy,
-            depth=depth,
-            window=window,
-            stride=stride,
-            passes=passes,
-            pairwise_method=pairwise_method,
-            pairwise_top_k=pairwise_top_k,
-            interpolate=interpolate,
+            reranker_options=opts,
+            reranking=RerankOptions(
+                strategy=strategy,
+                depth=depth,
+                window=window,
+                stride=stride,
+                passes=passes,
+                pairwise_method=pairwise_method,
+                top_k=pairwise_top_k,
+                interpolate=interpolate,
+            ),
             progress=adv,
         )
     if as_json:
@@ -439,22 +416,22 @@ def rerank_cmd(
     as_json: bool,
 ) -> None:
     """Search DIR for QUERY and rerank the top --depth candidates."""
-    from .rerank import Reranking, reorder_for_context
+    from .rerank import RerankOptions, reorder_for_context
 
     engine = _engine(ctx)
     collection = engine.load(directory)
     candidates = collection.search(query, depth)
     opts = _parse_kv(rerank_options)
-    runner = Reranking(
-        engine.reranker(reranker, **opts),
+    runner = RerankOptions(
         strategy=strategy,
+        depth=depth,
         window=window,
         stride=stride,
         passes=passes,
         pairwise_method=pairwise_method,
         top_k=k,
         interpolate=interpolate,
-    )
+    ).runner(engine.reranker(reranker, **opts))
     result = runner(query, candidates)
     hits = result.hits[:k]
     if reorder:
@@ -503,7 +480,7 @@ def demo_cmd(ctx: click.Context, dataset_dir: Path | None, pipeline: str, exampl
     from .evaluate import collection_for, evaluate, load_dataset, parse_pipeline
 
     if dataset_dir is None:
-        root = find_datasets_dir()
+        root = datasets_dir()
         if root is None or not (root / "scifact").is_dir():
             raise click.ClickException(
                 "SciFact not found: pass --dataset DIR or set RELEVO_DATASETS to the folder holding scifact/."
@@ -533,18 +510,13 @@ def demo_cmd(ctx: click.Context, dataset_dir: Path | None, pipeline: str, exampl
     )
 
 
-def build_cli() -> click.Group:
-    """The click group with every plugin's ``register_commands`` applied."""
-    return cli
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: adds plugin commands, then runs the CLI."""
     from .engine import Engine
 
     try:
-        engine = Engine(progress=_is_tty())
-        engine.host.call_commands(cli)
+        engine = Engine(progress=is_tty())
+        engine.host.call_commands(cli, CommandHelpers())
     except RelevoError as exc:  # strict mode and a broken plugin
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)

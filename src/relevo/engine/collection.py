@@ -1,7 +1,8 @@
 """A collection: one docstore plus one or more first-stage indexes ("stages").
 
-Several stages are fused with reciprocal-rank fusion (hybrid retrieval). On disk a
-collection is a directory::
+Several stages are fused at search time (reciprocal-rank fusion by default, or a
+linear blend of normalised scores; see :class:`Fusion`). On disk a collection is a
+directory::
 
     DIR/manifest.json           format "relevo-collection", stages, fusion, checksum
     DIR/docstore.sqlite         position -> id, title, text, metadata
@@ -22,18 +23,19 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from .docstore import DocStore
-from .manifest import atomic_directory, read_manifest, write_manifest
 from .components import Embedder, Index
+from .docstore import DocStore
 from .errors import (
     ConfigError,
     CorruptIndexError,
     DimensionError,
+    IndexFormatError,
     IndexMismatchError,
     RequestError,
 )
 from .fusion import METHODS as FUSION_METHODS
 from .fusion import linear, rrf
+from .manifest import atomic_directory, read_manifest, write_manifest
 from .types import Hit
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -115,6 +117,45 @@ def embedder_record(embedder: Embedder) -> dict[str, Any]:
         "fingerprint": embedder.fingerprint(),
         "describe": embedder.describe(),
     }
+
+
+def check_replaceable(path: str | Path, *, overwrite: bool) -> None:
+    """Refuse to write a collection over anything but an empty folder or (with ``overwrite``) a collection.
+
+    ``overwrite`` replaces only a directory whose ``manifest.json`` says it is a relevo
+    collection, never a dataset, a working directory or a folder of other files.
+
+    Raises:
+        IndexFormatError: ``path`` is a file, a non-empty folder without ``overwrite``,
+            or a folder that is not a relevo collection.
+    """
+    target = Path(path)
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise IndexFormatError(
+            f"{target} is a file, not an index directory; choose another output path (nothing was written)."
+        )
+    entries = sorted(p.name for p in target.iterdir())
+    if not entries:
+        return
+    try:
+        man = read_manifest(target)
+        is_collection = man.get("format") == FORMAT
+    except IndexFormatError:
+        is_collection = False
+    if not is_collection:
+        shown = ", ".join(entries[:5]) + (
+            f", ... ({len(entries)} entries)" if len(entries) > 5 else ""
+        )
+        raise IndexFormatError(
+            f"{target} exists and is not a relevo collection (it holds {shown}); refusing to replace it. "
+            "Choose another output directory (nothing was written or deleted)."
+        )
+    if not overwrite:
+        raise IndexFormatError(
+            f"{target} already exists (a relevo collection); pass overwrite=True (CLI: --overwrite) to replace it."
+        )
 
 
 def _check_queries(queries: Sequence[str], k: int) -> None:
@@ -205,7 +246,8 @@ class Collection:
         Args:
             queries: query strings.
             k: hits per query.
-            stages: which stages to use (default all; more than one are fused with RRF).
+            stages: which stages to use (default all; more than one are fused as the
+                collection's :class:`Fusion` says).
             depth: per-stage candidates fused (default ``max(k, fusion.depth)``).
             with_text: fill ``Hit.title`` / ``Hit.text`` from the docstore.
         """
@@ -277,22 +319,26 @@ class Collection:
         }
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write the collection directory atomically; returns its path."""
+        """Write the collection directory atomically; returns its path.
+
+        ``overwrite`` replaces an existing relevo collection only; anything else at
+        ``path`` (a dataset, a folder of other files) is refused, see :func:`check_replaceable`.
+        """
+        check_replaceable(path, overwrite=overwrite)
         manifest = self.manifest()
-        with atomic_directory(path, overwrite=overwrite) as tmp:
+        with atomic_directory(path, overwrite=True) as tmp:
             self.docstore.save(tmp)
             for entry, stage in zip(manifest["stages"], self.stages.values(), strict=True):
                 sdir = tmp / entry["path"]
                 sdir.mkdir(parents=True)
-                params = stage.index.save_payload(sdir)
-                np.save(sdir / "deleted.npy", stage.index._deleted, allow_pickle=False)
+                params = stage.index.save(sdir)
                 write_manifest(
                     sdir,
                     {
                         "format": entry["index"],
                         "format_version": stage.index.format_version,
                         "class": f"{type(stage.index).__module__}.{type(stage.index).__qualname__}",
-                        "count": stage.index._count(),
+                        "count": stage.index.rows,
                         "dim": stage.index.dim,
                         "metric": stage.index.options.get(
                             "metric", "ip" if stage.dense else "bm25"
@@ -347,7 +393,7 @@ class Collection:
                     f"supports ({index_cls.format_version}); upgrade relevo or the plugin {reg.plugin!r}."
                 )
             try:
-                index = index_cls.load_payload(sdir, sman["params"])
+                index = index_cls.load(sdir, sman["params"])
             except (CorruptIndexError, IndexMismatchError):
                 raise
             except Exception as exc:
@@ -356,21 +402,14 @@ class Collection:
                 ) from exc
             index.instance_name = fmt
             index.plugin_name = reg.plugin
-            try:
-                deleted = np.load(sdir / "deleted.npy", allow_pickle=False)
-            except (OSError, ValueError) as exc:
+            if index.rows != sman["count"]:
                 raise CorruptIndexError(
-                    f"{sdir}/deleted.npy is missing or unreadable ({exc}); rebuild the index."
-                ) from exc
-            if index._count() != sman["count"] or deleted.shape != (sman["count"],):
-                raise CorruptIndexError(
-                    f"{sdir}: payload holds {index._count()} rows but the manifest says {sman['count']}; rebuild the index."
+                    f"{sdir}: payload holds {index.rows} rows but the manifest says {sman['count']}; rebuild the index."
                 )
             if sman["count"] != len(docstore):
                 raise CorruptIndexError(
                     f"{sdir}: index has {sman['count']} rows but the docstore has {len(docstore)}; rebuild the index."
                 )
-            index._deleted = deleted.astype(bool)
             record = entry.get("embedder")
             embedder = None
             if index.input == "vectors":
@@ -437,4 +476,12 @@ def check_vectors(vectors: np.ndarray, embedder: Embedder, n: int) -> None:
         )
 
 
-__all__ = ["FORMAT", "MAX_K", "Collection", "Fusion", "Stage", "embedder_record"]
+__all__ = [
+    "FORMAT",
+    "MAX_K",
+    "Collection",
+    "Fusion",
+    "Stage",
+    "check_replaceable",
+    "embedder_record",
+]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from .errors import DimensionError, RequestError
+from .errors import CorruptIndexError, DimensionError, RequestError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .types import Document
@@ -130,13 +130,17 @@ class Index(Component):
     """An index format: rows ``0..count-1`` are positions, the collection maps them to ids.
 
     ``input`` says whether :meth:`add` takes texts (sparse / lexical indexes) or float32
-    vectors (dense indexes). Subclasses write ``_add``, ``_search``, ``save_payload`` and
-    ``load_payload``; the base class validates input, and handles removal with a
-    tombstone mask that search filters out (over-fetching to still return ``k`` hits).
+    vectors (dense indexes). Subclasses write ``_add``, ``_search``, ``_count``,
+    ``save_payload`` and ``load_payload``; the base class validates input, handles
+    removal with a tombstone mask that search filters out (over-fetching to still
+    return ``k`` hits), and persists that mask itself in :meth:`save` / :meth:`load`
+    (``deleted.npy`` beside the payload), so a format never has to.
     """
 
     input: ClassVar[Literal["text", "vectors"]] = "vectors"
     format_version: ClassVar[int] = 1
+    #: The tombstone file :meth:`save` writes beside the payload.
+    TOMBSTONES: ClassVar[str] = "deleted.npy"
 
     def __init__(self, **options: Any) -> None:
         self.options: dict[str, Any] = dict(options)
@@ -187,6 +191,43 @@ class Index(Component):
     def count(self) -> int:
         """Rows that are searchable (added minus removed)."""
         return self._count() - self._n_deleted
+
+    @property
+    def rows(self) -> int:
+        """Rows added so far, removed ones included (positions run ``0..rows-1``)."""
+        return self._count()
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Write the payload and the tombstones into ``directory``; returns the build parameters."""
+        directory = Path(directory)
+        params = self.save_payload(directory)
+        np.save(directory / self.TOMBSTONES, self._tombstones, allow_pickle=False)
+        return params
+
+    @classmethod
+    def load(cls, directory: Path, params: Mapping[str, Any]) -> Index:
+        """Rebuild an index saved by :meth:`save`, tombstones included.
+
+        Raises:
+            CorruptIndexError: the tombstone file is missing, unreadable or does not
+                hold one flag per row (payload errors are the format's own).
+        """
+        directory = Path(directory)
+        index = cls.load_payload(directory, params)
+        path = directory / cls.TOMBSTONES
+        try:
+            deleted = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise CorruptIndexError(
+                f"{path} is missing or unreadable ({exc}); rebuild the index."
+            ) from exc
+        if deleted.dtype != np.bool_ or deleted.shape != (index.rows,):
+            raise CorruptIndexError(
+                f"{path} holds {deleted.dtype} {deleted.shape}, expected one flag per row "
+                f"({index.rows}); rebuild the index."
+            )
+        index._deleted = deleted
+        return index
 
     def add(self, items: Any) -> None:
         if self.input == "vectors":
@@ -408,16 +449,6 @@ class ConstrainedDecoder(Component):
         """Token ids allowed after ``prefix`` for sequence ``batch_id``."""
 
 
-def hits_from_arrays(
-    ids: Sequence[str], scores: np.ndarray, positions: np.ndarray
-) -> list[list[tuple[str, float]]]:
-    """Map ``(scores, positions)`` rows from an index to ``(doc_id, score)`` lists."""
-    out: list[list[tuple[str, float]]] = []
-    for srow, prow in zip(scores, positions, strict=True):
-        out.append([(ids[p], float(s)) for s, p in zip(srow, prow, strict=True) if p >= 0])
-    return out
-
-
 __all__ = [
     "Component",
     "ConstrainedDecoder",
@@ -430,5 +461,4 @@ __all__ = [
     "PairwiseReranker",
     "PointwiseReranker",
     "Reranker",
-    "hits_from_arrays",
 ]

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from .errors import CorruptIndexError
+from .errors import CorpusError, CorruptIndexError
 from .types import Document
 
 FILENAME = "docstore.sqlite"
@@ -39,10 +39,6 @@ class DocStore:
     def __len__(self) -> int:
         return len(self._docs)
 
-    @property
-    def ids(self) -> list[str]:
-        return [d.id for d in self._docs]
-
     def ids_view(self) -> list[str]:
         """Position -> id list, cached (documents are append-only)."""
         if len(self._ids_cache) != len(self._docs):
@@ -52,7 +48,10 @@ class DocStore:
     def extend(self, docs: Iterable[Document]) -> None:
         for d in docs:
             if d.id in self._pos:
-                raise ValueError(f"duplicate document id {d.id!r}")
+                raise CorpusError(
+                    f"duplicate document id {d.id!r} (documents #{self._pos[d.id]} and #{len(self._docs)}); "
+                    "document ids must be unique: rename or drop one of them."
+                )
             self._pos[d.id] = len(self._docs)
             self._docs.append(d)
 

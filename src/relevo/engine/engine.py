@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from .docstore import DocStore
 from .cache import EmbeddingCache, cache_dir, key
 from .collection import Collection, Fusion, Stage, check_vectors, embedder_record
 from .components import Component, Embedder, Index, Reranker
 from .corpus import corpus_checksum, read_corpus
+from .docstore import DocStore
 from .errors import ConfigError
 from .manager import PluginHost
 from .progress import progress_bar

@@ -1,4 +1,4 @@
-"""The one exception hierarchy of relevo.
+r"""The one exception hierarchy of relevo.
 
 Every message says what failed, which plugin or file is involved, and what to do.
 
@@ -21,8 +21,8 @@ Every message says what failed, which plugin or file is involved, and what to do
                                  a decoding constraint that cannot be met)
 
 ``ConfigError``, ``CorpusError``, ``DatasetError``, ``DimensionError`` and
-``RequestError`` are also ``ValueError``\ s, ``MissingDependencyError`` an
-``ImportError`` and ``UnknownComponentError`` a ``KeyError``, so code written against
+``RequestError`` also subclass ``ValueError``, ``MissingDependencyError`` subclasses
+``ImportError`` and ``UnknownComponentError`` ``KeyError``, so code written against
 the builtin types keeps working.
 """
 

@@ -7,6 +7,8 @@ Recall@100. Every judged query of the split counts; a query with no hits scores 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,9 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .cache import key
-from .collection import Collection, Fusion
+from .collection import Collection, Fusion, check_replaceable
+from .components import Cost
 from .corpus import read_corpus, read_qrels, read_queries, resolve_corpus
-from .errors import ConfigError, DatasetError, IndexFormatError, MissingDependencyError
+from .errors import ConfigError, DatasetError, IndexFormatError
+from .rerank import Repairs, RerankOptions
 from .types import Hit
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,17 +28,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-#: Named pipelines: a stage spec, or a fusion spec (``hybrid:`` = RRF, ``linear:`` =
-#: weighted sum of normalised scores) over stages. Plugins' formats and embedders are
-#: accepted directly too (see :func:`parse_pipeline`).
-PIPELINES: dict[str, str] = {
-    "bm25": "bm25",
-    "dense": "faiss-flat",
-    "hybrid": "hybrid:bm25+faiss-flat",
-    # PromptReps fuses its dense and sparse halves by score, as in the paper; rank fusion
-    # loses to the sparse half alone (benchmarks in README).
-    "promptreps": "linear:promptreps-sparse+promptreps",
-}
+#: Accepted by every registry: a single index format or embedder is a pipeline of its own.
+#: Named pipelines (``dense``, ``hybrid``, ``promptreps``...) are declared by the plugins
+#: whose components they use (``register(..., pipelines={...})``), see
+#: :meth:`relevo.engine.registry.Registry.pipelines`.
 
 
 @dataclass
@@ -78,8 +75,8 @@ def parse_pipeline(
 ) -> tuple[list[str], Fusion]:
     """Turn a pipeline spec into stage specs and a fusion.
 
-    Accepts a named pipeline (``bm25``, ``dense``, ``hybrid``, or one a plugin's name
-    matches), a registered index format (``faiss-hnsw``, ``splade``), a registered
+    Accepts a named pipeline a plugin declares (``dense``, ``hybrid``, ``promptreps``
+    with the bundled plugins), a registered index format (``faiss-hnsw``, ``splade``), a registered
     embedder name (a flat dense index over it, e.g. ``bge-small``), ``FORMAT@EMBEDDER``,
     or a fusion ``hybrid:A+B+...`` (reciprocal-rank fusion) / ``linear:A+B`` (weighted
     sum of min-max-normalised scores) of any of those, with optional per-stage weights
@@ -87,6 +84,7 @@ def parse_pipeline(
     """
 
     pipeline = pipeline.strip()
+    named = registry.pipelines()
     method = None
     for prefix, m in (("hybrid:", "rrf"), ("linear:", "linear")):
         if pipeline.startswith(prefix):
@@ -116,9 +114,9 @@ def parse_pipeline(
                 weights[st] = w
         explicit = weights if any(v != 1.0 for v in weights.values()) else {}
         return stages, Fusion(method=method, weights=explicit)
-    if pipeline in PIPELINES and PIPELINES[pipeline] != pipeline and pipeline not in _expanding:
+    if pipeline in named and named[pipeline] != pipeline and pipeline not in _expanding:
         # A named pipeline may mention a component of the same name ("promptreps").
-        return parse_pipeline(PIPELINES[pipeline], registry, embedder, _expanding | {pipeline})
+        return parse_pipeline(named[pipeline], registry, embedder, _expanding | {pipeline})
     fmt = pipeline.partition("@")[0]
     if fmt in registry.names("index"):
         reg, _ = registry.get("index", fmt)
@@ -127,16 +125,34 @@ def parse_pipeline(
         return [pipeline], Fusion()
     if pipeline.partition(":")[0] in registry.names("embedder"):
         return [f"faiss-flat@{pipeline}"], Fusion()
-    names = sorted(PIPELINES) + registry.names("index") + registry.names("embedder")
+    names = sorted(named) + registry.names("index") + registry.names("embedder")
     raise ConfigError(
         f"unknown pipeline {pipeline!r}; choose one of {', '.join(dict.fromkeys(names))}, "
         "or a fusion such as hybrid:bm25+bge-small*0.5."
     )
 
 
-def pipeline_stages(pipeline: str, registry: Any, embedder: str) -> list[str]:
-    """The stage specs of a pipeline (see :func:`parse_pipeline`)."""
-    return parse_pipeline(pipeline, registry, embedder)[0]
+def run_scores(hits: Sequence[Hit]) -> list[tuple[str, str]]:
+    """``(doc id, score text)`` per hit, scores strictly decreasing in relevo's order.
+
+    trec_eval and every tool built on it order a run by score and break ties by
+    document id, not by the order of the lines. Fused and reranked lists tie often, so
+    the written scores are the hits' own scores (6 decimals) made strictly decreasing:
+    a score that does not fall below the one before is lowered to one millionth under
+    it. Evaluating these exact values (:func:`score_run`) and writing them
+    (:func:`write_trec_run`) give every tool the ranking relevo returned.
+    """
+    out: list[tuple[str, str]] = []
+    prev: int | None = None
+    for h in hits:
+        micro = round(float(h.score) * 1_000_000)
+        if prev is not None and micro >= prev:
+            micro = prev - 1
+        prev = micro
+        sign = "-" if micro < 0 else ""
+        whole, frac = divmod(abs(micro), 1_000_000)
+        out.append((h.id, f"{sign}{whole}.{frac:06d}"))
+    return out
 
 
 def score_run(
@@ -145,21 +161,23 @@ def score_run(
     *,
     rel_level: int = 1,
 ) -> dict[str, float]:
-    """nDCG@10, MRR@10 and Recall@100 averaged over every judged query (missing = 0)."""
-    try:
-        import ir_measures
-        from ir_measures import RR, R, nDCG
-    except ImportError as exc:
-        raise MissingDependencyError("ir-measures", "eval", "relevo eval") from exc
+    """nDCG@10, MRR@10 and Recall@100 averaged over every judged query (missing = 0).
+
+    The run is scored with the scores :func:`write_trec_run` writes, so a run file
+    scored by trec_eval gives the same numbers.
+    """
+    from .deps import require
+
+    (ir_measures,) = require("ir_measures", extra="eval", what="relevo eval")
+    from ir_measures import RR, R, nDCG
+
     measures = {
         "ndcg@10": nDCG @ 10,
         "mrr@10": RR(rel=rel_level) @ 10,
         "recall@100": R(rel=rel_level) @ 100,
     }
-    # Scores handed to trec_eval are rank-derived: it breaks ties by doc id, which would
-    # silently reorder fused lists with equal scores.
     scored = {
-        qid: {h.id: float(len(hits) - i) for i, h in enumerate(hits)}
+        qid: {doc: float(score) for doc, score in run_scores(hits)}
         for qid, hits in run.items()
         if hits
     }
@@ -174,11 +192,18 @@ def score_run(
 
 
 def write_trec_run(path: Path, run: Mapping[str, Sequence[Hit]], tag: str) -> None:
+    """Write a TREC run file (``qid Q0 doc rank score tag``) atomically, scores from :func:`run_scores`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        for qid, hits in run.items():
-            for h in hits:
-                fh.write(f"{qid} Q0 {h.id} {h.rank} {h.score:.6f} {tag}\n")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for qid, hits in run.items():
+                for rank, (doc, score) in enumerate(run_scores(hits), 1):
+                    fh.write(f"{qid} Q0 {doc} {rank} {score} {tag}\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def collection_for(
@@ -209,6 +234,12 @@ def collection_for(
     t0 = time.perf_counter()
     collection = engine.index(docs, stages=stages, embedder=embedder, fusion=fusion)
     seconds = time.perf_counter() - t0
+    try:
+        check_replaceable(path, overwrite=True)
+    except IndexFormatError:
+        # A cache entry of ours that is no longer a readable collection: it holds nothing
+        # of the user's, and save() rightly refuses to replace what it cannot recognise.
+        shutil.rmtree(path)
     collection.save(path, overwrite=True)
     return collection, seconds, False
 
@@ -217,8 +248,8 @@ def first_stage_from_run(
     dataset: Dataset, run_path: Path, qids: Sequence[str], depth: int
 ) -> tuple[list[list[Hit]], float]:
     """Candidates from a TREC run file, with titles/texts from the dataset's corpus."""
-    from .docstore import DocStore
     from .corpus import read_trec_run
+    from .docstore import DocStore
 
     t0 = time.perf_counter()
     docs, _ = read_corpus(dataset.corpus)
@@ -242,6 +273,97 @@ def first_stage_from_run(
     return out, time.perf_counter() - t0
 
 
+def _first_stage(
+    engine: Engine,
+    dataset: Dataset,
+    qids: Sequence[str],
+    *,
+    pipeline: str,
+    embedder: str,
+    run: str | Path | None,
+    fetch: int,
+    rebuild: bool,
+    with_text: bool,
+) -> tuple[dict[str, list[Hit]], dict[str, Any]]:
+    """Candidates per query from a run file or a (cached) pipeline, and facts for the report."""
+    if run is not None:
+        results, search_seconds = first_stage_from_run(dataset, Path(run), qids, fetch)
+        facts = {"pipeline": f"run:{Path(run).name}", "stages": [], "index_seconds": 0.0}
+        return dict(zip(qids, results, strict=True)), {
+            **facts,
+            "search_seconds": search_seconds,
+            "index_reused": True,
+        }
+    stages, fusion = parse_pipeline(pipeline, engine.registry, embedder)
+    collection, index_seconds, reused = collection_for(
+        engine, dataset, stages, embedder=embedder, rebuild=rebuild, fusion=fusion
+    )
+    t0 = time.perf_counter()
+    results = collection.search_batch(
+        [dataset.queries[q] for q in qids], fetch, with_text=with_text
+    )
+    return dict(zip(qids, results, strict=True)), {
+        "pipeline": pipeline,
+        "stages": stages,
+        "index_seconds": index_seconds,
+        "search_seconds": time.perf_counter() - t0,
+        "index_reused": reused,
+    }
+
+
+def _rerank_all(
+    engine: Engine,
+    dataset: Dataset,
+    first: Mapping[str, list[Hit]],
+    name: str,
+    reranker_options: Mapping[str, Any],
+    options: RerankOptions,
+    progress: Any,
+) -> tuple[dict[str, list[Hit]], dict[str, Any]]:
+    """Rerank the top ``options.depth`` of every query; the rest keep their first-stage order."""
+    reranker = engine.reranker(name, **dict(reranker_options))
+    runner = options.runner(reranker)
+    # Weights load before the clock starts, so seconds per query are steady-state
+    # (the load is reported on its own).
+    t_load = time.perf_counter()
+    reranker.load()
+    load_seconds = time.perf_counter() - t_load
+    depth = options.depth
+    total, repairs = Cost(), Repairs()
+    final: dict[str, list[Hit]] = {}
+    for qid, hits in first.items():
+        res = runner(dataset.queries[qid], hits[:depth])
+        tail = [
+            Hit(id=h.id, score=h.score, rank=depth + i + 1, title=h.title, text=h.text)
+            for i, h in enumerate(hits[depth:])
+        ]
+        final[qid] = res.hits + tail
+        total = total + res.cost
+        repairs.merge(res.repairs)
+        if progress is not None:
+            progress(1)
+    strategy = runner.strategy
+    settings = {
+        "reranker": name,
+        "strategy": strategy,
+        "depth": depth,
+        "window": runner.window if strategy == "window" else None,
+        "stride": runner.stride if strategy == "window" else None,
+        "passes": options.passes,
+        "pairwise_method": options.pairwise_method if strategy == "pairwise" else None,
+        "pairwise_top_k": options.top_k if strategy == "pairwise" else None,
+        "interpolate": options.interpolate,
+        "repairs": repairs.to_dict(),
+        "load_seconds": load_seconds,
+    }
+    n = len(first)
+    return final, {
+        "rerank": settings,
+        "cost": total.to_dict(),
+        "seconds_per_query": total.seconds / n if n else 0.0,
+    }
+
+
 def evaluate(
     engine: Engine,
     dataset_dir: str | Path,
@@ -256,120 +378,80 @@ def evaluate(
     run_out: str | Path | None = None,
     run: str | Path | None = None,
     rerank: str | None = None,
-    rerank_options: Mapping[str, Any] | None = None,
-    strategy: str | None = None,
-    depth: int = 100,
-    window: int | None = None,
-    stride: int | None = None,
-    passes: int = 1,
-    pairwise_method: str = "sliding",
-    pairwise_top_k: int = 10,
-    interpolate: float | None = None,
+    reranker_options: Mapping[str, Any] | None = None,
+    reranking: RerankOptions | None = None,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a first stage (a pipeline or a TREC run file), optionally reranked.
 
-    With ``rerank``, the top ``depth`` candidates of each query are reordered by the
-    reranker using ``strategy`` and the rest keep their first-stage order; the report
-    then holds the reranked metrics, the first stage's under ``first_stage``, and the
-    summed ``cost`` (``llm_calls``, ``input_tokens``, ``output_tokens``, ``seconds``).
-    ``interpolate=w`` blends reranker and first-stage scores (see :mod:`relevo.engine.rerank`).
-    """
-    from .components import Cost
-    from .rerank import Repairs, Reranking
+    Args:
+        engine: the Engine whose plugins build indexes and rerankers.
+        dataset_dir: a BEIR-layout folder.
+        pipeline: see :func:`parse_pipeline` (ignored when ``run`` is given).
+        split: the qrels split scored.
+        embedder: the default embedder of dense stages.
+        limit: only the first ``limit`` judged queries.
+        k: hits per query kept in the run (at least 100, for Recall@100).
+        rel_level: minimum relevance MRR and Recall count (2 for TREC DL).
+        rebuild: rebuild the cached indexes.
+        run_out: write the final run here (TREC format, scores strictly decreasing).
+        run: a TREC run file to use as the first stage.
+        rerank: a reranker name; its top ``reranking.depth`` candidates are reordered.
+        reranker_options: keyword options for the reranker's constructor.
+        reranking: strategy, depth, window... (default :class:`RerankOptions`).
+        progress: ``advance(n)`` called once per reranked query.
 
+    Returns:
+        The report: ``ndcg@10``, ``mrr@10``, ``recall@100``, ``queries``, ``seconds`` and
+        timings; with ``rerank`` also ``first_stage`` (its metrics), ``rerank`` (the
+        settings and permutation repairs), ``cost`` (``llm_calls``, ``input_tokens``,
+        ``output_tokens``, ``seconds``) and ``seconds_per_query``.
+    """
     t_start = time.perf_counter()
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}.")
     if k < 100:
         raise ConfigError("k must be at least 100 so Recall@100 is defined.")
-    if depth < 1:
-        raise ConfigError(f"--depth must be >= 1, got {depth}.")
+    options = reranking or RerankOptions()
     dataset = load_dataset(dataset_dir, split=split)
     qids = list(dataset.queries)[:limit] if limit else list(dataset.queries)
-    index_seconds, reused = 0.0, True
-    stages: list[str] = []
-    if run is not None:
-        results, search_seconds = first_stage_from_run(dataset, Path(run), qids, max(k, depth))
-        source = f"run:{Path(run).name}"
-    else:
-        stages, fusion = parse_pipeline(pipeline, engine.registry, embedder)
-        collection, index_seconds, reused = collection_for(
-            engine, dataset, stages, embedder=embedder, rebuild=rebuild, fusion=fusion
-        )
-        t0 = time.perf_counter()
-        results = collection.search_batch(
-            [dataset.queries[q] for q in qids], max(k, depth), with_text=rerank is not None
-        )
-        search_seconds = time.perf_counter() - t0
-        source = pipeline
+    first, facts = _first_stage(
+        engine,
+        dataset,
+        qids,
+        pipeline=pipeline,
+        embedder=embedder,
+        run=run,
+        fetch=max(k, options.depth),
+        rebuild=rebuild,
+        with_text=rerank is not None,
+    )
     qrels = {q: dataset.qrels[q] for q in qids}
-    first = dict(zip(qids, results, strict=True))
     report: dict[str, Any] = {
         "dataset": dataset.name,
         "split": split,
-        "pipeline": source,
-        "stages": stages,
+        "pipeline": facts["pipeline"],
+        "stages": facts["stages"],
     }
     final = first
     if rerank is not None:
-        reranker = engine.reranker(rerank, **dict(rerank_options or {}))
-        runner = Reranking(
-            reranker,
-            strategy=strategy,
-            window=window,
-            stride=stride,
-            passes=passes,
-            pairwise_method=pairwise_method,
-            top_k=pairwise_top_k,
-            interpolate=interpolate,
+        final, rerank_facts = _rerank_all(
+            engine, dataset, first, rerank, reranker_options or {}, options, progress
         )
-        # Weights load before the clock starts, so seconds per query are steady-state
-        # (the load is reported on its own).
-        t_load = time.perf_counter()
-        reranker.load()
-        load_seconds = time.perf_counter() - t_load
-        total, repairs = Cost(), Repairs()
-        final = {}
-        for qid in qids:
-            hits = first[qid]
-            res = runner(dataset.queries[qid], hits[:depth])
-            tail = [
-                Hit(id=h.id, score=h.score, rank=depth + i + 1, title=h.title, text=h.text)
-                for i, h in enumerate(hits[depth:])
-            ]
-            final[qid] = res.hits + tail
-            total = total + res.cost
-            repairs.merge(res.repairs)
-            if progress is not None:
-                progress(1)
         report["first_stage"] = score_run(first, qrels, rel_level=rel_level)
-        report["rerank"] = {
-            "reranker": rerank,
-            "strategy": runner.strategy,
-            "depth": depth,
-            "window": runner.window if runner.strategy == "window" else None,
-            "stride": runner.stride if runner.strategy == "window" else None,
-            "passes": passes,
-            "pairwise_method": pairwise_method if runner.strategy == "pairwise" else None,
-            "pairwise_top_k": pairwise_top_k if runner.strategy == "pairwise" else None,
-            "interpolate": interpolate,
-            "repairs": repairs.to_dict(),
-            "load_seconds": load_seconds,
-        }
-        report["cost"] = total.to_dict()
-        report["seconds_per_query"] = total.seconds / len(qids) if qids else 0.0
-    metrics = score_run(final, qrels, rel_level=rel_level)
+        report.update(rerank_facts)
+    report.update(score_run(final, qrels, rel_level=rel_level))
     if run_out is not None:
-        write_trec_run(Path(run_out), final, f"relevo-{source}" + (f"-{rerank}" if rerank else ""))
-    report.update(metrics)
+        tag = f"relevo-{facts['pipeline']}" + (f"-{rerank}" if rerank else "")
+        write_trec_run(Path(run_out), final, tag.replace(" ", "_"))
+    search_seconds = facts["search_seconds"]
     report.update(
         {
             "queries": len(qids),
             "seconds": time.perf_counter() - t_start,
             "search_seconds": search_seconds,
-            "index_seconds": index_seconds,
-            "index_reused": reused,
+            "index_seconds": facts["index_seconds"],
+            "index_reused": facts["index_reused"],
             "qps": len(qids) / search_seconds if search_seconds > 0 else None,
         }
     )
@@ -377,13 +459,12 @@ def evaluate(
 
 
 __all__ = [
-    "PIPELINES",
     "Dataset",
     "evaluate",
     "first_stage_from_run",
     "load_dataset",
     "parse_pipeline",
-    "pipeline_stages",
+    "run_scores",
     "score_run",
     "write_trec_run",
 ]

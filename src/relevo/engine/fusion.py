@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from .errors import ConfigError
+
 
 def rrf(
     rankings: Mapping[str, Sequence[tuple[str, float]]],
@@ -25,7 +27,7 @@ def rrf(
         single-stage rank, then by doc id, so output is deterministic.
     """
     if k < 0:
-        raise ValueError(f"RRF k must be >= 0, got {k}")
+        raise ConfigError(f"RRF k must be >= 0, got {k}; 60 is the usual constant.")
     fused: dict[str, float] = {}
     ranks: dict[str, dict[str, float]] = {}
     for stage, hits in rankings.items():

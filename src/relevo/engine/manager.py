@@ -27,6 +27,23 @@ from .registry import KINDS, Registration, Registry
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "relevo"
+
+#: The bundled plugins, registered first and in this order, so their component names
+#: are taken before any third-party plugin's. Each is blockable by its short name
+#: (``RELEVO_DISABLE_PLUGINS=faiss``). Imported by name: the host never imports
+#: plugin modules at import time.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "relevo.plugins.sentence_transformers",
+    "relevo.plugins.onnx",
+    "relevo.plugins.bm25",
+    "relevo.plugins.splade",
+    "relevo.plugins.faiss",
+    "relevo.plugins.torch_flat",
+    "relevo.plugins.promptreps",
+    "relevo.plugins.cross_encoder",
+    "relevo.plugins.llm",
+    "relevo.plugins.decoders",
+)
 ENV_LOAD = "RELEVO_LOAD_PLUGINS"
 ENV_DISABLE = "RELEVO_DISABLE_PLUGINS"
 ENV_STRICT = "RELEVO_STRICT_PLUGINS"
@@ -54,10 +71,13 @@ class PluginLoadFailure:
 
 @dataclass(frozen=True)
 class PluginInfo:
+    """A registered plugin: its name, distribution, version, and place in the load order."""
+
     name: str
     dist: str | None
     version: str | None
     bundled: bool
+    order: int = 0
 
 
 def _own_version() -> str:
@@ -125,8 +145,6 @@ class PluginHost:
         self._registry: Registry | None = None
 
         if bundled:
-            from ..plugins import DEFAULT_PLUGINS
-
             for modname in DEFAULT_PLUGINS:
                 short = modname.rsplit(".", 1)[-1]
                 if short in self.disabled or modname in self.disabled:
@@ -178,7 +196,7 @@ class PluginHost:
             self.pm.unregister(name=name)
             self._fail(name, dist, version, "validate (unknown hook name — misspelled?)", exc)
             return False
-        self.info[name] = PluginInfo(name, dist, version, bundled)
+        self.info[name] = PluginInfo(name, dist, version, bundled, order=len(self.info))
         return True
 
     def _load_entrypoints(self) -> None:
@@ -220,43 +238,71 @@ class PluginHost:
             self._registry = self._build_registry()
         return self._registry
 
+    def _ordered_impls(self, hook: str) -> list[Any]:
+        """A hook's implementations in load order: bundled plugins, explicit ones, entry points.
+
+        pluggy orders implementations by its ``tryfirst``/``trylast`` markers (and
+        last-registered first); relevo's names are first-come, so the host ignores those
+        markers and uses the order plugins were registered in.
+        """
+        caller = getattr(self.pm.hook, hook)
+        unknown = len(self.info)
+        return sorted(
+            caller.get_hookimpls(),
+            key=lambda impl: (
+                self.info[impl.plugin_name].order if impl.plugin_name in self.info else unknown
+            ),
+        )
+
+    def _call(self, impl: Any, hook: str, kwargs: dict[str, Any]) -> bool:
+        """Call one implementation with the arguments it names; record a failure, return success."""
+        info = self.info.get(impl.plugin_name)
+        try:
+            if getattr(impl, "hookwrapper", False) or getattr(impl, "wrapper", False):
+                raise PluginError(
+                    f"{hook} is a registry hook; wrappers (hookwrapper/wrapper=True) are not supported there"
+                )
+            impl.function(**{name: kwargs[name] for name in impl.argnames})
+        except Exception as exc:
+            self._fail(
+                impl.plugin_name,
+                info.dist if info else None,
+                info.version if info else None,
+                f"hook {hook}",
+                exc,
+            )
+            return False
+        return True
+
     def _build_registry(self) -> Registry:
         registry = Registry()
         for kind in KINDS.values():
-            caller = getattr(self.pm.hook, kind.hook)
-            # get_hookimpls() is in registration order: bundled plugins first, so names
-            # are first-come and a third-party plugin cannot silently shadow a bundled one.
-            for impl in caller.get_hookimpls():
-                info = self.info.get(impl.plugin_name)
+            # Load order, not pluggy's: bundled plugins first, so names are first-come and
+            # a third-party plugin cannot silently shadow a bundled one.
+            for impl in self._ordered_impls(kind.hook):
                 sink: list[Registration] = []
                 register = registry.make_register(kind.name, impl.plugin_name, sink)
-                try:
-                    impl.function(*[register for _ in impl.argnames])
-                    registry.commit(sink)
-                except Exception as exc:
-                    self._fail(
-                        impl.plugin_name,
-                        info.dist if info else None,
-                        info.version if info else None,
-                        f"hook {kind.hook}",
-                        exc,
-                    )
+                if self._call(impl, kind.hook, {"register": register}):
+                    try:
+                        registry.commit(sink)
+                    except Exception as exc:
+                        info = self.info.get(impl.plugin_name)
+                        self._fail(
+                            impl.plugin_name,
+                            info.dist if info else None,
+                            info.version if info else None,
+                            f"hook {kind.hook}",
+                            exc,
+                        )
         return registry
 
-    def call_commands(self, cli: Any) -> None:
-        """Run every plugin's ``register_commands(cli)``, isolating failures."""
-        for impl in self.pm.hook.register_commands.get_hookimpls():
-            info = self.info.get(impl.plugin_name)
-            try:
-                impl.function(*[cli for _ in impl.argnames])
-            except Exception as exc:
-                self._fail(
-                    impl.plugin_name,
-                    info.dist if info else None,
-                    info.version if info else None,
-                    "hook register_commands",
-                    exc,
-                )
+    def call_commands(self, cli: Any, helpers: Any) -> None:
+        """Run every plugin's ``register_commands(cli, helpers)`` in load order, isolating failures.
+
+        Implementations may accept any subset of the arguments (by name).
+        """
+        for impl in self._ordered_impls("register_commands"):
+            self._call(impl, "register_commands", {"cli": cli, "helpers": helpers})
 
     def describe(self, *, include_bundled: bool = False) -> dict[str, Any]:
         """JSON-ready listing for ``relevo plugins``."""
@@ -280,4 +326,4 @@ class PluginHost:
         return {"plugins": plugins, "errors": [f.to_dict() for f in self.failures]}
 
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginHost", "PluginInfo", "PluginLoadFailure"]
+__all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "PluginHost", "PluginInfo", "PluginLoadFailure"]

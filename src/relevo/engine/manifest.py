@@ -8,7 +8,6 @@ never leaves a half-written index where a reader would find it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -100,12 +99,4 @@ def atomic_directory(target: str | os.PathLike[str], *, overwrite: bool = False)
         raise
 
 
-def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-__all__ = ["MANIFEST", "atomic_directory", "read_manifest", "sha256_file", "write_manifest"]
+__all__ = ["MANIFEST", "atomic_directory", "read_manifest", "write_manifest"]

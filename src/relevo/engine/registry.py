@@ -63,6 +63,8 @@ class Registration:
     plugin: str
     options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: Named pipelines this component provides: pipeline name -> spec (``hybrid:a+b``...).
+    pipelines: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +72,7 @@ class Registration:
             "class": f"{self.cls.__module__}.{self.cls.__qualname__}",
             "plugin": self.plugin,
             "description": self.description,
+            "pipelines": dict(self.pipelines),
         }
 
 
@@ -78,6 +81,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._items: dict[str, dict[str, Registration]] = {k: {} for k in KINDS}
+        self._pipelines: dict[str, Registration] = {}
 
     def make_register(
         self, kind: str, plugin: str, sink: list[Registration]
@@ -95,6 +99,7 @@ class Registry:
             *,
             options: Mapping[str, Any] | None = None,
             description: str | None = None,
+            pipelines: Mapping[str, str] | None = None,
         ) -> None:
             if not (inspect.isclass(cls) and issubclass(cls, spec.bases)):
                 what = cls.__name__ if inspect.isclass(cls) else repr(cls)
@@ -122,17 +127,29 @@ class Registry:
                     raise RegistrationError(
                         f"plugin {plugin!r} registered the {kind} {reg_name!r} twice."
                     )
+            named = dict(pipelines or {})
+            for pname, pspec in named.items():
+                if not isinstance(pname, str) or not pname or ":" in pname or "+" in pname:
+                    raise RegistrationError(
+                        f"plugin {plugin!r}: pipeline name {pname!r} of {reg_name!r} must be a non-empty "
+                        "name without ':' or '+'."
+                    )
+                if not isinstance(pspec, str) or not pspec.strip():
+                    raise RegistrationError(
+                        f"plugin {plugin!r}: pipeline {pname!r} needs a spec string such as 'hybrid:bm25+{reg_name}'."
+                    )
             doc = (
                 description
                 if description is not None
                 else (inspect.getdoc(cls) or "").split("\n")[0]
             )
-            sink.append(Registration(kind, reg_name, cls, plugin, dict(options or {}), doc))
+            sink.append(Registration(kind, reg_name, cls, plugin, dict(options or {}), doc, named))
 
         return register
 
     def commit(self, regs: list[Registration]) -> None:
         """Add a plugin's registrations; a clash with another plugin's name raises, adding none."""
+        pending: dict[str, str] = {}
         for reg in regs:
             existing = self._items[reg.kind].get(reg.name)
             if existing is not None:
@@ -141,8 +158,23 @@ class Registry:
                     f"plugin {reg.plugin!r}; the one from {existing.plugin!r} is kept. Disable one of them "
                     "(RELEVO_DISABLE_PLUGINS) or ask its author to rename the component."
                 )
+            for pname in reg.pipelines:
+                owner = self._pipelines.get(pname)
+                if owner is not None or pname in pending:
+                    first = owner.plugin if owner is not None else reg.plugin
+                    raise RegistrationError(
+                        f"pipeline {pname!r} is declared by both plugin {first!r} and plugin {reg.plugin!r}; "
+                        f"the one from {first!r} is kept. Disable one of them (RELEVO_DISABLE_PLUGINS)."
+                    )
+                pending[pname] = reg.name
         for reg in regs:
             self._items[reg.kind][reg.name] = reg
+            for pname in reg.pipelines:
+                self._pipelines[pname] = reg
+
+    def pipelines(self) -> dict[str, str]:
+        """Named pipelines the registered components declare: name -> spec."""
+        return {name: reg.pipelines[name] for name, reg in sorted(self._pipelines.items())}
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._items[kind])

@@ -154,6 +154,48 @@ def _ranked(
     return out
 
 
+@dataclass(frozen=True)
+class RerankOptions:
+    """How to rerank a first stage: the strategy, its knobs and how deep to go.
+
+    Attributes:
+        strategy: ``pointwise``, ``window``, ``full`` or ``pairwise`` (default: the
+            reranker's natural one).
+        depth: candidates per query handed to the reranker; the rest keep their order.
+        window / stride / passes: the sliding-window strategy's settings (defaults:
+            the reranker's ``window_size``, half of it, one pass).
+        pairwise_method: ``allpairs``, ``sort`` or ``sliding`` (pairwise strategy).
+        top_k: positions PRP sort / sliding settle.
+        interpolate: blend with the first stage (see the module docstring).
+    """
+
+    strategy: str | None = None
+    depth: int = 100
+    window: int | None = None
+    stride: int | None = None
+    passes: int = 1
+    pairwise_method: str = "sliding"
+    top_k: int = 10
+    interpolate: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
+            raise ConfigError(f"rerank depth must be a positive integer, got {self.depth!r}.")
+
+    def runner(self, reranker: Reranker) -> Reranking:
+        """A :class:`Reranking` of ``reranker`` with these options (validated there)."""
+        return Reranking(
+            reranker,
+            strategy=self.strategy,
+            window=self.window,
+            stride=self.stride,
+            passes=self.passes,
+            pairwise_method=self.pairwise_method,
+            top_k=self.top_k,
+            interpolate=self.interpolate,
+        )
+
+
 class Reranking:
     """Runs one strategy with one reranker component."""
 
@@ -379,6 +421,7 @@ def reorder_for_context(hits: Sequence[Hit]) -> list[Hit]:
 
 
 __all__ = [
+    "RerankOptions",
     "MAX_CANDIDATES",
     "PAIRWISE_METHODS",
     "STRATEGIES",

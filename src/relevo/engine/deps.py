@@ -12,7 +12,12 @@ from types import ModuleType
 from .errors import MissingDependencyError
 
 #: Import name -> the name pip knows it by, where they differ.
-_PIP_NAMES = {"sklearn": "scikit-learn", "Stemmer": "PyStemmer", "ir_measures": "ir-measures"}
+_PIP_NAMES = {
+    "sklearn": "scikit-learn",
+    "Stemmer": "PyStemmer",
+    "ir_measures": "ir-measures",
+    "faiss": "faiss-cpu",
+}
 
 
 def require(*modules: str, extra: str, what: str | None = None) -> tuple[ModuleType, ...]:

@@ -148,7 +148,8 @@ class Engine:
                 picks an embedder per stage. Several stages are fused at search time.
             embedder: default embedder (name or instance) for dense stages.
             index_options: per-stage options, e.g. ``{"faiss-ivf": {"nprobe": 32}}``.
-            fusion: RRF settings when several stages are used.
+            fusion: how several stages are fused at search time (default: RRF, k=60;
+                ``Fusion(method="linear")`` blends normalised scores).
             limit: read only the first ``limit`` documents of a corpus file.
         """
         if isinstance(documents, (str, os.PathLike)):

@@ -254,23 +254,22 @@ class PluginHost:
             ),
         )
 
+    def _fail_impl(self, impl: Any, hook: str, exc: BaseException) -> None:
+        info = self.info.get(impl.plugin_name)
+        dist, version = (info.dist, info.version) if info else (None, None)
+        self._fail(impl.plugin_name, dist, version, f"hook {hook}", exc)
+
     def _call(self, impl: Any, hook: str, kwargs: dict[str, Any]) -> bool:
         """Call one implementation with the arguments it names; record a failure, return success."""
-        info = self.info.get(impl.plugin_name)
         try:
             if getattr(impl, "hookwrapper", False) or getattr(impl, "wrapper", False):
                 raise PluginError(
-                    f"{hook} is a registry hook; wrappers (hookwrapper/wrapper=True) are not supported there"
+                    f"{hook} is called once per plugin by the host; wrappers "
+                    "(hookwrapper/wrapper=True) are not supported there"
                 )
             impl.function(**{name: kwargs[name] for name in impl.argnames})
         except Exception as exc:
-            self._fail(
-                impl.plugin_name,
-                info.dist if info else None,
-                info.version if info else None,
-                f"hook {hook}",
-                exc,
-            )
+            self._fail_impl(impl, hook, exc)
             return False
         return True
 
@@ -286,14 +285,7 @@ class PluginHost:
                     try:
                         registry.commit(sink)
                     except Exception as exc:
-                        info = self.info.get(impl.plugin_name)
-                        self._fail(
-                            impl.plugin_name,
-                            info.dist if info else None,
-                            info.version if info else None,
-                            f"hook {kind.hook}",
-                            exc,
-                        )
+                        self._fail_impl(impl, kind.hook, exc)
         return registry
 
     def call_commands(self, cli: Any, helpers: Any) -> None:

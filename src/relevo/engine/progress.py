@@ -103,9 +103,8 @@ def _rich_bar_cm(
     columns += [TextColumn(f"{name} {{task.fields[{name}]}}") for name in fields]
     columns += [TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        task = progress.add_task(
-            description, total=total, completed=completed, **dict.fromkeys(fields, "")
-        )
+        blank: dict[str, Any] = dict.fromkeys(fields, "")
+        task = progress.add_task(description, total=total, completed=completed, **blank)
         yield progress, task
 
 

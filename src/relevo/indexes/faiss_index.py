@@ -53,7 +53,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..engine.components import Index
-from ..engine.errors import ConfigError, CorruptIndexError, MissingDependencyError, RequestError
+from ..engine.deps import require
+from ..engine.errors import ConfigError, CorruptIndexError, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +68,6 @@ GPU_MAX_K = 2048
 FAISS_SEED = 1234
 
 _gpu_resources: Any = None
-
-
-def _import_faiss(plugin: str) -> Any:
-    try:
-        import faiss
-    except ImportError as exc:
-        raise MissingDependencyError("faiss", "faiss", plugin) from exc
-    return faiss
 
 
 def faiss_has_gpu(faiss: Any) -> bool:
@@ -227,7 +220,7 @@ class FaissIndex(Index):
         return getattr(self, "instance_name", None) or self.name
 
     def _faiss(self) -> Any:
-        return _import_faiss(self._label)
+        return require("faiss", extra="faiss", what=self._label)[0]
 
     def _faiss_metric(self, faiss: Any) -> int:
         return faiss.METRIC_INNER_PRODUCT if self.metric == "ip" else faiss.METRIC_L2

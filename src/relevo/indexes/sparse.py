@@ -367,7 +367,7 @@ class SparseVectorIndex(Index):
     # -- persistence ------------------------------------------------------------------------------
     def save_payload(self, directory: Path) -> dict[str, Any]:
         directory = Path(directory)
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "doc.data": self._data,
             "doc.indices": self._indices,
             "doc.indptr": self._indptr,

@@ -22,7 +22,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..engine.components import Index
-from ..engine.errors import ConfigError, CorruptIndexError, MissingDependencyError
+from ..engine.deps import require
+from ..engine.errors import ConfigError, CorruptIndexError
+from ..models.devices import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +35,6 @@ DTYPES = ("auto", "float32", "float16")
 DEFAULT_SCORE_BUDGET = 1 << 26
 # Extra candidates taken from the fp16 pass before exact fp32 rescoring.
 RESCORE_MARGIN = 32
-
-
-def _import_torch(plugin: str) -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        raise MissingDependencyError("torch", "torch", plugin) from exc
-    return torch
 
 
 class TorchFlatIndex(Index):
@@ -106,19 +100,8 @@ class TorchFlatIndex(Index):
 
     def _resolve_device(self) -> tuple[Any, Any]:
         """Return ``(torch, torch.device)`` and fix ``device_used`` / ``dtype_used``."""
-        torch = _import_torch(self._label)
-        if self.device == "cpu":
-            dev = torch.device("cpu")
-        elif torch.cuda.is_available():
-            dev = torch.device("cuda" if self.device == "auto" else self.device)
-        elif self.device == "auto":
-            dev = torch.device("cpu")
-        else:
-            raise ConfigError(
-                f"{self._label}: device={self.device!r} was requested but torch sees no CUDA GPU "
-                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). "
-                "Install a CUDA build of torch on a GPU machine, or use device='auto' or 'cpu'."
-            )
+        (torch,) = require("torch", extra="torch", what=self._label)
+        dev = torch.device(resolve_device(self.device, what=self._label))
         if dev.type == "cpu" and self.dtype == "float16":
             raise ConfigError(
                 f"{self._label}: dtype='float16' needs a CUDA device; use 'auto' or 'float32'."

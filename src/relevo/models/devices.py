@@ -22,15 +22,34 @@ def check_device(device: Any) -> str:
     return text
 
 
-def resolve_device(device: str) -> str:
-    """The concrete torch device for an option: ``auto`` becomes ``cuda`` or ``cpu``."""
+def resolve_device(device: str, *, what: str | None = None) -> str:
+    """The concrete torch device for an option: ``auto`` becomes ``cuda`` or ``cpu``.
+
+    Raises:
+        ConfigError: ``cuda`` / ``cuda:N`` asked for but torch sees no such GPU, or
+            ``mps`` asked for where torch has no MPS backend.
+    """
     device = check_device(device)
-    if device != "auto":
+    if device == "cpu":
         return device
     from .deps import require
 
-    (torch,) = require("torch", extra="torch", what="device selection")
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    (torch,) = require("torch", extra="torch", what=what or "device selection")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    who = f"{what}: " if what else ""
+    if device.startswith("cuda"):
+        index = int(device[5:]) if ":" in device else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"{who}device={device!r} was requested but torch sees "
+                f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} CUDA GPU(s) "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). "
+                "Install a CUDA build of torch on a GPU machine, or use device='auto' or 'cpu'."
+            )
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{who}device='mps' was requested but torch has no MPS backend here.")
+    return device
 
 
 def check_dtype(dtype: Any) -> str:

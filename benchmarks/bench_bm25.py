@@ -27,32 +27,19 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import csv
 import functools
-import gzip
-import json
-import os
-import platform
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _common as common
 import numpy as np
 
 from relevo.indexes.bm25 import BM25Index, Tokenizer, tokenize
 
-REPO = Path(__file__).resolve().parents[1]
 K = 100
 TIE_RTOL = 1e-6
-MIN_REPEAT_S = 0.3
-
-
-def datasets_dir() -> Path:
-    env = os.environ.get("RELEVO_DATASETS")
-    return Path(env) if env else REPO.parent / "shared" / "datasets"
 
 
 def load_beir(
@@ -60,59 +47,12 @@ def load_beir(
 ) -> tuple[list[str], list[str], list[str], list[str], dict[str, dict[str, int]]]:
     """Doc ids, doc texts (title + " " + text), test query ids, query texts, test qrels."""
     doc_ids, texts = [], []
-    with gzip.open(root / "corpus.jsonl.gz", "rt", encoding="utf-8") as fh:
-        for line in fh:
-            doc = json.loads(line)
-            doc_ids.append(str(doc["_id"]))
-            texts.append(f"{doc.get('title') or ''} {doc.get('text') or ''}")
-    qrels: dict[str, dict[str, int]] = {}
-    with open(root / "qrels" / "test.tsv", encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t")
-        next(reader)  # header: query-id corpus-id score
-        for qid, did, score in reader:
-            qrels.setdefault(qid, {})[did] = int(score)
-    q_ids, q_texts = [], []
-    with open(root / "queries.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            q = json.loads(line)
-            if str(q["_id"]) in qrels:
-                q_ids.append(str(q["_id"]))
-                q_texts.append(q["text"])
-    return doc_ids, texts, q_ids, q_texts, qrels
-
-
-def calls_for(fn: Callable[[], Any], min_time: float) -> tuple[int, Any]:
-    """Calls of ``fn`` that last about ``min_time`` (one untimed call calibrates it)."""
-    start = time.perf_counter()
-    out = fn()
-    once = time.perf_counter() - start
-    return max(1, int(min_time / max(once, 1e-9))), out
-
-
-def interleaved_best(
-    fns: dict[str, Callable[[], Any]], repeats: int, min_time: float = MIN_REPEAT_S
-) -> dict[str, tuple[float, float, Any]]:
-    """Best wall-clock and CPU seconds per call of each function, and its last output.
-
-    Each repeat times every function in turn, so all systems see the same background
-    load (this machine is shared); a repeat loops a function for about ``min_time``
-    and takes the mean, so a 5 ms batch is never timed once. CPU time (this process,
-    all threads) is what a busy machine does not inflate: waiting for a core is not
-    counted.
-    """
-    plan = {label: calls_for(fn, min_time) for label, fn in fns.items()}
-    wall = dict.fromkeys(fns, float("inf"))
-    cpu = dict.fromkeys(fns, float("inf"))
-    outputs = {label: out for label, (_, out) in plan.items()}
-    for _ in range(repeats):
-        for label, fn in fns.items():
-            calls = plan[label][0]
-            start, start_cpu = time.perf_counter(), time.process_time()
-            for _ in range(calls):
-                outputs[label] = fn()
-            wall[label] = min(wall[label], (time.perf_counter() - start) / calls)
-            cpu[label] = min(cpu[label], (time.process_time() - start_cpu) / calls)
-    return {label: (wall[label], cpu[label], outputs[label]) for label in fns}
+    for doc in common.read_corpus(root):
+        doc_ids.append(str(doc["_id"]))
+        texts.append(f"{doc.get('title') or ''} {doc.get('text') or ''}")
+    qrels = common.read_qrels(root, "test")
+    queries = common.read_queries(root, only=qrels)
+    return doc_ids, texts, [q for q, _ in queries], [t for _, t in queries], qrels
 
 
 def to_run(
@@ -147,11 +87,8 @@ def top10_agreement(
 
 def thread_info() -> dict[str, Any]:
     info: dict[str, Any] = {
-        "cpu_count": os.cpu_count(),
-        "env": {
-            v: os.environ.get(v)
-            for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-        },
+        "cpu_count": common.machine_info()["cpus"],
+        "env": common.thread_env("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"),
         "note": (
             "Every system runs its queries in this one process, single-threaded: scipy's sparse "
             "product and numpy's partition/sort are single-threaded, bm25s uses n_threads=0 "
@@ -177,9 +114,7 @@ def run_dataset(name: str, root: Path, repeats: int) -> dict[str, Any]:
 
     doc_ids, texts, q_ids, q_texts, qrels = load_beir(root)
     tok = Tokenizer()
-    t0 = time.perf_counter()
-    docs = tokenize(texts, tok)
-    tokenize_s = time.perf_counter() - t0
+    docs, tokenize_s = common.timed(tokenize, texts, tok)
     queries = tokenize(q_texts, tok)
     nq = len(queries)
     measures = [ir_measures.nDCG @ 10, ir_measures.R @ 100]
@@ -216,7 +151,7 @@ def run_dataset(name: str, root: Path, repeats: int) -> dict[str, Any]:
         label: relevo_build(p) if label.startswith("relevo") else bm25s_build(**p)
         for label, p in params.items()
     }
-    built = interleaved_best(builders, repeats)
+    built = common.interleaved_best(builders, repeats)
     searchers: dict[str, Callable[[], Any]] = {}
     for label, (_, _, obj) in built.items():
         if label.startswith("relevo"):
@@ -227,7 +162,7 @@ def run_dataset(name: str, root: Path, repeats: int) -> dict[str, Any]:
             searchers[label] = functools.partial(
                 obj.retrieve, queries, k=K, show_progress=False, n_threads=0
             )
-    searched = interleaved_best(searchers, repeats)
+    searched = common.interleaved_best(searchers, repeats)
     for label, p in params.items():
         index_s, index_cpu_s, obj = built[label]
         query_s, query_cpu_s, out = searched[label]
@@ -248,16 +183,19 @@ def run_dataset(name: str, root: Path, repeats: int) -> dict[str, Any]:
     okapi_scores, okapi_pos = searched["relevo okapi"][2]
     bm25s_pos = searched["bm25s robertson"][2].documents
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    ref = rank_bm25.BM25Okapi(docs, k1=1.5, b=0.75, epsilon=0.25)
-    ref_index_s, ref_index_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    t0, c0 = time.perf_counter(), time.process_time()
-    ref_scores = np.empty((nq, len(docs)))
-    ref_top = np.empty((nq, K), np.int64)
-    for i, q in enumerate(queries):
-        ref_scores[i] = ref.get_scores(q)
-        ref_top[i] = np.argsort(ref_scores[i])[::-1][:K]
-    ref_query_s, ref_query_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    ref, ref_index_s, ref_index_cpu_s = common.timed_cpu(
+        rank_bm25.BM25Okapi, docs, k1=1.5, b=0.75, epsilon=0.25
+    )
+
+    def ref_search() -> tuple[np.ndarray, np.ndarray]:
+        ref_scores = np.empty((nq, len(docs)))
+        ref_top = np.empty((nq, K), np.int64)
+        for i, q in enumerate(queries):
+            ref_scores[i] = ref.get_scores(q)
+            ref_top[i] = np.argsort(ref_scores[i])[::-1][:K]
+        return ref_scores, ref_top
+
+    (ref_scores, ref_top), ref_query_s, ref_query_cpu_s = common.timed_cpu(ref_search)
     systems["rank_bm25"] = {
         "params": {"k1": 1.5, "b": 0.75, "epsilon": 0.25},
         "index_s": round(ref_index_s, 4),
@@ -317,7 +255,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "",
         f"Top-{K} retrieval over each dataset's test queries, same tokens for every system "
         "(relevo tokenizer: lowercase, `\\w\\w+`, bm25s English stopwords, Snowball English). "
-        f"Best of {results['repeats']} repeats (each ≥ {MIN_REPEAT_S} s of back-to-back runs, mean "
+        f"Best of {results['repeats']} repeats (each ≥ {common.MIN_REPEAT_S} s of back-to-back runs, mean "
         "per run, systems timed in turn) for relevo and bm25s, 1 run for rank_bm25; every system "
         f"single-threaded; {results['threads']['cpu_count']} CPUs shared with other work "
         f"(1-min load average {load[0]} before, {load[1]} after).",
@@ -325,10 +263,20 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "Wall-clock QPS is what a user sees on this busy machine; QPS per CPU-second counts only "
         "the time the process was running, so it is closer to an idle machine. Ratios use CPU time.",
         "",
-        "| dataset | system | index s (wall / CPU) | QPS wall | QPS per CPU-s | ×rank_bm25 | ×bm25s "
-        "| top-10 = rank_bm25 (strict / tie-aware) | nDCG@10 | R@100 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    headers = [
+        "dataset",
+        "system",
+        "index s (wall / CPU)",
+        "QPS wall",
+        "QPS per CPU-s",
+        "×rank_bm25",
+        "×bm25s",
+        "top-10 = rank_bm25 (strict / tie-aware)",
+        "nDCG@10",
+        "R@100",
+    ]
+    table = []
     for name, ds in results["datasets"].items():
         for label, r in ds["systems"].items():
             agree = ""
@@ -337,12 +285,21 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                     f"{r['top10_equal_rank_bm25_strict']:.1%} / "
                     f"{r['top10_equal_rank_bm25_tie_aware']:.1%}"
                 )
-            lines.append(
-                f"| {name} | {label} | {r['index_s']:.3f} / {r['index_cpu_s']:.3f} | "
-                f"{r['qps']:,.0f} | {r['qps_cpu']:,.0f} | "
-                f"{fmt(r.get('qps_cpu_vs_rank_bm25'), '.0f')} | {fmt(r.get('qps_cpu_vs_bm25s'), '.2f')} | "
-                f"{agree} | {r['ndcg@10']:.4f} | {r['recall@100']:.4f} |"
+            table.append(
+                [
+                    name,
+                    label,
+                    f"{r['index_s']:.3f} / {r['index_cpu_s']:.3f}",
+                    f"{r['qps']:,.0f}",
+                    f"{r['qps_cpu']:,.0f}",
+                    fmt(r.get("qps_cpu_vs_rank_bm25"), ".0f"),
+                    fmt(r.get("qps_cpu_vs_bm25s"), ".2f"),
+                    agree,
+                    f"{r['ndcg@10']:.4f}",
+                    f"{r['recall@100']:.4f}",
+                ]
             )
+    lines += common.md_table(headers, table, right=range(2, 10))
     lines += [
         "",
         "- ×: QPS per CPU-second of relevo okapi over rank_bm25 and bm25s robertson (k1=1.5, b=0.75), "
@@ -360,11 +317,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
 
 
 def write_plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     names = list(results["datasets"])
     labels = list(next(iter(results["datasets"].values()))["systems"])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
@@ -387,45 +340,41 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
     axes[0].set_ylim(top=axes[0].get_ylim()[1] * 10)
     axes[0].legend(fontsize=8, ncol=2, loc="upper center")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"])
+    parser = common.parser(__doc__, summary_only=True)
+    common.add_datasets(parser, ["scifact", "nfcorpus"])
     parser.add_argument(
         "--data-dir",
         type=Path,
         default=None,
         help="BEIR datasets root (default: $RELEVO_DATASETS or ../shared/datasets)",
     )
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--repeats", type=int, default=3)
+    common.add_out(parser)
+    common.add_repeats(parser)
     args = parser.parse_args(argv)
-    root = args.data_dir or datasets_dir()
+    root = args.data_dir or common.datasets_dir()
     import bm25s
     import rank_bm25  # noqa: F401 - fail early if the bench extra is missing
     import scipy
 
+    info = common.machine_info()
     results: dict[str, Any] = {
         "k": K,
         "repeats": args.repeats,
-        "machine": {
-            "machine": platform.machine(),
-            "processor": platform.processor(),
-            "python": sys.version.split()[0],
-        },
+        "machine": {k: info[k] for k in ("machine", "processor", "python")},
         "versions": {
             "numpy": np.__version__,
             "scipy": scipy.__version__,
             "bm25s": bm25s.__version__,
-            "rank_bm25": _dist_version("rank-bm25"),
-            "relevo": _dist_version("relevo"),
+            "rank_bm25": common.dist_version("rank-bm25"),
+            "relevo": common.dist_version("relevo"),
         },
         "threads": thread_info(),
         # The machine is shared: the load average says how much else was running.
-        "load_average_before": [round(x, 2) for x in os.getloadavg()],
+        "load_average_before": common.load_average(),
         "datasets": {},
     }
     for name in args.datasets:
@@ -437,22 +386,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['qps_cpu']:10,.1f} QPS/CPU-s  nDCG@10 {r['ndcg@10']:.4f}",
                 file=sys.stderr,
             )
-    results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bm25.json").write_text(json.dumps(results, indent=2) + "\n", "utf-8")
-    write_markdown(results, args.out / "bm25.md")
-    write_plot(results, args.out / "bm25.png")
+    results["load_average_after"] = common.load_average()
+    common.write_results(args.out, "bm25", results, markdown=write_markdown, plot=write_plot)
     print(f"wrote {args.out / 'bm25.json'}, bm25.md, bm25.png", file=sys.stderr)
     return 0
-
-
-def _dist_version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

@@ -40,75 +40,40 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import csv
-import gzip
 import json
 import os
-import platform
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
+import _common as common
 import numpy as np
 
 from relevo import Document, Embedder, Engine
 from relevo.engine.components import EmbedKind
 
-REPO = Path(__file__).resolve().parents[1]
-MIN_REPEAT_S = 0.3
 FORMATS = ("faiss-flat", "faiss-hnsw", "torch-flat")
-
-
-def datasets_dir() -> Path:
-    env = os.environ.get("RELEVO_DATASETS")
-    return Path(env) if env else REPO.parent / "shared" / "datasets"
 
 
 def load_scifact(root: Path) -> tuple[list[tuple[str, str]], list[str]]:
     """(doc id, title + " " + text) pairs and the test queries' texts."""
-    docs = []
-    with gzip.open(root / "corpus.jsonl.gz", "rt", encoding="utf-8") as fh:
-        for line in fh:
-            d = json.loads(line)
-            docs.append((str(d["_id"]), f"{d.get('title') or ''} {d.get('text') or ''}".strip()))
-    with open(root / "qrels" / "test.tsv", encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t")
-        next(reader)
-        test_qids = {row[0] for row in reader}
-    queries = []
-    with open(root / "queries.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            q = json.loads(line)
-            if str(q["_id"]) in test_qids:
-                queries.append(q["text"])
+    docs = [
+        (str(d["_id"]), f"{d.get('title') or ''} {d.get('text') or ''}".strip())
+        for d in common.read_corpus(root)
+    ]
+    queries = [text for _, text in common.read_queries(root, only=common.read_qrels(root, "test"))]
     return docs, queries
 
 
 # -- timing ---------------------------------------------------------------------------------
 
 
-def interleaved_best(
-    fns: dict[str, Callable[[], Any]], repeats: int, min_time: float = MIN_REPEAT_S
-) -> dict[str, float]:
-    """Best seconds per call of each function; every repeat runs all of them in turn."""
-    calls = {}
-    for label, fn in fns.items():
-        start = time.perf_counter()
-        fn()
-        calls[label] = max(1, int(min_time / max(time.perf_counter() - start, 1e-9)))
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for label, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(calls[label]):
-                fn()
-            best[label] = min(best[label], (time.perf_counter() - start) / calls[label])
-    return best
+def interleaved_best(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Best wall-clock seconds per call of each function; every repeat runs all in turn."""
+    return {label: wall for label, (wall, _, _) in common.interleaved_best(fns, repeats).items()}
 
 
 def thread_info() -> dict[str, Any]:
@@ -120,7 +85,7 @@ def thread_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "faiss_omp_threads": faiss.omp_get_max_threads(),
-        "env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+        "env": common.thread_env("OMP_NUM_THREADS", "MKL_NUM_THREADS"),
         "load_average": os.getloadavg(),
     }
 
@@ -152,13 +117,10 @@ def bench_embedding(
     outs: dict[str, np.ndarray] = {}
     for _ in range(repeats):  # each run is minutes long: no inner loop
         for label, fn in (("relevo", relevo_run), ("raw", raw_run)):
-            start = time.perf_counter()
-            outs[label] = fn()
-            times[label].append(time.perf_counter() - start)
+            outs[label], seconds = common.timed(fn)
+            times[label].append(seconds)
     t_rel, t_raw = min(times["relevo"]), min(times["raw"])
-    start = time.perf_counter()
-    qvecs = emb.embed(queries, kind="query")
-    t_q = time.perf_counter() - start
+    qvecs, t_q = common.timed(emb.embed, queries, kind="query")
     diff = np.abs(outs["relevo"] - outs["raw"]).max()
     cos = float(np.mean(np.sum(outs["relevo"] * outs["raw"], axis=1)))
     result = {
@@ -233,9 +195,9 @@ def bench_search(
     lookup = LookupEmbedder(table, dim)
     with tempfile.TemporaryDirectory() as cache:
         engine = Engine(load_entrypoints=False, cache=cache)
-        start = time.perf_counter()
-        collection = engine.index(docs, stages=list(FORMATS), embedder=lookup)
-        build_s = time.perf_counter() - start
+        collection, build_s = common.timed(
+            engine.index, docs, stages=list(FORMATS), embedder=lookup
+        )
 
     flat_ip = faiss.IndexFlatIP(dim)
     flat_ip.add(doc_vecs)
@@ -324,18 +286,28 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"{results['threads_search']['faiss_omp_threads']}, load average (other work on the "
         f"machine) {results['threads_search']['load_average'][0]:.1f}.",
         "",
-        "| system | batch QPS | overhead | single-query QPS | overhead | per query | recall@k |",
-        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    headers = [
+        "system",
+        "batch QPS",
+        "overhead",
+        "single-query QPS",
+        "overhead",
+        "per query",
+        "recall@k",
+    ]
+    table = []
     for label, row in s["systems"].items():
         fmt = label.split(" ")[0]
         rec = s["formats"].get(fmt, {}).get("recall_at_k", 1.0)
         ob = f"{row['batch_overhead_pct']:+.1f}%" if "batch_overhead_pct" in row else ""
         os_ = f"{row['single_overhead_pct']:+.1f}%" if "single_overhead_pct" in row else ""
         us = f"{row['single_overhead_us']:+.1f} µs" if "single_overhead_us" in row else ""
-        lines.append(
-            f"| {label} | {row['batch_qps']:,.0f} | {ob} | {row['single_qps']:,.0f} | {os_} | {us} | {rec:.3f} |"
+        table.append(
+            [label, f"{row['batch_qps']:,.0f}", ob, f"{row['single_qps']:,.0f}", os_, us]
+            + [f"{rec:.3f}"]
         )
+    lines += common.md_table(headers, table, right=range(1, 7))
     lines += [
         "",
         "- *bare*: the faiss object inside the relevo index (or `torch.topk(Q @ X.T)` on the same "
@@ -354,10 +326,18 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             f"{results['threads']['torch_threads']}, load average "
             f"{results['threads']['load_average'][0]:.1f})",
             "",
-            "| system | docs/s | relative |",
-            "|---|---:|---:|",
-            f"| relevo `Embedder.embed` | {e['relevo_docs_per_s']:.1f} | {e['relevo_over_raw']:.3f}× |",
-            f"| raw `SentenceTransformer.encode` | {e['raw_docs_per_s']:.1f} | 1× |",
+            *common.md_table(
+                ["system", "docs/s", "relative"],
+                [
+                    [
+                        "relevo `Embedder.embed`",
+                        f"{e['relevo_docs_per_s']:.1f}",
+                        f"{e['relevo_over_raw']:.3f}×",
+                    ],
+                    ["raw `SentenceTransformer.encode`", f"{e['raw_docs_per_s']:.1f}", "1×"],
+                ],
+                right=(1, 2),
+            ),
             "",
             f"Vectors: max |Δ| {e['max_abs_diff']:.2e}, mean cosine {e['mean_cosine']:.6f}. "
             f"Query embedding: {e['query_embed_per_s']:.1f} queries/s. Overhead "
@@ -368,11 +348,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
 
 
 def write_plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     systems = results["search"]["systems"]
     labels = list(systems)
     panels = 3 if results.get("embedding") else 2
@@ -401,21 +377,19 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
         f"{results['search']['dim']}-d, {results['search']['n_queries']} queries"
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    common.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--dataset", type=Path, default=datasets_dir() / "scifact")
+    p = common.parser(__doc__)
+    p.add_argument("--dataset", type=Path, default=common.datasets_dir() / "scifact")
     p.add_argument("--docs", type=int, default=500, help="documents embedded for part (b)")
     p.add_argument("--search-n", type=int, default=None, help="search corpus size (default: all)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=3)
+    common.add_repeats(p)
     p.add_argument("--embed-repeats", type=int, default=1)
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    common.add_out(p)
     p.add_argument(
         "--search-threads",
         type=int,
@@ -460,8 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": str(args.dataset.name),
         "search_vectors": kind,
         "repeats": args.repeats,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "python": sys.version.split()[0],
+        "machine": common.machine_line(),
+        "python": common.python_version(),
         "threads": threads,
         "threads_search": search_threads,
         "threads_end": thread_info(),
@@ -478,11 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         "sentence_transformers": sentence_transformers.__version__,
         "numpy": np.__version__,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "dense.json").write_text(json.dumps(results, indent=2) + "\n", "utf-8")
-    write_markdown(results, args.out / "dense.md")
-    write_plot(results, args.out / "dense.png")
-    print((args.out / "dense.md").read_text("utf-8"))
+    md = common.write_results(args.out, "dense", results, markdown=write_markdown, plot=write_plot)
+    print(md.read_text("utf-8"))
     return 0
 
 

@@ -8,16 +8,14 @@ so a second run only searches) and writes ``benchmarks/results/effectiveness.{js
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
-HERE = Path(__file__).resolve().parent
-DATASETS = Path(os.environ.get("RELEVO_DATASETS", HERE.parents[1] / "shared" / "datasets"))
+import _common as common
+
+DATASETS = common.datasets_dir()
 
 #: nDCG@10 reported elsewhere for the same collections (BEIR paper, Thakur et al. 2021;
 #: sentence-transformers' model card / MTEB for all-MiniLM-L6-v2; Anserini's BEIR
@@ -30,18 +28,75 @@ PUBLISHED = {
 }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def write_markdown(results: dict[str, Any], path: Path) -> None:
+    headers = [
+        "dataset",
+        "pipeline",
+        "nDCG@10",
+        "MRR@10",
+        "Recall@100",
+        "published nDCG@10",
+        "queries",
+        "search QPS",
+    ]
+    table = []
+    for r in results["rows"]:
+        pub = (
+            f"{r['published_ndcg@10']:.3f} ({r['published_source']})"
+            if r["published_ndcg@10"]
+            else "—"
+        )
+        table.append(
+            [
+                r["dataset"],
+                r["pipeline"],
+                f"{r['ndcg@10']:.4f}",
+                f"{r['mrr@10']:.4f}",
+                f"{r['recall@100']:.4f}",
+                pub,
+                r["queries"],
+                f"{r['qps']:.0f}",
+            ]
+        )
+    path.write_text(
+        f"# First-stage effectiveness (test splits, embedder {results['meta']['embedder']})\n\n"
+        + "\n".join(common.md_table(headers, table))
+        + "\n",
+        "utf-8",
     )
-    ap.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"])
+
+
+def write_plot(results: dict[str, Any], path: Path) -> None:
+    plt = common.pyplot()
+    rows = results["rows"]
+    datasets = common.unique(r["dataset"] for r in rows)
+    pipelines = common.unique(r["pipeline"] for r in rows)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(pipelines)
+    for i, pipe in enumerate(pipelines):
+        vals = [
+            next(r["ndcg@10"] for r in rows if r["dataset"] == ds and r["pipeline"] == pipe)
+            for ds in datasets
+        ]
+        ax.bar([x + i * width for x in range(len(datasets))], vals, width, label=pipe)
+    ax.set_xticks([x + width * (len(pipelines) - 1) / 2 for x in range(len(datasets))], datasets)
+    ax.set_ylabel("nDCG@10")
+    ax.set_title("relevo first stages")
+    ax.legend()
+    fig.tight_layout()
+    common.save_figure(fig, path)
+
+
+def main() -> None:
+    ap = common.parser(__doc__)
+    common.add_datasets(ap, ["scifact", "nfcorpus"])
     ap.add_argument("--pipelines", nargs="+", default=["bm25", "dense", "hybrid"])
     ap.add_argument("--embedder", default="minilm")
-    ap.add_argument("--out", type=Path, default=HERE / "results")
+    common.add_out(ap)
     ap.add_argument("--name", default="effectiveness", help="basename of the result files")
     args = ap.parse_args()
 
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    common.quiet_transformers()
     from relevo import Engine
     from relevo.engine.evaluate import evaluate
 
@@ -49,8 +104,9 @@ def main() -> None:
     rows = []
     for ds in args.datasets:
         for pipe in args.pipelines:
-            t0 = time.perf_counter()
-            rep = evaluate(engine, DATASETS / ds, pipeline=pipe, embedder=args.embedder)
+            rep, wall = common.timed(
+                evaluate, engine, DATASETS / ds, pipeline=pipe, embedder=args.embedder
+            )
             pub = PUBLISHED.get((ds, pipe))
             rows.append(
                 {
@@ -66,63 +122,26 @@ def main() -> None:
                     "index_reused": rep["index_reused"],
                     "published_ndcg@10": pub[0] if pub else None,
                     "published_source": pub[1] if pub else None,
-                    "wall_seconds": time.perf_counter() - t0,
+                    "wall_seconds": wall,
                 }
             )
             print(json.dumps(rows[-1]), file=sys.stderr)
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    info = common.machine_info()
     meta = {
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
+        "python": info["python"],
+        "machine": info["machine"],
+        "cpus": info["cpus"],
         "embedder": args.embedder,
     }
-    (args.out / f"{args.name}.json").write_text(
-        json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n"
+    md = common.write_results(
+        args.out,
+        args.name,
+        {"meta": meta, "rows": rows},
+        markdown=write_markdown,
+        plot=write_plot,
     )
-    lines = [
-        "| dataset | pipeline | nDCG@10 | MRR@10 | Recall@100 | published nDCG@10 | queries | search QPS |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        pub = (
-            f"{r['published_ndcg@10']:.3f} ({r['published_source']})"
-            if r["published_ndcg@10"]
-            else "—"
-        )
-        lines.append(
-            f"| {r['dataset']} | {r['pipeline']} | {r['ndcg@10']:.4f} | {r['mrr@10']:.4f} | {r['recall@100']:.4f} | "
-            f"{pub} | {r['queries']} | {r['qps']:.0f} |"
-        )
-    (args.out / f"{args.name}.md").write_text(
-        f"# First-stage effectiveness (test splits, embedder {args.embedder})\n\n"
-        + "\n".join(lines)
-        + "\n"
-    )
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.8 / len(args.pipelines)
-    for i, pipe in enumerate(args.pipelines):
-        vals = [
-            next(r["ndcg@10"] for r in rows if r["dataset"] == ds and r["pipeline"] == pipe)
-            for ds in args.datasets
-        ]
-        ax.bar([x + i * width for x in range(len(args.datasets))], vals, width, label=pipe)
-    ax.set_xticks(
-        [x + width * (len(args.pipelines) - 1) / 2 for x in range(len(args.datasets))],
-        args.datasets,
-    )
-    ax.set_ylabel("nDCG@10")
-    ax.set_title("relevo first stages")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(args.out / f"{args.name}.png", dpi=120)
-    print((args.out / f"{args.name}.md").read_text())
+    print(md.read_text("utf-8"))
 
 
 if __name__ == "__main__":

@@ -25,16 +25,14 @@ default ``rerank``).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
-HERE = Path(__file__).resolve().parent
-DATASETS = Path(os.environ.get("RELEVO_DATASETS", HERE.parents[1] / "shared" / "datasets"))
+import _common as common
+
+DATASETS = common.datasets_dir()
 
 
 def rerankers_baseline(
@@ -74,23 +72,24 @@ def rerankers_baseline(
         verbose=0,
         tokenizer_kwargs={"model_max_length": max_length},
     )
-    out = {}
-    t0 = time.perf_counter()
-    for qid, hits in zip(qids, cands, strict=True):
-        docs = [f"{h.title} {h.text}".strip() for h in hits]
-        res = ranker.rank(ds.queries[qid], docs, doc_ids=list(range(len(hits))))
-        out[qid] = [
-            Hit(id=hits[r.document.doc_id].id, score=float(r.score), rank=i + 1)
-            for i, r in enumerate(res.results)
-        ]
-    seconds = time.perf_counter() - t0
+
+    def rank_all() -> dict[str, list[Hit]]:
+        out = {}
+        for qid, hits in zip(qids, cands, strict=True):
+            docs = [f"{h.title} {h.text}".strip() for h in hits]
+            res = ranker.rank(ds.queries[qid], docs, doc_ids=list(range(len(hits))))
+            out[qid] = [
+                Hit(id=hits[r.document.doc_id].id, score=float(r.score), rank=i + 1)
+                for i, r in enumerate(res.results)
+            ]
+        return out
+
+    out, seconds = common.timed(rank_all)
     return score_run(out, {q: ds.qrels[q] for q in qids}, rel_level=rel_level), seconds / len(qids)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = common.parser(__doc__)
     ap.add_argument(
         "--cross-encoder",
         default="cross-encoder-minilm-scifact-nfcorpus",
@@ -128,13 +127,14 @@ def main() -> None:
         default=["window", "full", "pairwise", "pointwise"],
     )
     ap.add_argument("--name", default="rerank", help="results file stem")
-    ap.add_argument("--datasets", nargs="+", default=["trec-dl-2019", "scifact"])
-    ap.add_argument("--out", type=Path, default=HERE / "results")
+    common.add_datasets(ap, ["trec-dl-2019", "scifact"])
+    common.add_out(ap)
     args = ap.parse_args()
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    common.quiet_transformers()
 
     from relevo import Engine
     from relevo.engine.evaluate import evaluate
+    from relevo.engine.rerank import RerankOptions
     from relevo.plugins.cross_encoder import resolve_model
 
     engine = Engine()
@@ -169,12 +169,13 @@ def main() -> None:
             base = evaluate(engine, root, rel_level=rel, limit=lim_all, **first)
             record(ds, "first stage (BM25)", base)
         if ce_path is not None and not args.llm_only:
-            ce = {"rel_level": rel, "limit": lim_all, "strategy": "pointwise", **first}
+            ce = {"rel_level": rel, "limit": lim_all, **first}
             ce["rerank"] = f"cross-encoder:{ce_path}"
-            rep = evaluate(engine, root, **ce)
+            rep = evaluate(engine, root, reranking=RerankOptions(strategy="pointwise"), **ce)
             record(ds, "relevo cross-encoder (pointwise)", rep, depth=100)
             if args.interpolate >= 0:
-                rep_i = evaluate(engine, root, interpolate=args.interpolate, **ce)
+                blended = RerankOptions(strategy="pointwise", interpolate=args.interpolate)
+                rep_i = evaluate(engine, root, reranking=blended, **ce)
                 label = f"relevo cross-encoder, blended with BM25 (w={args.interpolate})"
                 record(ds, label, rep_i, depth=100)
             max_len = (
@@ -220,7 +221,7 @@ def main() -> None:
             continue
         lim, depth = args.llm_queries, args.llm_depth
         sub = evaluate(engine, root, rel_level=rel, limit=lim, **first)
-        common = {"rel_level": rel, "limit": lim, "depth": depth, "rerank": "smollm2", **first}
+        llm_args = {"rel_level": rel, "limit": lim, "rerank": "smollm2", **first}
         record(ds, f"first stage, first {lim} queries", sub, depth=depth)
         for strategy, label, kw in [
             (
@@ -235,7 +236,7 @@ def main() -> None:
                 {
                     "strategy": "pairwise",
                     "pairwise_method": "sliding",
-                    "pairwise_top_k": args.llm_pairwise_top_k,
+                    "top_k": args.llm_pairwise_top_k,
                 },
             ),
             (
@@ -246,17 +247,16 @@ def main() -> None:
         ]:
             if strategy not in args.llm_strategies:
                 continue
-            rep = evaluate(engine, root, **common, **kw)
+            rep = evaluate(engine, root, reranking=RerankOptions(depth=depth, **kw), **llm_args)
             record(ds, label, rep, depth=depth)
 
-    args.out.mkdir(parents=True, exist_ok=True)
     training = None
     if ce_path is not None and (ce_path / "relevo-reranker.json").is_file():
         report = json.loads((ce_path / "relevo-reranker.json").read_text())
         training = {k: v for k, v in report.items() if k not in ("loss_curve", "datasets")}
     meta = {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
+        "python": common.python_version(),
+        "cpus": common.machine_info()["cpus"],
         "cross_encoder": str(ce_path),
         "cross_encoder_training": training,
         "interpolate": args.interpolate,
@@ -266,20 +266,43 @@ def main() -> None:
         "llm_stride": args.llm_stride,
         "command": " ".join(sys.argv),
     }
-    (args.out / f"{args.name}.json").write_text(
-        json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n"
+    md = common.write_results(
+        args.out,
+        args.name,
+        {"meta": meta, "rows": rows},
+        markdown=write_markdown,
+        plot=write_plot,
     )
-    lines = [
-        "| dataset | system | queries | depth | nDCG@10 (before → after) | input tok/q | output tok/q | s/q |",
-        "|---|---|---|---|---|---|---|---|",
+    print(md.read_text("utf-8"))
+
+
+def write_markdown(results: dict[str, Any], path: Path) -> None:
+    rows = results["rows"]
+    headers = [
+        "dataset",
+        "system",
+        "queries",
+        "depth",
+        "nDCG@10 (before → after)",
+        "input tok/q",
+        "output tok/q",
+        "s/q",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['dataset']} | {r['system']} | {r['queries']} | {r.get('depth', '—')} | {r['first_stage_ndcg@10']:.4f} → {r['ndcg@10']:.4f} | "
-            f"{r['input_tokens_per_query']:.0f} | {r['output_tokens_per_query']:.0f} | {r['seconds_per_query']:.2f} |"
-        )
+    table = [
+        [
+            r["dataset"],
+            r["system"],
+            r["queries"],
+            r.get("depth", "—"),
+            f"{r['first_stage_ndcg@10']:.4f} → {r['ndcg@10']:.4f}",
+            f"{r['input_tokens_per_query']:.0f}",
+            f"{r['output_tokens_per_query']:.0f}",
+            f"{r['seconds_per_query']:.2f}",
+        ]
+        for r in rows
+    ]
     notes = []
-    for ds in args.datasets:
+    for ds in common.unique(r["dataset"] for r in rows):
         win = next(
             (r for r in rows if r["dataset"] == ds and r["system"].startswith("smollm2 window")),
             None,
@@ -298,20 +321,20 @@ def main() -> None:
             notes.append(
                 f"- {ds}: relevo cross-encoder is {rr['relevo_speedup']:.2f}x the speed of the rerankers package on the same model and candidates."
             )
-    (args.out / f"{args.name}.md").write_text(
+    path.write_text(
         "# Reranking: effectiveness vs cost\n\n"
-        + "\n".join(lines)
+        + "\n".join(common.md_table(headers, table))
         + "\n\n"
         + "\n".join(notes)
-        + "\n"
+        + "\n",
+        "utf-8",
     )
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def write_plot(results: dict[str, Any], path: Path) -> None:
+    plt = common.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
+    for r in results["rows"]:
         if r["seconds_per_query"] <= 0:
             continue
         ax.scatter(r["seconds_per_query"], r["ndcg@10"], label=f"{r['dataset']}: {r['system']}")
@@ -320,8 +343,7 @@ def main() -> None:
     ax.set_ylabel("nDCG@10")
     ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(args.out / f"{args.name}.png", dpi=120)
-    print((args.out / f"{args.name}.md").read_text())
+    common.save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -133,8 +133,14 @@ def test_eval_json_interface(run, tiny_dataset, tmp_path):
     for key in ("ndcg@10", "mrr@10", "recall@100", "queries", "seconds"):
         assert key in report
     assert report["queries"] == 4 and 0.5 < report["ndcg@10"] <= 1.0
-    lines = run_file.read_text().splitlines()
-    assert lines[0].split()[:4] == ["q1", "Q0", lines[0].split()[2], "1"]
+    rows = [line.split() for line in run_file.read_text().splitlines()]
+    assert all(len(r) == 6 and r[1] == "Q0" for r in rows)
+    # q1 ("kitten purr") is first; its top document is d3, the only one with both words
+    assert rows[0][:4] == ["q1", "Q0", "d3", "1"]
+    q1 = [r for r in rows if r[0] == "q1"]
+    assert [int(r[3]) for r in q1] == list(range(1, len(q1) + 1))
+    assert [float(r[4]) for r in q1] == sorted((float(r[4]) for r in q1), reverse=True)
+    assert {r[0] for r in rows} == {"q1", "q2", "q3", "q4"}
     again = json.loads(
         run(
             "eval", str(tiny_dataset), "--pipeline", "hybrid", "--embedder", "hashing", "--json"

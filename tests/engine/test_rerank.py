@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -19,7 +20,13 @@ from relevo import (
     hookimpl,
 )
 from relevo.engine.cli import cli
-from relevo.engine.rerank import Reranking, reorder_for_context, repair_permutation, window_starts
+from relevo.engine.rerank import (
+    Reranking,
+    RerankOptions,
+    reorder_for_context,
+    repair_permutation,
+    window_starts,
+)
 from relevo.testing import FakePlugin
 
 
@@ -120,17 +127,39 @@ SHUFFLED = [7, 3, 9, 0, 5, 1, 8, 2, 6, 4]
 
 def test_window_strategy_sorts_with_multiple_passes_and_counts_cost():
     oracle = Oracle()
-    res = Reranking(oracle, strategy="window", window=4, stride=2, passes=3)(
-        "q", hits_for(SHUFFLED)
-    )
+    runner = Reranking(oracle, strategy="window", window=4, stride=2, passes=3)
+    t0 = time.perf_counter()
+    res = runner("q", hits_for(SHUFFLED))
+    wall = time.perf_counter() - t0
     assert [h.id for h in res.hits[:3]] == ["0", "1", "2"]  # one pass bubbles the best up
     per_pass = len(window_starts(10, 4, 2))
     assert res.cost.llm_calls == 3 * per_pass == len(oracle.seen_windows)
     assert res.cost.input_tokens == 10 * sum(oracle.seen_windows)
     assert res.cost.output_tokens == 2 * sum(oracle.seen_windows)
-    assert res.cost.seconds >= 0 and res.repairs.calls_repaired == 0
+    assert 0 < res.cost.seconds <= wall and res.repairs.calls_repaired == 0
     assert [h.rank for h in res.hits] == list(range(1, 11))
     assert res.hits[0].stages["first_stage_rank"] == SHUFFLED.index(0) + 1
+
+
+def test_cost_seconds_covers_the_reranker_time():
+    class Slow(Oracle):
+        def permute(self, query, docs):
+            time.sleep(0.005)
+            return super().permute(query, docs)
+
+    runner = Reranking(Slow(), strategy="window", window=4, stride=2)
+    t0 = time.perf_counter()
+    res = runner("q", hits_for(SHUFFLED))
+    wall = time.perf_counter() - t0
+    calls = len(window_starts(10, 4, 2))
+    assert res.cost.llm_calls == calls
+    assert calls * 0.005 <= res.cost.seconds <= wall
+    # the cost is per call: a second run reports its own calls and time, not a running total
+    t0 = time.perf_counter()
+    again = runner("q", hits_for(SHUFFLED))
+    wall_again = time.perf_counter() - t0
+    assert again.cost.llm_calls == calls
+    assert calls * 0.005 <= again.cost.seconds <= wall_again
 
 
 def test_full_strategy_is_one_call_and_exact():
@@ -274,65 +303,116 @@ def test_reorder_puts_best_at_both_ends():
     assert reorder_for_context([]) == []
 
 
+def build_index(engine, corpus_file, out):
+    r = CliRunner().invoke(
+        cli, ["index", "build", str(corpus_file), "--out", str(out)], obj={"engine": engine}
+    )
+    assert r.exit_code == 0, r.output
+    return out
+
+
 def test_inline_listwise_plugin_through_host_and_cli(tmp_path, corpus_file):
+    class FixedPermutation(ListwiseReranker):
+        """Puts the last candidate first and keeps the rest in order; records each call."""
+
+        name = "fixed-perm"
+        calls: list[list[str]] = []
+
+        def permute(self, query, docs):
+            type(self).calls.append(list(docs))
+            self.cost.add(llm_calls=1)
+            n = len(docs)
+            return [n - 1, *range(n - 1)]
+
     class ListwisePlugin:
         __name__ = "inline-listwise"
 
         @hookimpl
         def register_rerankers(self, register):
-            register(Oracle, "oracle")
+            register(FixedPermutation)
 
     engine = Engine(plugins=[FakePlugin(), ListwisePlugin()], load_entrypoints=False)
-    reranker = engine.create("reranker", "oracle")
-    assert isinstance(reranker, Oracle)
-    runner = CliRunner()
-    out = tmp_path / "idx"
-    r = runner.invoke(
-        cli, ["index", "build", str(corpus_file), "--out", str(out)], obj={"engine": engine}
-    )
-    assert r.exit_code == 0, r.output
-    r = runner.invoke(
+    assert isinstance(engine.create("reranker", "fixed-perm"), FixedPermutation)
+    (entry,) = [p for p in engine.plugins()["plugins"] if p["name"] == "inline-listwise"]
+    assert entry["components"] == {"reranker": ["fixed-perm"]}
+
+    out = build_index(engine, corpus_file, tmp_path / "idx")
+    query = "programming language"
+    first = [h.id for h in engine.load(out).search(query, 5)]
+    assert sorted(first) == ["d4", "d5", "d6"]  # the only BM25 matches
+    r = CliRunner().invoke(
         cli,
-        [
-            "rerank",
-            str(out),
-            "programming language",
-            "--reranker",
-            "word-overlap",
-            "--depth",
-            "5",
-            "--json",
-            "--reorder",
-        ],
+        ["rerank", str(out), query, "--reranker", "fixed-perm", "--strategy", "full"]
+        + ["--depth", "5", "--json"],
         obj={"engine": engine},
     )
     assert r.exit_code == 0, r.output
     payload = json.loads(r.output)
-    assert payload["strategy"] == "pointwise" and payload["reordered"] is True
-    assert set(payload["cost"]) == {"llm_calls", "input_tokens", "output_tokens", "seconds"}
-    assert {h["id"] for h in payload["hits"]} == {"d4", "d5", "d6"}  # the only BM25 matches
+    assert payload["strategy"] == "full"
+    perm = [len(first) - 1, *range(len(first) - 1)]
+    assert [h["id"] for h in payload["hits"]] == [first[i] for i in perm]
+    assert [h["rank"] for h in payload["hits"]] == [1, 2, 3]
+    assert len(FixedPermutation.calls) == 1  # full strategy: one call over all candidates
+    assert len(FixedPermutation.calls[0]) == len(first)
+    assert payload["cost"]["llm_calls"] == 1
+    assert payload["repairs"]["calls_repaired"] == 0
+
+
+def test_cli_rerank_pointwise_json_and_reorder(tmp_path, corpus_file):
+    engine = Engine(plugins=[FakePlugin()], load_entrypoints=False)
+    out = build_index(engine, corpus_file, tmp_path / "idx")
+
+    def rerank(*extra):
+        r = CliRunner().invoke(
+            cli,
+            ["rerank", str(out), "programming language", "--reranker", "word-overlap"]
+            + ["--depth", "5", "--json", *extra],
+            obj={"engine": engine},
+        )
+        assert r.exit_code == 0, r.output
+        return json.loads(r.output)
+
+    plain, reordered = rerank(), rerank("--reorder")
+    assert plain["strategy"] == "pointwise" and plain["reordered"] is False
+    assert reordered["reordered"] is True
+    assert set(plain["cost"]) == {"llm_calls", "input_tokens", "output_tokens", "seconds"}
+    assert {h["id"] for h in plain["hits"]} == {"d4", "d5", "d6"}  # the only BM25 matches
+    ranked = [h["id"] for h in plain["hits"]]
+    # best at both ends: 1st, 3rd, ..., then ..., 4th, 2nd
+    assert [h["id"] for h in reordered["hits"]] == ranked[0::2] + ranked[1::2][::-1]
 
 
 def test_eval_with_rerank_reports_cost(engine, tiny_dataset):
     from relevo.engine.evaluate import evaluate
 
     report = evaluate(
-        engine, tiny_dataset, pipeline="bm25", rerank="reverse", strategy="window", depth=5
+        engine,
+        tiny_dataset,
+        pipeline="bm25",
+        rerank="reverse",
+        reranking=RerankOptions(strategy="window", depth=5),
     )
     assert set(report["cost"]) == {"llm_calls", "input_tokens", "output_tokens", "seconds"}
     assert report["first_stage"]["ndcg@10"] > report["ndcg@10"]  # reversing the top 5 hurts
-    good = evaluate(engine, tiny_dataset, pipeline="bm25", rerank="word-overlap", depth=10)
+    good = evaluate(
+        engine,
+        tiny_dataset,
+        pipeline="bm25",
+        rerank="word-overlap",
+        reranking=RerankOptions(depth=10),
+    )
     assert good["rerank"]["strategy"] == "pointwise" and good["ndcg@10"] > 0.5
 
 
 def test_eval_interpolate_zero_keeps_the_first_stage(engine, tiny_dataset):
     from relevo.engine.evaluate import evaluate
 
-    kw = {"pipeline": "bm25", "rerank": "reverse", "strategy": "window", "depth": 5}
-    kept = evaluate(engine, tiny_dataset, interpolate=0.0, **kw)
+    kw = {"pipeline": "bm25", "rerank": "reverse"}
+    window = {"strategy": "window", "depth": 5}
+    kept = evaluate(engine, tiny_dataset, reranking=RerankOptions(interpolate=0.0, **window), **kw)
     assert kept["rerank"]["interpolate"] == 0.0
     assert kept["ndcg@10"] == pytest.approx(kept["first_stage"]["ndcg@10"])
-    reversed_ = evaluate(engine, tiny_dataset, **kw)
+    reversed_ = evaluate(engine, tiny_dataset, reranking=RerankOptions(**window), **kw)
     assert reversed_["ndcg@10"] < kept["ndcg@10"]
 
 
@@ -344,6 +424,7 @@ def test_eval_loads_the_reranker_before_timing(tiny_dataset):
         loads = 0
 
         def load(self):
+            time.sleep(0.02)  # a measurable "weight load"
             type(self).loads += 1
 
         def score(self, query, docs):
@@ -358,5 +439,12 @@ def test_eval_loads_the_reranker_before_timing(tiny_dataset):
             register(Lazy)
 
     engine = Engine(plugins=[FakePlugin(), P()], load_entrypoints=False)
-    report = evaluate(engine, tiny_dataset, pipeline="bm25", rerank="lazy", depth=5)
-    assert Lazy.loads == 1 and report["rerank"]["load_seconds"] >= 0
+    t0 = time.perf_counter()
+    report = evaluate(
+        engine, tiny_dataset, pipeline="bm25", rerank="lazy", reranking=RerankOptions(depth=5)
+    )
+    wall = time.perf_counter() - t0
+    assert Lazy.loads == 1
+    load = report["rerank"]["load_seconds"]
+    assert 0.02 <= load <= wall  # the load is timed on its own ...
+    assert report["cost"]["seconds"] < load  # ... and kept out of the per-query cost

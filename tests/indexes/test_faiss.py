@@ -43,18 +43,6 @@ FORMATS: dict[str, dict[str, Any]] = {
 }
 
 
-def embeddings(n: int, dim: int, seed: int) -> np.ndarray:
-    """Unit vectors with the structure of real embeddings: clustered, low intrinsic rank."""
-    rng = np.random.default_rng(seed)
-    intrinsic = 12
-    centers = rng.standard_normal((20, intrinsic)) * 1.5
-    z = centers[rng.integers(0, 20, n)] + rng.standard_normal((n, intrinsic))
-    x = z @ (rng.standard_normal((intrinsic, dim)) / np.sqrt(intrinsic))
-    x += 0.15 * rng.standard_normal((n, dim))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x.astype(np.float32)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def one_faiss_thread():
     # These inputs are tiny: with OpenMP threads on a busy 2-core machine, faiss spends
@@ -66,34 +54,9 @@ def one_faiss_thread():
 
 
 @pytest.fixture(scope="module")
-def data() -> tuple[np.ndarray, np.ndarray]:
+def data(embeddings) -> tuple[np.ndarray, np.ndarray]:
     x = embeddings(N_DOCS + N_QUERIES, DIM, seed=7)
     return x[:N_DOCS], x[N_DOCS:]
-
-
-def brute_force(docs: np.ndarray, queries: np.ndarray, k: int, metric: str = "ip"):
-    d64, q64 = docs.astype(np.float64), queries.astype(np.float64)
-    full = q64 @ d64.T if metric == "ip" else -((q64[:, None, :] - d64[None, :, :]) ** 2).sum(-1)
-    order = np.argsort(-full, axis=1, kind="stable")[:, :k]
-    return full, np.take_along_axis(full, order, 1), order
-
-
-def assert_exact(scores, pos, full, ref_scores, ref_pos, atol=1e-5):
-    np.testing.assert_allclose(scores, ref_scores, atol=atol)
-    # Every returned row really has the score reported for it.
-    np.testing.assert_allclose(np.take_along_axis(full, pos, 1), scores, atol=atol)
-    # Ids equal brute force except where two reference scores are closer than float32 noise.
-    tie = np.zeros_like(ref_scores, dtype=bool)
-    gaps = np.abs(np.diff(ref_scores, axis=1)) < atol
-    tie[:, 1:] |= gaps
-    tie[:, :-1] |= gaps
-    assert np.array_equal(pos[~tie], ref_pos[~tie])
-
-
-def recall(pos: np.ndarray, ref_pos: np.ndarray) -> float:
-    return float(
-        np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(pos, ref_pos, strict=True)])
-    )
 
 
 def make(name: str, **options) -> FaissIndex:
@@ -113,7 +76,7 @@ def save_load(index: FaissIndex, directory: Path) -> FaissIndex:
 
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_flat_equals_brute_force(data, metric):
+def test_flat_equals_brute_force(data, metric, brute_force, assert_exact):
     docs, queries = data
     index = make("faiss-flat", metric=metric)
     index.add(docs)
@@ -123,7 +86,7 @@ def test_flat_equals_brute_force(data, metric):
     assert index.describe()["resolved_factory"] == "Flat"
 
 
-def test_ivf_with_every_cell_probed_is_exact(data):
+def test_ivf_with_every_cell_probed_is_exact(data, brute_force, assert_exact):
     docs, queries = data
     nlist = default_nlist(N_DOCS)
     index = make("faiss-ivf", nprobe=nlist)
@@ -146,7 +109,7 @@ def test_ivf_with_every_cell_probed_is_exact(data):
         ("faiss-pq", {}, 0.5),
     ],
 )
-def test_approximate_recall(data, name, options, threshold):
+def test_approximate_recall(data, name, options, threshold, brute_force, recall):
     docs, queries = data
     index = make(name, **options)
     index.add(docs)
@@ -158,7 +121,7 @@ def test_approximate_recall(data, name, options, threshold):
         np.testing.assert_allclose(np.take_along_axis(full, pos, 1), scores, atol=1e-5)
 
 
-def test_pq_beats_plain_pq_and_is_compact(data, tmp_path):
+def test_pq_beats_plain_pq_and_is_compact(data, tmp_path, brute_force, recall):
     docs, queries = data
     _, _, ref_pos = brute_force(docs, queries, K)
     ivfpq = make("faiss-pq")
@@ -283,7 +246,7 @@ def test_dimension_mismatch(data):
         FaissIndex(factory="Flat", dim=32).add(docs)
 
 
-def test_too_few_vectors_to_train():
+def test_too_few_vectors_to_train(embeddings):
     with pytest.raises(RequestError, match="needs at least 100 vectors"):
         FaissIndex(factory="IVF100,Flat").add(embeddings(20, DIM, 0))
     # PQ bits are lowered to fit small inputs, down to 1 bit (2 centroids) at most.
@@ -291,7 +254,7 @@ def test_too_few_vectors_to_train():
         FaissIndex(factory="PQ{m}").add(embeddings(1, DIM, 0))
 
 
-def test_small_inputs_still_build():
+def test_small_inputs_still_build(embeddings):
     x = embeddings(60, DIM, 1)
     for factory in ("IVF{nlist},Flat", "IVF{nlist},PQ{m}", "PQ{m}"):
         index = FaissIndex(factory=factory)
@@ -299,7 +262,7 @@ def test_small_inputs_still_build():
         assert index.search(x[:3], 1)[1].shape == (3, 1)
 
 
-def test_option_validation():
+def test_option_validation(embeddings):
     with pytest.raises(ConfigError, match="factory"):
         FaissIndex()
     with pytest.raises(ConfigError, match="metric"):
@@ -353,19 +316,26 @@ def test_missing_faiss_names_the_extra(monkeypatch):
 
 def test_plugin_registers_formats_without_importing_faiss():
     code = (
-        "import sys, relevo.plugins.faiss as p\n"
+        "import sys, relevo.plugins.faiss as p, relevo.plugins.torch_flat as t\n"
         "regs = []\n"
-        "p.register_indexes(lambda cls, name=None, *, options=None, description=None: "
-        "regs.append((cls.__name__, name, options or {}, description)))\n"
+        "def register(cls, name=None, *, options=None, description=None, pipelines=None):\n"
+        "    regs.append((cls.__name__, name, options or {}, description, pipelines or {}))\n"
+        "p.register_indexes(register)\n"
+        "t.register_indexes(register)\n"
         "assert 'faiss' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)\n"
         "import json; print(json.dumps(regs))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    regs = {name: (cls, options, desc) for cls, name, options, desc in json.loads(out.stdout)}
+    regs = {
+        name: (cls, opts, desc, pipes) for cls, name, opts, desc, pipes in json.loads(out.stdout)
+    }
     assert set(regs) == {*FORMATS, "faiss", "torch-flat"}
     for name, options in FORMATS.items():
         assert regs[name][0] == "FaissIndex" and regs[name][1] == options and regs[name][2]
     assert regs["torch-flat"][0] == "TorchFlatIndex"
+    # the named pipelines built on the exact flat index
+    assert regs["faiss-flat"][3] == {"dense": "faiss-flat", "hybrid": "hybrid:bm25+faiss-flat"}
+    assert all(not regs[n][3] for n in regs if n != "faiss-flat")
 
 
 def test_engine_builds_saves_and_loads_every_dense_format(tmp_path):
@@ -442,7 +412,7 @@ def test_gpu_code_path_with_a_simulated_gpu(data, tmp_path, monkeypatch):
 
 
 @pytest.mark.gpu
-def test_gpu_flat_and_ivf_match_cpu(data, tmp_path):
+def test_gpu_flat_and_ivf_match_cpu(data, tmp_path, brute_force, assert_exact, recall):
     if not faiss_has_gpu(faiss):
         pytest.skip("needs faiss-gpu and a visible GPU")
     docs, queries = data

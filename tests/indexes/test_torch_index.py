@@ -26,29 +26,9 @@ K = 10
 
 
 @pytest.fixture(scope="module")
-def data() -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((N_DOCS + N_QUERIES, DIM))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    x = x.astype(np.float32)
+def data(unit_vectors) -> tuple[np.ndarray, np.ndarray]:
+    x = unit_vectors(N_DOCS + N_QUERIES, DIM, seed=3)
     return x[:N_DOCS], x[N_DOCS:]
-
-
-def brute_force(docs, queries, k, metric="ip"):
-    d64, q64 = docs.astype(np.float64), queries.astype(np.float64)
-    full = q64 @ d64.T if metric == "ip" else -((q64[:, None, :] - d64[None, :, :]) ** 2).sum(-1)
-    order = np.argsort(-full, axis=1, kind="stable")[:, :k]
-    return full, np.take_along_axis(full, order, 1), order
-
-
-def assert_exact(scores, pos, full, ref_scores, ref_pos, atol=1e-5):
-    np.testing.assert_allclose(scores, ref_scores, atol=atol)
-    np.testing.assert_allclose(np.take_along_axis(full, pos, 1), scores, atol=atol)
-    tie = np.zeros_like(ref_scores, dtype=bool)
-    gaps = np.abs(np.diff(ref_scores, axis=1)) < atol
-    tie[:, 1:] |= gaps
-    tie[:, :-1] |= gaps
-    assert np.array_equal(pos[~tie], ref_pos[~tie])
 
 
 def save_load(index: TorchFlatIndex, directory: Path) -> TorchFlatIndex:
@@ -59,7 +39,7 @@ def save_load(index: TorchFlatIndex, directory: Path) -> TorchFlatIndex:
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])
 @pytest.mark.parametrize("score_budget", [1 << 26, 997])  # one chunk / ~25 rows per chunk
-def test_equals_brute_force(data, metric, score_budget):
+def test_equals_brute_force(data, metric, score_budget, brute_force, assert_exact):
     docs, queries = data
     index = TorchFlatIndex(metric=metric, device="cpu", score_budget=score_budget)
     index.add(docs[:700])
@@ -105,7 +85,7 @@ def test_empty_round_trip(tmp_path):
     assert (loaded.search(np.zeros((1, DIM), np.float32), 2)[1] == -1).all()
 
 
-def test_remove(data):
+def test_remove(data, brute_force):
     docs, queries = data
     index = TorchFlatIndex(device="cpu")
     index.add(docs)
@@ -178,7 +158,7 @@ def test_missing_torch_names_the_extra(data, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_cuda_fp16_matches_brute_force(data, tmp_path, metric):
+def test_cuda_fp16_matches_brute_force(data, tmp_path, metric, brute_force, assert_exact):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     docs, queries = data

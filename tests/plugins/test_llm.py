@@ -19,9 +19,9 @@ transformers = pytest.importorskip("transformers")
 from relevo import ConfigError, Engine, Hit  # noqa: E402
 from relevo.decoding import PermutationDecoder, PrefixTrieDecoder  # noqa: E402
 from relevo.engine.rerank import Reranking  # noqa: E402
-from relevo.plugins import llm as llm_plugin  # noqa: E402
 from relevo.models import causal_lm  # noqa: E402
 from relevo.models.causal_lm import resolve_source  # noqa: E402
+from relevo.plugins import llm as llm_plugin  # noqa: E402
 from relevo.plugins.llm import LLMReranker, _allocate  # noqa: E402
 
 WORDS = [

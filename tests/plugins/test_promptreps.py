@@ -83,8 +83,9 @@ def input_token_ids(tok, text: str) -> set[int]:
 
 def promptreps_engine() -> Engine:
     eng = Engine(load_entrypoints=False)
-    if "promptreps" not in eng.names("embedder"):  # not yet among the bundled plugins
-        eng = Engine(plugins=[pr], load_entrypoints=False)
+    assert eng.registry.get("embedder", "promptreps")[0].plugin == pr.__name__
+    assert eng.registry.get("index", "promptreps-sparse")[0].plugin == pr.__name__
+    assert eng.registry.pipelines()["promptreps"] == "linear:promptreps-sparse+promptreps"
     return eng
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -191,8 +192,21 @@ def search_cmd(
         click.echo(f"{h.rank:>3}. {h.score:8.4f}  {h.id}  {snippet[:150]}")
 
 
+_STRATEGY_KEYS = ("strategy", "window", "stride", "passes", "pairwise_method", "interpolate")
+
+
 def strategy_options(f: Any) -> Any:
-    """The reranking-strategy options shared by ``relevo eval`` and ``relevo rerank``."""
+    """The reranking-strategy options shared by ``relevo eval`` and ``relevo rerank``.
+
+    The command receives them gathered in one ``strategy_kw`` dict (keyword arguments of
+    :class:`~relevo.engine.rerank.RerankOptions`) instead of six parameters.
+    """
+
+    @functools.wraps(f)
+    def gathered(*args: Any, **kwargs: Any) -> Any:
+        kwargs["strategy_kw"] = {key: kwargs.pop(key) for key in _STRATEGY_KEYS}
+        return f(*args, **kwargs)
+
     options = [
         click.option(
             "--rerank-option", "rerank_options", multiple=True, help="Reranker option KEY=VALUE."
@@ -230,8 +244,8 @@ def strategy_options(f: Any) -> Any:
         ),
     ]
     for option in reversed(options):
-        f = option(f)
-    return f
+        gathered = option(gathered)
+    return gathered
 
 
 def _parse_kv(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -305,13 +319,8 @@ def eval_cmd(
     run_file: Path | None,
     reranker: str | None,
     rerank_options: tuple[str, ...],
-    strategy: str | None,
+    strategy_kw: dict[str, Any],
     depth: int,
-    window: int | None,
-    stride: int | None,
-    passes: int,
-    pairwise_method: str,
-    interpolate: float | None,
     pairwise_top_k: int,
     as_json: bool,
 ) -> None:
@@ -340,16 +349,7 @@ def eval_cmd(
             run=run_file,
             rerank=reranker,
             reranker_options=opts,
-            reranking=RerankOptions(
-                strategy=strategy,
-                depth=depth,
-                window=window,
-                stride=stride,
-                passes=passes,
-                pairwise_method=pairwise_method,
-                top_k=pairwise_top_k,
-                interpolate=interpolate,
-            ),
+            reranking=RerankOptions(depth=depth, top_k=pairwise_top_k, **strategy_kw),
             progress=adv,
         )
     if as_json:
@@ -404,14 +404,9 @@ def rerank_cmd(
     query: str,
     reranker: str,
     rerank_options: tuple[str, ...],
-    strategy: str | None,
+    strategy_kw: dict[str, Any],
     depth: int,
     k: int,
-    window: int | None,
-    stride: int | None,
-    passes: int,
-    pairwise_method: str,
-    interpolate: float | None,
     reorder: bool,
     as_json: bool,
 ) -> None:
@@ -422,16 +417,9 @@ def rerank_cmd(
     collection = engine.load(directory)
     candidates = collection.search(query, depth)
     opts = _parse_kv(rerank_options)
-    runner = RerankOptions(
-        strategy=strategy,
-        depth=depth,
-        window=window,
-        stride=stride,
-        passes=passes,
-        pairwise_method=pairwise_method,
-        top_k=k,
-        interpolate=interpolate,
-    ).runner(engine.reranker(reranker, **opts))
+    runner = RerankOptions(depth=depth, top_k=k, **strategy_kw).runner(
+        engine.reranker(reranker, **opts)
+    )
     result = runner(query, candidates)
     hits = result.hits[:k]
     if reorder:

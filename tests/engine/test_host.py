@@ -296,12 +296,15 @@ def test_every_hook_is_exercised_by_some_test():
 
 def test_every_registry_hook_accepts_a_plugin():
     from relevo import ConstrainedDecoder, NegativeMiner
+    from relevo.testing import tiny_corpus
+
+    from relevo.engine.mining import Selection
 
     class Miner(NegativeMiner):
         name = "m"
 
-        def mine(self, queries, positives, corpus, *, retriever, k):
-            return {}
+        def select(self, query, rng):
+            return Selection([(c.id, c.score) for c in query.candidates[:1]])
 
     class Decoder(ConstrainedDecoder):
         name = "d"
@@ -321,7 +324,12 @@ def test_every_registry_hook_accepts_a_plugin():
             register(Decoder)
 
     engine = hermetic(All())
-    assert engine.create("negative_miner", "m").mine({}, {}, {}, retriever=None, k=1) == {}
+    docs = tiny_corpus()
+    col = engine.index(docs, stages=["bm25"])
+    res = engine.miner("m").mine(
+        {"q": "cats purr"}, {"q": ["d3"]}, {d.id: d for d in docs}, retriever=col, k=5
+    )
+    assert res.negatives() == {"q": ["d1"]}  # the best non-positive bm25 hit
     assert engine.create("decoder", "d").allowed_tokens(0, []) == [1]
     assert json.dumps(engine.plugins())  # JSON-serialisable
 

@@ -293,6 +293,43 @@ class Collection:
             results.append(hits)
         return results
 
+    def score_documents(
+        self, queries: Sequence[str], doc_ids: Sequence[Sequence[str]]
+    ) -> list[list[float | None]]:
+        """The first stage's score of given documents per query, as a search would rank them.
+
+        Only single-stage collections can do this (a fused score depends on the other
+        documents' ranks) and only formats that score arbitrary rows (bm25, splade,
+        faiss, torch-flat). An unknown id scores ``None``.
+
+        Raises:
+            RequestError: a fused collection, or a format that cannot score rows.
+        """
+        _check_queries(queries, 1)
+        if len(self.stages) != 1:
+            raise RequestError(
+                f"scoring given documents needs a single-stage collection; this one fuses {list(self.stages)}."
+            )
+        stage = next(iter(self.stages.values()))
+        positions = [[self.docstore.position(d) for d in ids] for ids in doc_ids]
+        known = [[p for p in row if p is not None] for row in positions]
+        if stage.dense:
+            assert stage.embedder is not None  # noqa: S101 - dense stages carry one
+            encoded: Any = stage.embedder.embed(list(queries), kind="query")
+        else:
+            encoded = list(queries)
+        try:
+            scores = stage.index.score_positions(encoded, known)
+        except NotImplementedError as exc:
+            raise RequestError(
+                f"stage {stage.name!r} cannot score given documents ({exc})."
+            ) from exc
+        out: list[list[float | None]] = []
+        for row, vals in zip(positions, scores, strict=True):
+            it = iter(float(v) for v in vals)
+            out.append([None if p is None else next(it) for p in row])
+        return out
+
     def search(self, query: str, k: int = 10, **kwargs: Any) -> list[Hit]:
         """Search one query; see :meth:`search_batch` for the options."""
         if not isinstance(query, str):

@@ -7,18 +7,22 @@ Heavy stacks (torch, faiss, ...) are imported by subclasses on first use only.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from .errors import CorruptIndexError, DimensionError, RequestError
+from .errors import CorruptIndexError, DimensionError, PluginError, RequestError
+from .mining import Candidate, MinedQuery, MiningQuery, MiningReport, MiningResult, Selection
 
 if TYPE_CHECKING:  # pragma: no cover
     from .types import Document
+
+log = logging.getLogger(__name__)
 
 EmbedKind = Literal["query", "document"]
 
@@ -33,11 +37,15 @@ class Component(ABC):  # noqa: B024 - a shared root; each kind declares its abst
         spec_option: option that receives the text after ``:`` in a name such as
             ``"sentence-transformers:BAAI/bge-small-en-v1.5"``; ``None`` refuses such names.
         extra: the ``relevo[extra]`` that installs this component's stack.
+        component_options: options that name another component, ``{option: kind}``
+            (e.g. ``{"teacher": "reranker"}``): the host turns a name given for such an
+            option into an instance of that registered component.
     """
 
     name: ClassVar[str] = ""
     spec_option: ClassVar[str | None] = None
     extra: ClassVar[str | None] = None
+    component_options: ClassVar[Mapping[str, str]] = {}
     #: Stamped by the host on instances it creates: the name asked for, the plugin that
     #: registered it, and the options the user passed (recorded in manifests).
     instance_name: str | None = None
@@ -197,6 +205,17 @@ class Index(Component):
         """Rows added so far, removed ones included (positions run ``0..rows-1``)."""
         return self._count()
 
+    def score_positions(self, queries: Any, positions: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """This index's scores of given rows for each query (as :meth:`search` would give them).
+
+        Formats that can score arbitrary rows (a positive the search did not retrieve,
+        for hard-negative margins) override this; the default refuses.
+
+        Raises:
+            NotImplementedError: this format cannot score arbitrary rows.
+        """
+        raise NotImplementedError(f"{self.name} cannot score arbitrary rows")
+
     def save(self, directory: Path) -> dict[str, Any]:
         """Write the payload and the tombstones into ``directory``; returns the build parameters."""
         directory = Path(directory)
@@ -315,9 +334,48 @@ class Index(Component):
 
 
 class NegativeMiner(Component):
-    """Finds hard negatives for (query, positives) pairs. See the hook spec for the contract."""
+    """Finds hard negatives for (query, positives) pairs; subclasses write :meth:`select`.
+
+    The host supplies :meth:`mine`: it searches the retriever (any relevo collection)
+    ``batch_size`` queries at a time for ``depth`` candidates each, hands every query's
+    candidates (positives removed, the best positive's score noted) to :meth:`select`,
+    refuses a selection that contains a positive, and counts everything in the report.
+    Memory stays at ``batch_size x depth`` candidates; no queries x corpus matrix.
+
+    Attributes:
+        depth: first-stage candidates retrieved per query.
+        seed: seeds the per-query random generator handed to :meth:`select` (one
+            generator per query id, so results do not depend on batching).
+        batch_size: queries searched at once.
+    """
+
+    depth: int = 100
+    seed: int = 0
+    batch_size: ClassVar[int] = 256
 
     @abstractmethod
+    def select(self, query: MiningQuery, rng: np.random.Generator) -> Selection:
+        """Keep negatives among ``query.candidates`` (and say why others were dropped)."""
+
+    def prepare(
+        self,
+        queries: Mapping[str, str],
+        positives: Mapping[str, Sequence[str]],
+        corpus: Mapping[str, Document],
+        retriever: Any,
+    ) -> None:
+        """Called once before the first :meth:`select` (e.g. to index the corpus ids); default: nothing."""
+
+    def options(self) -> dict[str, Any]:
+        """The settings recorded in the report (default: the instance's public attributes)."""
+        return {
+            k: v
+            for k, v in vars(self).items()
+            if not k.startswith("_")
+            and k not in ("instance_name", "plugin_name", "instance_options")
+            and isinstance(v, (int, float, str, bool, type(None)))
+        }
+
     def mine(
         self,
         queries: Mapping[str, str],
@@ -325,9 +383,115 @@ class NegativeMiner(Component):
         corpus: Mapping[str, Document],
         *,
         retriever: Any,
-        k: int,
-    ) -> Any:
-        """Return, per query id, a list of negative doc ids plus a report of what was dropped."""
+        k: int | None = None,
+        progress: Any = None,
+    ) -> MiningResult:
+        """Mine negatives for every query that has positives.
+
+        Args:
+            queries: query id -> text.
+            positives: query id -> judged positive doc ids handed to the miner (never
+                returned as negatives); queries without any are skipped.
+            corpus: doc id -> :class:`Document` (texts for reports, random negatives).
+            retriever: a :class:`~relevo.Collection` searched for candidates.
+            k: candidates per query (default ``self.depth``).
+            progress: ``advance(n)`` called as queries are done.
+
+        Returns:
+            a :class:`~relevo.engine.mining.MiningResult`, queries in input order.
+        """
+        import zlib
+
+        depth = int(k or self.depth)
+        if depth < 1:
+            raise RequestError(f"{self.name}: the search depth must be >= 1, got {depth}.")
+        qids = [q for q in queries if positives.get(q)]
+        self.prepare(queries, positives, corpus, retriever)
+        name = getattr(self, "instance_name", None) or self.name
+        report = MiningReport(name, options=self.options())
+        texts = _LazyTexts(corpus)
+        out: list[MinedQuery] = []
+        for start in range(0, len(qids), self.batch_size):
+            batch = qids[start : start + self.batch_size]
+            runs = retriever.search_batch([queries[q] for q in batch], depth, with_text=False)
+            exact = _positive_scores(retriever, batch, queries, positives, runs, report)
+            for qid, hits in zip(batch, runs, strict=True):
+                pos = list(dict.fromkeys(positives[qid]))
+                pos_set = set(pos)
+                pos_scores = [h.score for h in hits if h.id in pos_set] + exact.get(qid, [])
+                query = MiningQuery(
+                    qid,
+                    queries[qid],
+                    pos,
+                    max(pos_scores) if pos_scores else None,
+                    [Candidate(h.id, float(h.score), h.rank) for h in hits if h.id not in pos_set],
+                    float(hits[-1].score) if hits else None,
+                    next((h.rank for h in hits if h.id in pos_set), None),
+                )
+                rng = np.random.default_rng([int(self.seed), zlib.crc32(qid.encode("utf-8"))])
+                selection = self.select(query, rng)
+                leaked = [d for d, _ in selection.kept if d in pos_set]
+                if leaked:
+                    raise PluginError(
+                        f"miner {name!r} (plugin {self.plugin_name!r}) returned positives {leaked[:3]} of "
+                        f"query {qid!r} as negatives; a miner must never do that."
+                    )
+                kept = list(dict(selection.kept).items())  # first occurrence wins
+                selection.kept = kept
+                report.add(query, selection, texts)
+                out.append(MinedQuery(qid, pos, [d for d, _ in kept], [s for _, s in kept]))
+            if progress is not None:
+                progress(len(batch))
+        return MiningResult(out, report)
+
+
+def _positive_scores(
+    retriever: Any,
+    batch: Sequence[str],
+    queries: Mapping[str, str],
+    positives: Mapping[str, Sequence[str]],
+    runs: Sequence[Sequence[Any]],
+    report: MiningReport,
+) -> dict[str, list[float]]:
+    """First-stage scores of positives the search did not retrieve, where the retriever can score them."""
+    missing = [
+        (qid, [p for p in positives[qid] if p not in {h.id for h in hits}])
+        for qid, hits in zip(batch, runs, strict=True)
+    ]
+    missing = [(q, ids) for q, ids in missing if ids]
+    scorer = getattr(retriever, "score_documents", None)
+    if not missing or scorer is None or report.extra.get("positive_scores") == "bound":
+        return {}
+    try:
+        scored = scorer([queries[q] for q, _ in missing], [ids for _, ids in missing])
+    except RequestError as exc:
+        log.info("positive scores are bounds, not exact: %s", exc)
+        report.extra["positive_scores"] = "bound"
+        return {}
+    report.extra["positive_scores"] = "exact"
+    return {
+        q: [s for s in vals if s is not None] for (q, _), vals in zip(missing, scored, strict=True)
+    }
+
+
+class _LazyTexts(Mapping[str, str]):
+    """Document texts by id, read only for the few dropped candidates a report samples."""
+
+    def __init__(self, corpus: Mapping[str, Document]) -> None:
+        self._corpus = corpus
+
+    def __getitem__(self, key: str) -> str:
+        return self._corpus[key].content
+
+    def get(self, key: str, default: Any = None) -> Any:
+        doc = self._corpus.get(key)
+        return doc.content if doc is not None else default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._corpus)
+
+    def __len__(self) -> int:
+        return len(self._corpus)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import numpy as np
 
 from .cache import EmbeddingCache, cache_dir, key
 from .collection import Collection, Fusion, Stage, check_vectors, embedder_record
-from .components import Component, Embedder, Index, Reranker
+from .components import Component, Embedder, Index, NegativeMiner, Reranker
 from .corpus import corpus_checksum, read_corpus
 from .docstore import DocStore
 from .errors import ConfigError
@@ -108,6 +108,12 @@ class Engine:
         """A new reranker instance, e.g. ``reranker("cross-encoder:/path/to/model")``."""
         obj = self.registry.create("reranker", name, **options)
         assert isinstance(obj, Reranker)  # noqa: S101 - registry checked the base class
+        return obj
+
+    def miner(self, name: str, **options: Any) -> NegativeMiner:
+        """A new hard-negative miner, e.g. ``miner("adaptive-margin", teacher="cross-encoder:DIR")``."""
+        obj = self.registry.create("negative_miner", name, **options)
+        assert isinstance(obj, NegativeMiner)  # noqa: S101 - registry checked the base class
         return obj
 
     # -- building -------------------------------------------------------------------------

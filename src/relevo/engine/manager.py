@@ -43,6 +43,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "relevo.plugins.cross_encoder",
     "relevo.plugins.llm",
     "relevo.plugins.decoders",
+    "relevo.plugins.miners",
 )
 ENV_LOAD = "RELEVO_LOAD_PLUGINS"
 ENV_DISABLE = "RELEVO_DISABLE_PLUGINS"

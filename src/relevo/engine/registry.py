@@ -211,6 +211,9 @@ class Registry:
         kwargs = {**reg.options, **options}
         if spec_value is not None and reg.cls.spec_option:
             kwargs[reg.cls.spec_option] = spec_value
+        for option, other_kind in reg.cls.component_options.items():
+            if isinstance(kwargs.get(option), str):  # a component name: make the component
+                kwargs[option] = self.create(other_kind, kwargs[option])
         try:
             obj = reg.cls(**kwargs)
         except TypeError as exc:

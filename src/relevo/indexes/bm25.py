@@ -224,6 +224,21 @@ def _token_list(tokens: Any, i: int, what: str) -> list[str]:
     return out
 
 
+def _lookup(cols: np.ndarray, data: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Values of a sparse row (``cols`` -> ``data``) at positions ``want``, 0 where absent."""
+    order = np.argsort(cols, kind="stable")
+    cols, data = cols[order], data[order]
+    at = np.searchsorted(cols, want)
+    found = (
+        (at < len(cols)) & (cols[np.minimum(at, max(len(cols) - 1, 0))] == want)
+        if len(cols)
+        else np.zeros(len(want), bool)
+    )
+    out = np.zeros(len(want), np.float32)
+    out[found] = data[at[found]]
+    return out
+
+
 class BM25Index(Index):
     """Lexical BM25 index over texts (``input = "text"``).
 
@@ -411,6 +426,27 @@ class BM25Index(Index):
             for i, q in enumerate(queries)
         ]
         return self._search_tokens(toks, k)
+
+    def score_positions(
+        self, queries: Sequence[str | Sequence[str]], positions: Sequence[Sequence[int]]
+    ) -> list[np.ndarray]:
+        """BM25 scores of the given rows per query (0 for a row sharing no term with it)."""
+        toks = [
+            self.tokenizer.tokenize_one(q) if isinstance(q, str) else _token_list(q, i, "query")
+            for i, q in enumerate(queries)
+        ]
+        if self._scores is None and self._count():
+            self._rebuild_scores()
+        out = []
+        for tokens, rows in zip(toks, positions, strict=True):
+            want = np.asarray(rows, dtype=np.int64)
+            if self._scores is None or not len(want):
+                out.append(np.zeros(len(want), np.float32))
+                continue
+            q_indptr, q_terms = self._query_matrix([tokens])
+            indptr, cols, data = product(q_indptr, q_terms, self._scores)
+            out.append(_lookup(cols[: indptr[1]], data[: indptr[1]], want))
+        return out
 
     def search_tokenized(
         self, queries: Sequence[Sequence[str]], k: int = 10

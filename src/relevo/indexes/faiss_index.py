@@ -43,10 +43,11 @@ GPU (HNSW) stay on the CPU under ``"auto"`` and are an error under ``"cuda"``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -379,6 +380,37 @@ class FaissIndex(Index):
 
     def _count(self) -> int:
         return self._ntotal
+
+    def score_positions(self, queries: Any, positions: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """Exact scores of given rows: the stored vectors (reconstructed) against each query.
+
+        Compressed formats (PQ) give the scores of their reconstructions, which is what
+        their search ranks by, approximately.
+        """
+        q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        index = self._cpu_index()
+        if index is None:
+            return [np.zeros(len(p), np.float32) for p in positions]
+        faiss = self._faiss()
+        # IVF needs a direct map to reconstruct; other indexes reconstruct as they are.
+        with contextlib.suppress(RuntimeError, AttributeError, TypeError):
+            faiss.extract_index_ivf(index).make_direct_map()
+        out = []
+        for vec, rows in zip(q, positions, strict=True):
+            if not len(rows):
+                out.append(np.zeros(0, np.float32))
+                continue
+            try:
+                docs = np.stack([index.reconstruct(int(r)) for r in rows])
+            except RuntimeError as exc:
+                raise NotImplementedError(
+                    f"{self._label} cannot reconstruct vectors: {exc}"
+                ) from exc
+            if self.metric == "l2":
+                out.append(-((docs - vec) ** 2).sum(axis=1).astype(np.float32))
+            else:
+                out.append((docs @ vec).astype(np.float32))
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -147,6 +147,19 @@ class TorchFlatIndex(Index):
 
     def _count(self) -> int:
         return self._n
+
+    def score_positions(self, queries: Any, positions: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """Exact float32 scores of given rows against each query (CPU, from the stored vectors)."""
+        q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        vectors = self._vectors_np()
+        out = []
+        for vec, rows in zip(q, positions, strict=True):
+            docs = vectors[np.asarray(rows, dtype=np.int64)].astype(np.float32)
+            if self.metric == "l2":
+                out.append(-((docs - vec) ** 2).sum(axis=1).astype(np.float32))
+            else:
+                out.append((docs @ vec).astype(np.float32))
+        return out
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         torch, dev, corpus = self._device_vectors()

@@ -296,9 +296,8 @@ def test_every_hook_is_exercised_by_some_test():
 
 def test_every_registry_hook_accepts_a_plugin():
     from relevo import ConstrainedDecoder, NegativeMiner
-    from relevo.testing import tiny_corpus
-
     from relevo.engine.mining import Selection
+    from relevo.testing import tiny_corpus
 
     class Miner(NegativeMiner):
         name = "m"

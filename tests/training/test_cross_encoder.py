@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import relevo
 from relevo import ConfigError, Engine
 from relevo.testing import tiny_bert as build_tiny_bert
 from relevo.testing import tiny_corpus, write_beir_dataset
@@ -97,7 +98,14 @@ def test_loss_decreases_and_report_describes_the_run(train_set, tiny_bert, herme
     report = json.loads((out / REPORT_FILE).read_text())
     assert report["steps"] == 60 and report["loss"] == "listwise" and report["max_length"] == 48
     assert report["base_model"] == str(tiny_bert)
-    assert report["negatives"] == {"method": "bm25", "depth": 10}
+    assert report["negatives"] == {
+        "method": "bm25",
+        "depth": 10,
+        "miner": "static",
+        "miner_options": {},
+    }
+    mining = report["datasets"][0]["mining"]
+    assert mining["miner"] == "static" and mining["kept"] > 0
     assert report["datasets"][0]["queries_used"] == len(TRAIN_QUERIES)
     # 60 optimiser steps take real time, and no more than the call around them
     assert isinstance(report["training_seconds"], float)
@@ -215,3 +223,41 @@ def test_training_module_imports_without_torch():
 
     code = "import sys, relevo.training; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_negatives_come_from_the_registered_miner(train_set, tiny_bert, tmp_path):
+    """The trainer asks the registry for its miner; a plugin's miner decides the negatives."""
+    from relevo.engine.mining import Selection
+    from relevo.training.cross_encoder import _load_dataset
+
+    picked: list[str] = []
+
+    class LastOnly(relevo.NegativeMiner):
+        name = "last-only"
+
+        def __init__(self, *, num_negatives=1, max_rank=10):
+            self.depth = max_rank
+
+        def select(self, query, rng):
+            last = query.candidates[-1]
+            picked.append(last.id)
+            return Selection([(last.id, last.score)])
+
+    class Plugin:
+        __name__ = "last-only-plugin"
+
+        @relevo.hookimpl
+        def register_negative_miners(self, register):
+            register(LastOnly)
+
+    engine = Engine(plugins=[Plugin()], load_entrypoints=False)
+    cfg = config(train_set, tiny_bert, tmp_path / "out", miner="last-only")
+    queries, report = _load_dataset(Path(train_set), cfg, engine)
+    assert picked and all(len(q.negatives) == 1 for q in queries)
+    assert report["mining"]["miner"] == "last-only" and report["mining"]["kept"] == len(picked)
+    with pytest.raises(relevo.UnknownComponentError, match="no-such-miner"):
+        _load_dataset(
+            Path(train_set),
+            config(train_set, tiny_bert, tmp_path / "o2", miner="no-such-miner"),
+            engine,
+        )

@@ -241,6 +241,21 @@ def register_rerankers(register: Register) -> None:
 
 
 # -- relevo train reranker ---------------------------------------------------------------------
+def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    import click
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--miner-option")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def _reranker_command(helpers: CommandHelpers) -> click.Command:
     import click
 
@@ -268,6 +283,18 @@ def _reranker_command(helpers: CommandHelpers) -> click.Command:
         default=defaults.negatives,
         show_default=True,
         help="First stage that finds hard negatives.",
+    )
+    @click.option(
+        "--miner",
+        default=defaults.miner,
+        show_default=True,
+        help="Registered negative miner (static, star, adaptive-margin, ...).",
+    )
+    @click.option(
+        "--miner-option",
+        "miner_option",
+        multiple=True,
+        help="Miner option KEY=VALUE (JSON values), e.g. z=1.0 or teacher=cross-encoder:DIR.",
     )
     @click.option(
         "--depth",
@@ -383,6 +410,7 @@ def _reranker_command(helpers: CommandHelpers) -> click.Command:
 
         if all_queries:
             opts["max_queries"] = None
+        opts["miner_options"] = _parse_options(opts.pop("miner_option"))
         config = TrainConfig(datasets=[str(helpers.find_dataset(d)) for d in datasets], **opts)
         t0 = time.perf_counter()
         with contextlib.ExitStack() as stack:

@@ -3,7 +3,9 @@
 Data. For every dataset, the queries of one split (``train`` by default) with their
 judged positives (relevance > 0). Hard negatives come from a first stage built with
 relevo itself over the dataset's corpus (``bm25``, or ``dense``: a flat FAISS index
-over MiniLM embeddings): the top ``depth`` hits that are not judged positive. Each
+over MiniLM embeddings), picked from its top ``depth`` hits by a registered negative
+miner (``static`` by default: every hit that is not judged positive; ``star``,
+``adaptive-margin`` and third-party miners through the same registry). Each
 training *group* is one query, one of its positives and ``group_size - 1`` of its
 negatives; a step takes ``batch_size // group_size`` groups (``batch_size`` pairs).
 
@@ -102,6 +104,10 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints (0: only at the end with ``keep_checkpoint``).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
         dense_embedder: embedder of the ``dense`` negatives stage.
+        miner: the registered negative miner that picks the negatives from the first
+            stage's top ``depth`` (default ``static``: all of them, best first).
+        miner_options: options for the miner (``num_negatives`` and ``max_rank``
+            default to ``depth``).
         keep_checkpoint: keep ``OUT/checkpoint/`` after the run finishes.
     """
 
@@ -128,6 +134,8 @@ class TrainConfig:
     checkpoint_every: int = 50
     device: str = "auto"
     dense_embedder: str = "minilm"
+    miner: str = "static"
+    miner_options: dict[str, Any] = field(default_factory=dict)
     keep_checkpoint: bool = False
 
     def validate(self) -> None:
@@ -239,19 +247,28 @@ def _load_dataset(
         collection = engine.index(docs, stages=["bm25"])
     else:
         collection = engine.index(docs, stages=["faiss-flat"], embedder=cfg.dense_embedder)
-    runs = collection.search_batch([queries[q] for q in qids], k=cfg.depth, with_text=False)
+    # Negatives come from a registered miner; `static` with these defaults keeps the
+    # first stage's top `depth` non-positive hits (the recipe measured so far).
+    miner = engine.miner(
+        cfg.miner, **{"num_negatives": cfg.depth, "max_rank": cfg.depth, **cfg.miner_options}
+    )
+    mined = miner.mine(
+        {q: queries[q] for q in qids},
+        {q: positives[q] for q in qids},
+        by_id,
+        retriever=collection,
+    )
     out: list[_Query] = []
     dropped = 0
-    for qid, hits in zip(qids, runs, strict=True):
-        judged = set(positives[qid])
-        neg = [h.id for h in hits if h.id not in judged]
+    for m in mined.queries:
+        neg = [d for d in m.negative_ids if d in by_id]
         if not neg:
             dropped += 1
             continue
         out.append(
             _Query(
-                queries[qid],
-                [by_id[d].content for d in positives[qid]],
+                queries[m.query_id],
+                [by_id[d].content for d in m.positive_ids],
                 [by_id[d].content for d in neg],
             )
         )
@@ -272,6 +289,11 @@ def _load_dataset(
         "queries_used": len(out),
         "queries_without_negatives": dropped,
         "positives": sum(len(q.positives) for q in out),
+        "mining": {
+            k: v
+            for k, v in mined.report.to_dict().items()
+            if k in ("miner", "options", "kept", "dropped", "dropped_total", "candidates")
+        },
     }
     return out, report
 
@@ -672,6 +694,8 @@ def _report(
             "method": config.negatives,
             "depth": config.depth,
             **({"embedder": config.dense_embedder} if config.negatives == "dense" else {}),
+            "miner": config.miner,
+            "miner_options": dict(config.miner_options),
         },
         "loss": config.loss,
         "steps": schedule.total,

@@ -222,3 +222,30 @@ def test_relevo_mine_command(engine, tiny_dataset, tmp_path):
         obj={"engine": engine},
     )
     assert bad.exit_code != 0 and "unknown negative miner 'nope'" in bad.output
+
+
+def test_adore_refresh_re_retrieves_with_the_given_query_encoder(engine, docs):
+    col = engine.index(docs, stages=["faiss-flat"], embedder="hashing")
+    queries, positives = queries_and_positives()
+    miner = engine.miner("adore", num_negatives=3, refresh_every=1)
+    first = miner.mine(queries, positives, {d.id: d for d in docs}, retriever=col)
+    stage = next(iter(col.stages.values()))
+    same = miner.refresh(lambda texts: stage.embedder.embed(texts, kind="query"), step=1)
+    # the same query encoder re-retrieves the same negatives from the fixed document index
+    assert same.negatives() == first.negatives()
+    assert same.report.extra["refreshed_at_step"] == 1
+
+    rng = np.random.default_rng(0)
+
+    def moved(texts):  # an "updated" encoder: other query vectors, same space
+        return rng.normal(size=(len(texts), stage.index.dim)).astype(np.float32)
+
+    changed = miner.refresh(moved, step=2)
+    assert changed.negatives() != first.negatives()
+    for q in changed.queries:
+        assert not set(q.negative_ids) & set(positives[q.query_id])
+
+
+def test_adore_needs_a_dense_first_stage(engine, collection, docs):
+    with pytest.raises(relevo.ConfigError, match="dense"):
+        mine(engine, collection, docs, "adore")

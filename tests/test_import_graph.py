@@ -77,6 +77,12 @@ def violations() -> list[str]:
             if dst_room is None:
                 if target.split(".")[:2] == ["relevo", "testing"]:
                     out.append(f"{where} (relevo.testing is for tests only)")
+                elif (
+                    len(target.split(".")) == 2
+                    and not (SRC / f"{target.split('.')[1]}.py").exists()
+                ):
+                    # `from .. import x`: a name of the package front, which imports the rooms
+                    out.append(f"{where} (rooms do not import the package front relevo/__init__)")
                 continue
             if any(target == p or target.startswith(p + ".") for p in PRIVATE) and src_mod not in (
                 "relevo.engine.cli",
@@ -115,7 +121,9 @@ def test_the_checker_sees_each_kind_of_violation(tmp_path, monkeypatch):
     (fake / "indexes" / "x.py").write_text(
         "def f():\n    from ..plugins.b import X\n    from relevo.engine.cli import main\n", "utf-8"
     )
-    (fake / "engine" / "core.py").write_text("from ..models import thing\n", "utf-8")
+    (fake / "engine" / "core.py").write_text(
+        "from ..models import thing\nfrom .. import __version__\n", "utf-8"
+    )
     monkeypatch.setattr(__import__(__name__), "SRC", fake, raising=False)
     globals()["SRC"] = fake
     try:
@@ -126,6 +134,7 @@ def test_the_checker_sees_each_kind_of_violation(tmp_path, monkeypatch):
     assert "indexes/x.py:2 imports relevo.plugins.b.X (indexes/ may not import plugins/)" in found
     assert "indexes/x.py:3 imports relevo.engine.cli.main (the CLI's names are private" in found
     assert "engine/core.py:1 imports relevo.models.thing (engine/ may not import models/)" in found
+    assert "engine/core.py:2 imports relevo.__version__ (rooms do not import the package front" in found
 
 
 @pytest.mark.parametrize(

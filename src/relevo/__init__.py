@@ -6,8 +6,6 @@ on first use.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .engine.collection import Collection
 from .engine.components import (
     ConstrainedDecoder,
@@ -39,6 +37,7 @@ from .engine.errors import (
 )
 from .engine.hookspecs import hookimpl
 from .engine.types import Document, Hit
+from .engine.version import __version__
 
 __all__ = [
     "Collection",

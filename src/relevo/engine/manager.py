@@ -82,7 +82,7 @@ class PluginInfo:
 
 
 def _own_version() -> str:
-    from .. import __version__
+    from .version import __version__
 
     return __version__
 

@@ -22,7 +22,7 @@ MANIFEST = "manifest.json"
 
 
 def relevo_version() -> str:
-    from .. import __version__
+    from .version import __version__
 
     return __version__
 

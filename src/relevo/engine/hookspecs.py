@@ -79,8 +79,13 @@ def register_embedders(register: Register) -> None:
 def register_negative_miners(register: Register) -> None:
     """Register :class:`relevo.NegativeMiner` subclasses.
 
-    ``mine(queries, positives, corpus, *, retriever, k)`` returns negatives per query
-    and a report of the candidates it dropped (e.g. suspected false negatives) and why.
+    A miner writes ``select(query, rng) -> Selection``: given one query's first-stage
+    candidates (best first, positives removed, the positive's score noted) it keeps
+    negatives and names the reason for each candidate it drops. The host supplies
+    ``mine(queries, positives, corpus, *, retriever, k)``: it streams the retriever in
+    query batches, refuses a selection holding a positive, and returns a
+    :class:`~relevo.engine.mining.MiningResult` (negatives per query plus a report of
+    what was dropped and why). See :mod:`relevo.engine.mining`.
 
     Args:
         register: the host's :class:`Register` callable for this kind; call it once per

@@ -134,7 +134,10 @@ def test_the_checker_sees_each_kind_of_violation(tmp_path, monkeypatch):
     assert "indexes/x.py:2 imports relevo.plugins.b.X (indexes/ may not import plugins/)" in found
     assert "indexes/x.py:3 imports relevo.engine.cli.main (the CLI's names are private" in found
     assert "engine/core.py:1 imports relevo.models.thing (engine/ may not import models/)" in found
-    assert "engine/core.py:2 imports relevo.__version__ (rooms do not import the package front" in found
+    assert (
+        "engine/core.py:2 imports relevo.__version__ (rooms do not import the package front"
+        in found
+    )
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,12 @@ Plugins must use this module, never private names of :mod:`relevo.engine.cli`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
@@ -27,6 +28,23 @@ if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
 
 ENV_DATASETS = "RELEVO_DATASETS"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class TrainingStep(Protocol):
+    """What a trainer's ``on_step`` callback receives (e.g. :class:`relevo.training.checkpoints.StepInfo`)."""
+
+    @property
+    def step(self) -> int: ...
+    @property
+    def total(self) -> int: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def loss(self) -> float: ...
+    @property
+    def lr(self) -> float: ...
 
 
 class RelevoGroup(click.Group):
@@ -98,6 +116,24 @@ def invocation_engine(ctx: click.Context | None = None, **kwargs: Any) -> Engine
     return engine
 
 
+def parse_options(pairs: Sequence[str], *, param_hint: str = "--miner-option") -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a dict: values parsed as JSON where they are, else kept as strings.
+
+    Raises:
+        click.BadParameter: a pair without ``=`` or without a key.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint=param_hint)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 class CommandHelpers:
     """What ``register_commands`` implementations may use; one instance per CLI start.
 
@@ -114,6 +150,16 @@ class CommandHelpers:
                 folder = helpers.find_dataset(dataset)
                 with helpers.progress(100, "mining") as advance:
                     ...
+
+    A training command (``relevo train ...``) adds the options every trainer shares
+    and reports its steps on a bar::
+
+            @group.command("mymodel")
+            @click.argument("datasets", nargs=-1, required=True)
+            @helpers.training_options(MyConfig(datasets=[], out=""))
+            def mymodel(datasets, resume, overwrite, **opts):
+                with helpers.training_progress() as on_step:
+                    train(MyConfig(datasets=datasets, **opts), on_step=on_step)
     """
 
     #: The click group class that turns relevo errors into clean messages.
@@ -145,6 +191,132 @@ class CommandHelpers:
             log_every=log_every,
         )
 
+    @contextlib.contextmanager
+    def training_progress(
+        self, description: str = "training", *, log_every: int = 10, show_lr: bool = True
+    ) -> Iterator[Callable[[TrainingStep], None]]:
+        """An ``on_step(info)`` callback for a trainer that draws its steps on a progress bar.
+
+        The bar starts at the first step, when the total and the resume point
+        (``info.total``, ``info.start``) are known; it shows the mean loss of the last
+        10 steps and, with ``show_lr``, the learning rate. Off a terminal a status line
+        is printed every ``log_every`` steps. The bar is closed when the block exits.
+        """
+        fields = ("loss", "lr") if show_lr else ("loss",)
+        with contextlib.ExitStack() as stack:
+            bar: list[Advance] = []
+            recent: list[float] = []
+
+            def on_step(info: TrainingStep) -> None:
+                if not bar:
+                    bar.append(
+                        stack.enter_context(
+                            self.progress(
+                                info.total,
+                                description,
+                                completed=info.start,
+                                fields=fields,
+                                log_every=log_every,
+                            )
+                        )
+                    )
+                recent[:] = (recent + [info.loss])[-10:]
+                shown = {"loss": f"{sum(recent) / len(recent):.4f}"}
+                if show_lr:
+                    shown["lr"] = f"{info.lr:.2e}"
+                bar[0](1, **shown)
+
+            yield on_step
+
+    def training_options(self, defaults: Any, *, model: str = "model") -> Callable[[_F], _F]:
+        """A decorator adding the click options every ``relevo train`` command shares.
+
+        ``--out`` (required folder), ``--max-steps``, ``--epochs``, ``--lr``,
+        ``--warmup-ratio``, ``--split``, ``--checkpoint-every``, ``--resume``,
+        ``--overwrite``, ``--seed`` and ``--device``. The defaults come from
+        ``defaults``, an instance of the command's config dataclass (attributes
+        ``max_steps``, ``epochs``, ``lr``, ``warmup_ratio``, ``split``,
+        ``checkpoint_every``, ``seed``, ``device``); ``model`` names the trained thing
+        in ``--overwrite``'s help. The command receives them as keyword arguments of
+        the same names (``out``, ``max_steps``, ..., ``resume``, ``overwrite``).
+        """
+        positive_float = click.FloatRange(min=0, min_open=True)
+        options = [
+            click.option(
+                "--out",
+                "out",
+                required=True,
+                type=click.Path(file_okay=False, path_type=Path),
+                help="Folder for the trained model (and its checkpoint while training).",
+            ),
+            click.option(
+                "--max-steps",
+                type=click.IntRange(min=1),
+                default=defaults.max_steps,
+                help="Optimizer steps (overrides --epochs).",
+            ),
+            click.option(
+                "--epochs",
+                type=click.IntRange(min=1),
+                default=defaults.epochs,
+                show_default=True,
+            ),
+            click.option("--lr", type=positive_float, default=defaults.lr, show_default=True),
+            click.option(
+                "--warmup-ratio",
+                type=click.FloatRange(0, 1, max_open=True),
+                default=defaults.warmup_ratio,
+                show_default=True,
+            ),
+            click.option(
+                "--split",
+                default=defaults.split,
+                show_default=True,
+                help="qrels split to train on.",
+            ),
+            click.option(
+                "--checkpoint-every",
+                type=click.IntRange(min=0),
+                default=defaults.checkpoint_every,
+                show_default=True,
+                help="Steps between checkpoints in OUT/checkpoint (0: none).",
+            ),
+            click.option(
+                "--resume",
+                is_flag=True,
+                help="Continue from OUT/checkpoint with the same settings.",
+            ),
+            click.option(
+                "--overwrite",
+                is_flag=True,
+                help=f"Replace a finished {model} or an unfinished checkpoint in OUT.",
+            ),
+            click.option("--seed", type=int, default=defaults.seed, show_default=True),
+            click.option(
+                "--device",
+                default=defaults.device,
+                show_default=True,
+                help="auto, cpu, cuda, cuda:N or mps.",
+            ),
+        ]
+
+        def decorate(f: _F) -> _F:
+            for option in reversed(options):  # click lists them in the order above
+                f = option(f)
+            return f
+
+        return decorate
+
+    def parse_options(
+        self, pairs: Sequence[str], *, param_hint: str = "--miner-option"
+    ) -> dict[str, Any]:
+        """``KEY=VALUE`` strings (a ``multiple=True`` option) as a dict; JSON values, else strings.
+
+        Raises:
+            click.BadParameter: a pair without ``=`` or without a key.
+        """
+        return parse_options(pairs, param_hint=param_hint)
+
     def find_dataset(self, spec: str | os.PathLike[str]) -> Path:
         """A BEIR dataset folder by path or by name under ``shared/datasets`` / ``RELEVO_DATASETS``."""
         return find_dataset(spec)
@@ -175,8 +347,10 @@ class CommandHelpers:
 __all__ = [
     "CommandHelpers",
     "RelevoGroup",
+    "TrainingStep",
     "datasets_dir",
     "find_dataset",
     "invocation_engine",
     "is_tty",
+    "parse_options",
 ]

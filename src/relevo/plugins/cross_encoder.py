@@ -11,7 +11,6 @@ Importing this module imports neither torch, transformers nor onnxruntime.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -33,7 +32,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import click
 
     from ..engine.commands import CommandHelpers
-    from ..training.cross_encoder import StepInfo
 
 log = logging.getLogger(__name__)
 
@@ -241,21 +239,6 @@ def register_rerankers(register: Register) -> None:
 
 
 # -- relevo train reranker ---------------------------------------------------------------------
-def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
-    import click
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--miner-option")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def _reranker_command(helpers: CommandHelpers) -> click.Command:
     import click
 
@@ -265,13 +248,7 @@ def _reranker_command(helpers: CommandHelpers) -> click.Command:
 
     @click.command("reranker")
     @click.argument("datasets", nargs=-1, required=True)
-    @click.option(
-        "--out",
-        "out",
-        required=True,
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Folder for the trained model (and its checkpoint while training).",
-    )
+    @helpers.training_options(defaults)
     @click.option(
         "--base",
         default=None,
@@ -304,23 +281,11 @@ def _reranker_command(helpers: CommandHelpers) -> click.Command:
         help="Draw negatives from this many top hits.",
     )
     @click.option(
-        "--split", default=defaults.split, show_default=True, help="qrels split to train on."
-    )
-    @click.option(
         "--loss",
         type=click.Choice(LOSSES),
         default=defaults.loss,
         show_default=True,
         help="listwise: softmax CE per query group; bce: pointwise.",
-    )
-    @click.option(
-        "--max-steps",
-        type=click.IntRange(min=1),
-        default=None,
-        help="Optimizer steps (overrides --epochs).",
-    )
-    @click.option(
-        "--epochs", type=click.IntRange(min=1), default=defaults.epochs, show_default=True
     )
     @click.option(
         "--batch-size",
@@ -344,20 +309,11 @@ def _reranker_command(helpers: CommandHelpers) -> click.Command:
         help="Tokens per (query, document) pair.",
     )
     @click.option(
-        "--lr", type=click.FloatRange(min=0, min_open=True), default=defaults.lr, show_default=True
-    )
-    @click.option(
         "--head-lr-scale",
         type=click.FloatRange(min=0, min_open=True),
         default=defaults.head_lr_scale,
         show_default=True,
         help="The new scoring head learns this many times faster than the encoder.",
-    )
-    @click.option(
-        "--warmup-ratio",
-        type=click.FloatRange(0, 1, max_open=True),
-        default=defaults.warmup_ratio,
-        show_default=True,
     )
     @click.option(
         "--max-queries",
@@ -369,29 +325,7 @@ def _reranker_command(helpers: CommandHelpers) -> click.Command:
     @click.option(
         "--all-queries", is_flag=True, help="Use every training query (no --max-queries cap)."
     )
-    @click.option(
-        "--checkpoint-every",
-        type=click.IntRange(min=0),
-        default=defaults.checkpoint_every,
-        show_default=True,
-        help="Steps between checkpoints in OUT/checkpoint (0: none).",
-    )
     @click.option("--keep-checkpoint", is_flag=True, help="Keep OUT/checkpoint after training.")
-    @click.option(
-        "--resume", is_flag=True, help="Continue from OUT/checkpoint with the same settings."
-    )
-    @click.option(
-        "--overwrite",
-        is_flag=True,
-        help="Replace a finished model or an unfinished checkpoint in OUT.",
-    )
-    @click.option("--seed", type=int, default=defaults.seed, show_default=True)
-    @click.option(
-        "--device",
-        default=defaults.device,
-        show_default=True,
-        help="auto, cpu, cuda, cuda:N or mps.",
-    )
     def reranker(
         datasets: tuple[str, ...],
         all_queries: bool,
@@ -410,31 +344,10 @@ def _reranker_command(helpers: CommandHelpers) -> click.Command:
 
         if all_queries:
             opts["max_queries"] = None
-        opts["miner_options"] = _parse_options(opts.pop("miner_option"))
+        opts["miner_options"] = helpers.parse_options(opts.pop("miner_option"))
         config = TrainConfig(datasets=[str(helpers.find_dataset(d)) for d in datasets], **opts)
         t0 = time.perf_counter()
-        with contextlib.ExitStack() as stack:
-            # The bar starts with the first step: only then are the total and the resume
-            # point known.
-            bar: list[Any] = []
-            recent: list[float] = []
-
-            def on_step(info: StepInfo) -> None:
-                if not bar:
-                    bar.append(
-                        stack.enter_context(
-                            helpers.progress(
-                                info.total,
-                                "training",
-                                completed=info.start,
-                                fields=("loss", "lr"),
-                                log_every=10,
-                            )
-                        )
-                    )
-                recent[:] = (recent + [info.loss])[-10:]
-                bar[0](1, loss=f"{sum(recent) / len(recent):.4f}", lr=f"{info.lr:.2e}")
-
+        with helpers.training_progress() as on_step:
             result = train_cross_encoder(
                 config,
                 resume=resume,

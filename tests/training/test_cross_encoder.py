@@ -11,25 +11,14 @@ import pytest
 import relevo
 from relevo import ConfigError, Engine
 from relevo.testing import tiny_bert as build_tiny_bert
-from relevo.testing import tiny_corpus, write_beir_dataset
+from relevo.testing import tiny_corpus, tiny_train_queries, write_beir_dataset
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from relevo.training import REPORT_FILE, TrainConfig, train_cross_encoder  # noqa: E402
 
-TRAIN_QUERIES = {
-    "q1": ("a kitten is a small cat that purrs", ["d3"]),
-    "q2": ("cats are domesticated mammals", ["d1"]),
-    "q3": ("dogs descended from wolves", ["d2"]),
-    "q4": ("a programming language focused on memory safety", ["d5"]),
-    "q5": ("python is a language with dynamic typing", ["d4"]),
-    "q6": ("a compiler translates a language into machine code", ["d6"]),
-    "q7": ("plants convert sunlight and water into glucose", ["d7"]),
-    "q8": ("roots absorb water from the soil", ["d9"]),
-    "q9": ("central banks raise interest rates", ["d11"]),
-    "q10": ("bond prices fall when rates rise", ["d12"]),
-}
+TRAIN_QUERIES = tiny_train_queries()
 
 
 def make_tiny_bert(path: Path) -> Path:

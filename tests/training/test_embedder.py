@@ -10,7 +10,13 @@ import pytest
 from click.testing import CliRunner
 
 from relevo import ConfigError, Engine
-from relevo.testing import FakePlugin, WordOverlapReranker, tiny_corpus, write_beir_dataset
+from relevo.testing import (
+    FakePlugin,
+    WordOverlapReranker,
+    tiny_corpus,
+    tiny_train_queries,
+    write_beir_dataset,
+)
 from relevo.testing import tiny_bert as build_tiny_bert
 
 torch = pytest.importorskip("torch")
@@ -20,18 +26,7 @@ from relevo.training import EMBEDDER_REPORT_FILE as REPORT_FILE  # noqa: E402
 from relevo.training import EmbedderConfig, train_embedder  # noqa: E402
 from relevo.training import embedder as trainer  # noqa: E402
 
-TRAIN_QUERIES = {
-    "q1": ("a kitten is a small cat that purrs", ["d3"]),
-    "q2": ("cats are domesticated mammals", ["d1"]),
-    "q3": ("dogs descended from wolves", ["d2"]),
-    "q4": ("a programming language focused on memory safety", ["d5"]),
-    "q5": ("python is a language with dynamic typing", ["d4"]),
-    "q6": ("a compiler translates a language into machine code", ["d6"]),
-    "q7": ("plants convert sunlight and water into glucose", ["d7"]),
-    "q8": ("roots absorb water from the soil", ["d9"]),
-    "q9": ("central banks raise interest rates", ["d11"]),
-    "q10": ("bond prices fall when rates rise", ["d12"]),
-}
+TRAIN_QUERIES = tiny_train_queries()
 TEXTS = [d.content for d in tiny_corpus()]
 
 

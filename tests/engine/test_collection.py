@@ -20,6 +20,7 @@ from relevo import (
     RequestError,
 )
 from relevo.engine.fusion import rrf
+from relevo.engine.manifest import live_directory
 from relevo.testing import HashingEmbedder
 from relevo.testing import tiny_corpus as tiny_docs
 
@@ -59,7 +60,7 @@ def test_save_load_round_trip(engine, docs, tmp_path, fmt):
     assert [[h.id for h in r] for r in after] == [[h.id for h in r] for r in before]
     for a, b in zip(after, before, strict=True):
         assert np.allclose([h.score for h in a], [h.score for h in b])
-    man = json.loads((path / "manifest.json").read_text())
+    man = json.loads((live_directory(path) / "manifest.json").read_text())
     assert man["format"] == "relevo-collection" and man["count"] == len(docs)
     assert man["corpus_checksum"] == col.corpus_checksum
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp dirs left
@@ -68,7 +69,8 @@ def test_save_load_round_trip(engine, docs, tmp_path, fmt):
 def test_manifest_records_embedder_and_refuses_other(engine, docs, tmp_path):
     col = engine.index(docs, stages=["faiss-flat"], embedder="hashing")
     path = engine.save(col, tmp_path / "idx")
-    stage_man = json.loads(next((path / "stages").iterdir()).joinpath("manifest.json").read_text())
+    stages = live_directory(path) / "stages"
+    stage_man = json.loads(next(stages.iterdir()).joinpath("manifest.json").read_text())
     assert stage_man["embedder"]["name"] == "hashing" and stage_man["dim"] == 64
     with pytest.raises(IndexMismatchError, match="built with embedder 'hashing'"):
         engine.load(path, embedder="minilm")
@@ -89,10 +91,11 @@ def test_dimension_mismatch_on_add_is_clear(engine):
 
 def test_corrupt_manifest_is_refused(engine, docs, tmp_path):
     path = engine.save(engine.index(docs, stages=["bm25"]), tmp_path / "idx")
-    (path / "manifest.json").write_text("{not json", "utf-8")
+    live = live_directory(path)
+    (live / "manifest.json").write_text("{not json", "utf-8")
     with pytest.raises(CorruptIndexError, match="not valid JSON"):
         engine.load(path)
-    (path / "manifest.json").unlink()
+    (live / "manifest.json").unlink()
     with pytest.raises(CorruptIndexError, match="no manifest.json"):
         engine.load(path)
     with pytest.raises(IndexFormatError, match="not an index directory"):
@@ -101,13 +104,13 @@ def test_corrupt_manifest_is_refused(engine, docs, tmp_path):
 
 def test_count_mismatch_and_corrupt_docstore(engine, docs, tmp_path):
     path = engine.save(engine.index(docs, stages=["bm25"]), tmp_path / "idx")
-    man = json.loads((path / "manifest.json").read_text())
+    man = json.loads((live_directory(path) / "manifest.json").read_text())
     man["count"] = 99
-    (path / "manifest.json").write_text(json.dumps(man))
+    (live_directory(path) / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(CorruptIndexError, match="manifest says 99"):
         engine.load(path)
     path2 = engine.save(engine.index(docs, stages=["bm25"]), tmp_path / "idx2")
-    (path2 / "docstore.sqlite").write_bytes(b"garbage" * 100)
+    (live_directory(path2) / "docstore.sqlite").write_bytes(b"garbage" * 100)
     with pytest.raises(CorruptIndexError, match="docstore"):
         engine.load(path2)
 
@@ -271,7 +274,8 @@ def test_manifest_prefixes_are_enforced_at_query_time(tmp_path):
     emb = engine.embedder("hashing", query_prefix="query: ", document_prefix="passage: ")
     col = engine.index(tiny_docs(), stages=["faiss-flat"], embedder=emb)
     path = engine.save(col, tmp_path / "idx")
-    stage_man = json.loads(next((path / "stages").iterdir()).joinpath("manifest.json").read_text())
+    stages = live_directory(path) / "stages"
+    stage_man = json.loads(next(stages.iterdir()).joinpath("manifest.json").read_text())
     assert stage_man["embedder"]["options"] == {
         "query_prefix": "query: ",
         "document_prefix": "passage: ",

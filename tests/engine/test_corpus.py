@@ -41,7 +41,6 @@ def test_reads_gz_and_folder_and_checksum_matches(tmp_path, docs, corpus_file):
         ('["a list"]', "expected a JSON object"),
         ('{"text": "no id"}', 'missing or empty "_id"'),
         ('{"_id": "x", "text": 5}', "must be strings"),
-        ('{"_id": "x", "text": ""}', "neither text nor title"),
         ('{"_id": "d1", "text": "dup"}', "duplicate document id 'd1' (first seen on line 1)"),
     ],
 )

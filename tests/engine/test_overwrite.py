@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from relevo import IndexFormatError
 from relevo.engine.cli import cli
+from relevo.engine.manifest import live_directory
 
 
 @pytest.fixture
@@ -78,11 +79,11 @@ def test_overwrite_replaces_a_collection_and_an_empty_folder_is_fine(build, corp
     res = build(corpus_file, out)
     assert res.exit_code != 0 and "--overwrite" in res.output  # exists: asks for the flag
     assert build(corpus_file, out, "--overwrite", "--limit", "5").exit_code == 0
-    assert '"count": 5' in (out / "manifest.json").read_text("utf-8")
+    assert '"count": 5' in (live_directory(out) / "manifest.json").read_text("utf-8")
     empty = tmp_path / "empty"
     empty.mkdir()
     assert build(corpus_file, empty).exit_code == 0
-    assert (empty / "manifest.json").is_file()
+    assert (live_directory(empty) / "manifest.json").is_file()
     # no temporary directories are left beside the outputs
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
 

@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from relevo import Document, Engine, IndexMismatchError  # noqa: E402
+from relevo.engine.manifest import live_directory  # noqa: E402
 from relevo.models import packaged_splade  # noqa: E402
 from relevo.plugins import splade as splade_plugin  # noqa: E402
 from relevo.plugins.splade import SpladeIndex  # noqa: E402
@@ -159,7 +160,8 @@ def test_collection_round_trip_records_model(tiny_bert, tmp_path):
     col = eng.index(docs, stages=["splade"], index_options={"splade": {"model": str(tiny_bert)}})
     before = col.search("interest rates inflation", k=3)
     eng.save(col, tmp_path / "col")
-    man = json.loads((next((tmp_path / "col" / "stages").iterdir()) / "manifest.json").read_text())
+    stages = live_directory(tmp_path / "col") / "stages"
+    man = json.loads((next(stages.iterdir()) / "manifest.json").read_text())
     assert man["params"]["model"] == str(tiny_bert) and len(man["params"]["fingerprint"]) == 64
     after = eng.load(tmp_path / "col").search("interest rates inflation", k=3)
     assert [(h.id, h.score) for h in after] == [(h.id, h.score) for h in before]

@@ -142,16 +142,65 @@ def index_build(
         )
 
 
+@index_group.command("add")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("corpus", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help='Print {"added", "updated", "documents"}.')
+@click.pass_context
+def index_add(ctx: click.Context, directory: Path, corpus: Path, as_json: bool) -> None:
+    """Add (or replace, by id) the documents of a corpus.jsonl[.gz] in an index directory.
+
+    Every stage is updated (dense ones encode the new documents with their recorded
+    embedder); the directory's new generation is written atomically before this returns.
+    """
+    from .corpus import read_corpus
+
+    docs, _ = read_corpus(corpus)
+    engine = _engine(ctx)
+    collection = engine.load(directory)
+    added, updated = collection.upsert(docs)
+    collection.commit()
+    out = {"added": added, "updated": updated, "documents": len(collection)}
+    click.echo(
+        json.dumps(out)
+        if as_json
+        else f"added {added}, updated {updated}; {len(collection)} documents in {directory}"
+    )
+
+
+@index_group.command("delete")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help='Print {"deleted", "documents"}.')
+@click.pass_context
+def index_delete(ctx: click.Context, directory: Path, ids: tuple[str, ...], as_json: bool) -> None:
+    """Delete documents by id from an index directory (unknown ids are reported, not fatal)."""
+    engine = _engine(ctx)
+    collection = engine.load(directory)
+    deleted = collection.delete(list(ids))
+    if deleted:
+        collection.commit()
+    out = {"deleted": deleted, "documents": len(collection)}
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        missing = len(set(ids)) - deleted
+        note = f" ({missing} id(s) not found)" if missing else ""
+        click.echo(f"deleted {deleted}{note}; {len(collection)} documents in {directory}")
+
+
 @index_group.command("info")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def index_info(directory: Path) -> None:
     """Print an index directory's manifest (and each stage's) as JSON."""
-    from .manifest import read_manifest
+    from .generations import resolve
+    from .manifest import MANIFEST, read_manifest, validate_collection_manifest
 
-    man = read_manifest(directory)
-    man["stage_manifests"] = {
-        s["name"]: read_manifest(directory / s["path"]) for s in man.get("stages", [])
-    }
+    generation, live = resolve(directory)
+    man = read_manifest(live, required=("format", "format_version", "count", "stages"))
+    validate_collection_manifest(man, live / MANIFEST)  # stage paths stay inside the folder
+    man["generation"] = generation
+    man["stage_manifests"] = {s["name"]: read_manifest(live / s["path"]) for s in man["stages"]}
     click.echo(json.dumps(man, indent=2))
 
 
@@ -165,6 +214,18 @@ def index_info(directory: Path) -> None:
     "--stage", "stages", multiple=True, help="Use only these stages (default: all, fused)."
 )
 @click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Only documents whose metadata FIELD equals VALUE (JSON scalar or text); repeat to AND.",
+)
+@click.option(
+    "--filter-json",
+    metavar="JSON",
+    help='A metadata filter object, e.g. \'{"year": {"gte": 2020}, "lang": {"in": ["en", "de"]}}\'.',
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -172,12 +233,37 @@ def index_info(directory: Path) -> None:
 )
 @click.pass_context
 def search_cmd(
-    ctx: click.Context, directory: Path, query: str, k: int, stages: tuple[str, ...], as_json: bool
+    ctx: click.Context,
+    directory: Path,
+    query: str,
+    k: int,
+    stages: tuple[str, ...],
+    filters: tuple[str, ...],
+    filter_json: str | None,
+    as_json: bool,
 ) -> None:
-    """Search an index directory for QUERY."""
+    """Search an index directory for QUERY (optionally only documents matching a filter)."""
+    from .filters import parse_filter, parse_filter_options
+
+    spec: dict[str, Any] = {}
+    if filter_json is not None:
+        try:
+            loaded = json.loads(filter_json)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not JSON ({exc})", param_hint="--filter-json") from exc
+        if not isinstance(loaded, dict):
+            raise click.BadParameter("a JSON object of fields", param_hint="--filter-json")
+        spec.update(loaded)
+    for field, value in parse_filter_options(filters).items():
+        if field in spec:
+            raise click.BadParameter(
+                f"{field!r} is in --filter-json already", param_hint="--filter"
+            )
+        spec[field] = value
+    flt = parse_filter(spec)  # checked before the index loads
     engine = _engine(ctx)
     collection = engine.load(directory)
-    hits = collection.search(query, k, stages=list(stages) or None)
+    hits = collection.search(query, k, stages=list(stages) or None, filter=flt)
     if as_json:
         click.echo(
             json.dumps(

@@ -2,19 +2,25 @@
 
 Several stages are fused at search time (reciprocal-rank fusion by default, or a
 linear blend of normalised scores; see :class:`Fusion`). On disk a collection is a
-directory::
+directory of generations (see :mod:`relevo.engine.generations`)::
 
-    DIR/manifest.json           format "relevo-collection", stages, fusion, checksum
-    DIR/docstore.sqlite         position -> id, title, text, metadata
-    DIR/stages/<i>-<name>/      one index each: manifest.json + native payloads
+    DIR/CURRENT                      names the live generation, replaced atomically
+    DIR/.lock                        the writer lock
+    DIR/gen-NNNNNN/manifest.json     format "relevo-collection", stages, fusion, checksum,
+                                     sha256 + size of every payload file ("files")
+    DIR/gen-NNNNNN/docstore.sqlite   position -> id, title, text, metadata
+    DIR/gen-NNNNNN/stages/<i>-<name>/  one index each: manifest.json + native payloads
 
-The whole directory is written to a temporary sibling and renamed into place.
+A save writes a new generation and swaps ``CURRENT``; a load reads the one generation
+``CURRENT`` names (retrying if a writer replaced it mid-read) and verifies every file's
+checksum. The flat layout of older versions (``DIR/manifest.json``) still loads.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from .components import Embedder, Index
+from .docstore import FILENAME as DOCSTORE_FILE
 from .docstore import DocStore
 from .errors import (
     ConfigError,
@@ -31,12 +38,32 @@ from .errors import (
     DimensionError,
     IndexFormatError,
     IndexMismatchError,
+    IndexWriteError,
     RequestError,
 )
+from .filters import Filter, parse_filter
 from .fusion import METHODS as FUSION_METHODS
 from .fusion import linear, rrf
-from .manifest import atomic_directory, read_manifest, write_manifest
+from .generations import (
+    CURRENT,
+    current_generation,
+    own_entries,
+    reading,
+    remove_strays,
+    write_generation,
+)
+from .manifest import (
+    MANIFEST,
+    file_digests,
+    live_directory,
+    read_manifest,
+    validate_collection_manifest,
+    validate_stage_manifest,
+    verify_files,
+    write_manifest,
+)
 from .types import Hit
+from .writes import WritableCollection
 
 if TYPE_CHECKING:  # pragma: no cover
     from .registry import Registry
@@ -47,6 +74,8 @@ FORMAT = "relevo-collection"
 FORMAT_VERSION = 1
 MAX_K = 10_000
 MAX_QUERY_CHARS = 100_000
+#: Loads tried when a writer replaces the live generation while a reader reads it.
+LOAD_ATTEMPTS = 5
 
 
 @dataclass
@@ -122,15 +151,20 @@ def embedder_record(embedder: Embedder) -> dict[str, Any]:
 def check_replaceable(path: str | Path, *, overwrite: bool) -> None:
     """Refuse to write a collection over anything but an empty folder or (with ``overwrite``) a collection.
 
-    ``overwrite`` replaces only a directory whose ``manifest.json`` says it is a relevo
-    collection, never a dataset, a working directory or a folder of other files.
+    ``overwrite`` replaces only a directory whose live ``manifest.json`` says it is a
+    relevo collection (or one whose ``CURRENT`` pointer shows relevo wrote it), never a
+    dataset, a working directory or a folder of other files. A folder holding only what
+    an interrupted first write left (lock, ``gen-*`` folders of ours) counts as empty.
 
     Raises:
+        IndexWriteError: ``path`` does not exist and cannot be created (a parent is a
+            file or not writable).
         IndexFormatError: ``path`` is a file, a non-empty folder without ``overwrite``,
             or a folder that is not a relevo collection.
     """
     target = Path(path)
     if not target.exists():
+        _check_creatable(target)
         return
     if not target.is_dir():
         raise IndexFormatError(
@@ -140,11 +174,15 @@ def check_replaceable(path: str | Path, *, overwrite: bool) -> None:
     if not entries:
         return
     try:
-        man = read_manifest(target)
+        man = read_manifest(live_directory(target))
         is_collection = man.get("format") == FORMAT
     except IndexFormatError:
-        is_collection = False
+        is_collection = (target / CURRENT).is_file()
     if not is_collection:
+        ours = own_entries(target)
+        entries = [e for e in entries if e not in ours]
+        if not entries:
+            return  # leftovers of an interrupted first write, all ours
         shown = ", ".join(entries[:5]) + (
             f", ... ({len(entries)} entries)" if len(entries) > 5 else ""
         )
@@ -155,6 +193,23 @@ def check_replaceable(path: str | Path, *, overwrite: bool) -> None:
     if not overwrite:
         raise IndexFormatError(
             f"{target} already exists (a relevo collection); pass overwrite=True (CLI: --overwrite) to replace it."
+        )
+
+
+def _check_creatable(target: Path) -> None:
+    """Refuse, before any work, an output path whose nearest existing ancestor is no writable folder."""
+    parent = target.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise IndexWriteError(
+            f"cannot create the index directory {target}: {parent} is a file, not a folder. "
+            "Choose another output path (nothing was written)."
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise IndexWriteError(
+            f"cannot create the index directory {target}: {parent} is not writable (permission denied). "
+            "Choose another output path or fix the folder's permissions (nothing was written)."
         )
 
 
@@ -178,7 +233,7 @@ def _check_queries(queries: Sequence[str], k: int) -> None:
             )
 
 
-class Collection:
+class Collection(WritableCollection):
     """Documents plus first-stage indexes; see the module docstring for the layout."""
 
     def __init__(
@@ -211,7 +266,11 @@ class Collection:
 
     # -- search -------------------------------------------------------------------------
     def _stage_rankings(
-        self, stage: Stage, queries: Sequence[str], fetch: int
+        self,
+        stage: Stage,
+        queries: Sequence[str],
+        fetch: int,
+        allowed: np.ndarray | None = None,
     ) -> list[list[tuple[str, float]]]:
         if stage.dense:
             if stage.embedder is None:
@@ -223,9 +282,9 @@ class Collection:
                     f"{stage.embedder.name!r} produces {qv.shape[1]}-d ones. Load the index with the embedder "
                     "recorded in its manifest (`relevo index info DIR` shows it)."
                 )
-            scores, pos = stage.index.search(qv, fetch)
+            scores, pos = stage.index.search(qv, fetch, allowed=allowed)
         else:
-            scores, pos = stage.index.search(list(queries), fetch)
+            scores, pos = stage.index.search(list(queries), fetch, allowed=allowed)
         ids = self.docstore.ids_view()
         out = []
         for srow, prow in zip(scores, pos, strict=True):
@@ -240,6 +299,7 @@ class Collection:
         stages: Sequence[str] | None = None,
         depth: int | None = None,
         with_text: bool = True,
+        filter: Mapping[str, Any] | Filter | None = None,  # noqa: A002 - the API's word
     ) -> list[list[Hit]]:
         """Search many queries at once (batched encoding and index search).
 
@@ -250,8 +310,26 @@ class Collection:
                 collection's :class:`Fusion` says).
             depth: per-stage candidates fused (default ``max(k, fusion.depth)``).
             with_text: fill ``Hit.title`` / ``Hit.text`` from the docstore.
+            filter: a metadata filter (see :mod:`relevo.engine.filters`), applied inside
+                every stage before its top-k: no other document is ever returned.
         """
         _check_queries(queries, k)
+        flt = parse_filter(filter)
+        with self.lock.read():
+            allowed = None
+            if flt is not None:
+                allowed = flt.mask(self.docstore.rows_view(), self.docstore.live_mask())
+            return self._search_locked(queries, k, stages, depth, with_text, allowed)
+
+    def _search_locked(
+        self,
+        queries: Sequence[str],
+        k: int,
+        stages: Sequence[str] | None,
+        depth: int | None,
+        with_text: bool,
+        allowed: np.ndarray | None,
+    ) -> list[list[Hit]]:
         names = list(stages) if stages else list(self.stages)
         unknown = [n for n in names if n not in self.stages]
         if unknown:
@@ -261,10 +339,12 @@ class Collection:
         if not queries:
             return []
         if len(names) == 1:
-            per_stage = {names[0]: self._stage_rankings(self.stages[names[0]], queries, k)}
+            per_stage = {names[0]: self._stage_rankings(self.stages[names[0]], queries, k, allowed)}
         else:
             fetch = max(k, depth or self.fusion.depth)
-            per_stage = {n: self._stage_rankings(self.stages[n], queries, fetch) for n in names}
+            per_stage = {
+                n: self._stage_rankings(self.stages[n], queries, fetch, allowed) for n in names
+            }
         results: list[list[Hit]] = []
         for qi in range(len(queries)):
             if len(names) == 1:
@@ -342,6 +422,7 @@ class Collection:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "count": len(self.docstore),
+            "rows": self.docstore.rows,
             "corpus_checksum": self.corpus_checksum,
             "stages": [
                 {
@@ -363,7 +444,11 @@ class Collection:
         """
         check_replaceable(path, overwrite=overwrite)
         manifest = self.manifest()
-        with atomic_directory(path, overwrite=True) as tmp:
+
+        def recheck(target: Path) -> None:  # under the writer lock: another writer may have won
+            check_replaceable(target, overwrite=overwrite)
+
+        with write_generation(path, overwrite=overwrite, check=recheck) as tmp:
             self.docstore.save(tmp)
             for entry, stage in zip(manifest["stages"], self.stages.values(), strict=True):
                 sdir = tmp / entry["path"]
@@ -385,6 +470,9 @@ class Collection:
                         "params": params,
                     },
                 )
+            manifest["files"] = file_digests(
+                tmp, [DOCSTORE_FILE, *(entry["path"] for entry in manifest["stages"])]
+            )
             write_manifest(tmp, manifest)
         self.path = Path(path)
         log.info("saved collection (%d docs, stages %s) to %s", len(self), list(self.stages), path)
@@ -401,6 +489,12 @@ class Collection:
     ) -> Collection:
         """Load a collection directory, verifying every manifest and payload.
 
+        Reads the one generation ``CURRENT`` names, holding it against removal by
+        writers (:func:`~relevo.engine.generations.reading`); when that read still fails
+        because a writer replaced and removed the generation before the hold was taken, it
+        retries on the new one (up to :data:`LOAD_ATTEMPTS` times). Afterwards it removes what killed writers left, if
+        no writer runs.
+
         Args:
             path: the collection directory.
             registry: resolves index formats and embedders by their recorded names.
@@ -409,19 +503,68 @@ class Collection:
             make_embedder: ``callable(name, options) -> Embedder`` used for the others.
         """
         path = Path(path)
+        attempt = 0
+        while True:
+            attempt += 1
+            generation: str | None = None
+            resolved = False
+            try:
+                with reading(path) as (generation, gen_dir):
+                    resolved = True
+                    collection = cls._load_generation(
+                        path, gen_dir, registry, embedders=embedders, make_embedder=make_embedder
+                    )
+            except IndexFormatError as exc:
+                moved = resolved and current_generation(path) != generation
+                if moved and attempt < LOAD_ATTEMPTS:
+                    log.info("%s was replaced while loading it (%s); loading it again", path, exc)
+                    continue
+                raise
+            remove_strays(path)
+            return collection
+
+    @classmethod
+    def _load_generation(
+        cls,
+        path: Path,
+        gen_dir: Path,
+        registry: Registry,
+        *,
+        embedders: Mapping[str, Embedder] | None,
+        make_embedder: Any,
+    ) -> Collection:
+        """Load the generation folder ``gen_dir`` of the collection directory ``path``."""
         man = read_manifest(
-            path, expected_format=FORMAT, required=("format", "format_version", "count", "stages")
+            gen_dir,
+            expected_format=FORMAT,
+            required=("format", "format_version", "count", "stages"),
         )
+        validate_collection_manifest(man, gen_dir / MANIFEST)
         if man["format_version"] > FORMAT_VERSION:
             raise CorruptIndexError(
                 f"{path} was written by a newer relevo (collection format {man['format_version']}); upgrade relevo."
             )
-        docstore = DocStore.load(path, expected_count=int(man["count"]))
+        verify_files(gen_dir, man.get("files"), gen_dir / MANIFEST)
+        docstore = DocStore.load(
+            gen_dir,
+            expected_count=int(man["count"]),
+            expected_rows=int(man["rows"]) if "rows" in man else None,
+        )
+        live = docstore.live_mask()
         stages: list[Stage] = []
         for entry in man["stages"]:
-            sdir = path / entry["path"]
+            sdir = gen_dir / entry["path"]  # checked to lie inside gen_dir
             sman = read_manifest(sdir, required=("format", "format_version", "count", "params"))
+            validate_stage_manifest(sman, sdir / MANIFEST)
             fmt = sman["format"]
+            if fmt != entry["index"] or sman.get("embedder", entry.get("embedder")) != entry.get(
+                "embedder"
+            ):
+                raise CorruptIndexError(
+                    f"{sdir / MANIFEST}: its format or embedder record differs from stage "
+                    f"{entry['name']!r} of {gen_dir / MANIFEST}; the manifests were edited or mixed "
+                    "from two indexes. Rebuild the index with `relevo index build --overwrite`."
+                )
             reg, _ = registry.get("index", fmt)
             index_cls = cast("type[Index]", reg.cls)
             if sman["format_version"] > index_cls.format_version:
@@ -443,9 +586,14 @@ class Collection:
                 raise CorruptIndexError(
                     f"{sdir}: payload holds {index.rows} rows but the manifest says {sman['count']}; rebuild the index."
                 )
-            if sman["count"] != len(docstore):
+            if sman["count"] != docstore.rows:
                 raise CorruptIndexError(
-                    f"{sdir}: index has {sman['count']} rows but the docstore has {len(docstore)}; rebuild the index."
+                    f"{sdir}: index has {sman['count']} rows but the docstore has {docstore.rows}; rebuild the index."
+                )
+            if not np.array_equal(index.deleted_mask(), ~live):
+                raise CorruptIndexError(
+                    f"{sdir}: the index's removed rows differ from the docstore's deleted documents; "
+                    "rebuild the index."
                 )
             record = entry.get("embedder")
             embedder = None

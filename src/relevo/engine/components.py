@@ -205,6 +205,10 @@ class Index(Component):
         """Rows added so far, removed ones included (positions run ``0..rows-1``)."""
         return self._count()
 
+    def deleted_mask(self) -> np.ndarray:
+        """A copy of the tombstones: one bool per row, True where the row was removed."""
+        return self._tombstones.copy()
+
     def score_positions(self, queries: Any, positions: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """This index's scores of given rows for each query (as :meth:`search` would give them).
 
@@ -289,8 +293,33 @@ class Index(Component):
         self._n_deleted += newly
         return newly
 
-    def search(self, queries: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` rows for each query; see ``_search`` for the return contract."""
+    def _search_allowed(
+        self, queries: Any, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``_search`` but only over rows where ``allowed`` is True (tombstones already out).
+
+        Formats that can restrict a search natively (a mask before top-k, an id
+        selector) override this and set ``filters_natively``; the others are searched
+        deeper and filtered afterwards, which is exact but costs more when the filter
+        keeps few rows.
+        """
+        raise NotImplementedError
+
+    #: True where :meth:`_search_allowed` restricts the search inside the index.
+    filters_natively: ClassVar[bool] = False
+
+    def search(
+        self, queries: Any, k: int = 10, *, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` rows for each query; see ``_search`` for the return contract.
+
+        Args:
+            queries: texts (``input == "text"``) or float32 vectors.
+            k: results per query.
+            allowed: optional bool mask over rows (``rows`` long); only rows where it
+                is True can be returned, and ``k`` of them come back when that many
+                match (the filter is applied before top-k, never after).
+        """
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise RequestError(f"k must be a positive integer, got {k!r}")
         if self.input == "vectors":
@@ -310,17 +339,32 @@ class Index(Component):
             queries = list(queries)
             nq = len(queries)
         total = self._count()
-        n_deleted = self._n_deleted
-        if total == 0 or nq == 0:
-            return (np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64))
-        fetch = min(k + n_deleted, total)
-        scores, pos = self._search(queries, fetch)
+        if allowed is not None:
+            allowed = np.asarray(allowed)
+            if allowed.dtype != np.bool_ or allowed.shape != (total,):
+                raise RequestError(
+                    f"{self.name}: the allowed mask must be {total} bools (one per row), "
+                    f"got {allowed.dtype} {allowed.shape}"
+                )
+            blocked = self._tombstones | ~allowed
+            n_blocked = int(blocked.sum())
+        else:
+            blocked = self._tombstones
+            n_blocked = self._n_deleted
+        empty = (np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64))
+        if total == 0 or nq == 0 or n_blocked == total:
+            return empty
+        if allowed is not None and self.filters_natively:
+            fetch = min(k, total - n_blocked)
+            scores, pos = self._search_allowed(queries, fetch, ~blocked)
+        else:
+            fetch = min(k + n_blocked, total)
+            scores, pos = self._search(queries, fetch)
         scores = np.asarray(scores, dtype=np.float32)
         pos = np.asarray(pos, dtype=np.int64)
-        if n_deleted:
-            keep = (pos >= 0) & ~self._deleted[np.clip(pos, 0, None)]
-            out_s = np.full((nq, k), -np.inf, np.float32)
-            out_p = np.full((nq, k), -1, np.int64)
+        if n_blocked:
+            keep = (pos >= 0) & ~blocked[np.clip(pos, 0, None)]
+            out_s, out_p = empty
             for i in range(nq):
                 sel = np.flatnonzero(keep[i])[:k]
                 out_s[i, : len(sel)] = scores[i, sel]

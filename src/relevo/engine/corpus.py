@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
-import io
 import json
+import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from .errors import CorpusError, DatasetError
 from .types import Document
+
+log = logging.getLogger(__name__)
+
+# A JSON escape of a UTF-16 surrogate: only then can a parsed line hold a lone one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 CORPUS_NAMES = ("corpus.jsonl", "corpus.jsonl.gz")
 
@@ -30,17 +37,36 @@ def resolve_corpus(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def _open_text(path: Path) -> IO[str]:
+def _open_bytes(path: Path) -> IO[bytes]:
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return cast("IO[bytes]", gzip.open(path, "rb"))  # GzipFile reads like IO[bytes]
+    return open(path, "rb")
+
+
+def _decode(path: Path, lineno: int, raw: bytes) -> str:
+    """One line as text; a byte that is not UTF-8 is a CorpusError naming line and column."""
+    if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(
+            f"{path}:{lineno}: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} is not UTF-8 "
+            f"({exc.reason}); re-save the file as UTF-8."
+        ) from exc
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
-    """Yield ``(line_number, object)``; a malformed line is a CorpusError naming it."""
+    """Yield ``(line_number, object)``; a malformed line is a CorpusError naming it.
+
+    Lines are decoded one by one, so a byte that is not UTF-8 is reported with its line
+    number; a lone UTF-16 surrogate escape (``"\\ud800"``), which no UTF-8 text can
+    hold, is refused with its line number too.
+    """
     try:
-        with _open_text(path) as fh:
-            for lineno, line in enumerate(fh, 1):
+        with _open_bytes(path) as fh:
+            for lineno, raw in enumerate(fh, 1):
+                line = _decode(path, lineno, raw)
                 if not line.strip():
                     continue
                 try:
@@ -53,10 +79,17 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
                     raise CorpusError(
                         f"{path}:{lineno}: expected a JSON object, found {type(obj).__name__}."
                     )
+                if _SURROGATE_ESCAPE.search(line):
+                    try:
+                        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+                    except UnicodeEncodeError as exc:
+                        raise CorpusError(
+                            f"{path}:{lineno}: holds a lone UTF-16 surrogate escape "
+                            f"({exc.object[exc.start : exc.end]!r}), which is not text; "
+                            "fix or drop that character."
+                        ) from exc
                 yield lineno, obj
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        if isinstance(exc, CorpusError):
-            raise
+    except (OSError, EOFError) as exc:
         raise CorpusError(f"{path}: cannot be read ({exc}).") from exc
 
 
@@ -65,20 +98,29 @@ def read_corpus(
 ) -> tuple[list[Document], str]:
     """Read a BEIR corpus; return documents and a content checksum.
 
-    Every line must be an object with a string ``_id`` (``id`` also accepted) and a
-    string ``text``; ``title`` and ``metadata`` are optional. Duplicate ids are refused.
-    The checksum covers ids, titles and texts in order, so it keys caches and manifests.
+    Every line must be an object with a string ``_id`` (``id`` also accepted);
+    ``text``, ``title`` and ``metadata`` are optional. A document with neither title nor
+    text is a valid (empty) document: it is indexed, never matches lexically, and dense
+    embedders see an empty string; one warning counts them. Duplicate ids and ids with
+    NUL characters are refused. The checksum covers ids, titles and texts in order, so it
+    keys caches and manifests.
     """
     p = resolve_corpus(path)
     docs: list[Document] = []
     seen: dict[str, int] = {}
+    empty: list[str] = []
     h = hashlib.sha256()
     for lineno, obj in iter_jsonl(p):
         doc_id = obj.get("_id", obj.get("id"))
-        if isinstance(doc_id, int):
+        if isinstance(doc_id, int) and not isinstance(doc_id, bool):
             doc_id = str(doc_id)
         if not isinstance(doc_id, str) or not doc_id:
             raise CorpusError(f'{p}:{lineno}: missing or empty "_id" (a string is required).')
+        if "\x00" in doc_id:
+            raise CorpusError(
+                f'{p}:{lineno}: "_id" {doc_id!r} contains a NUL character, which ids may not hold; '
+                "fix the id."
+            )
         text = obj.get("text", "")
         title = obj.get("title", "") or ""
         if not isinstance(text, str) or not isinstance(title, str):
@@ -86,7 +128,7 @@ def read_corpus(
                 f'{p}:{lineno}: "text" and "title" must be strings (document {doc_id!r}).'
             )
         if not text and not title:
-            raise CorpusError(f"{p}:{lineno}: document {doc_id!r} has neither text nor title.")
+            empty.append(doc_id)
         if doc_id in seen:
             raise CorpusError(
                 f"{p}:{lineno}: duplicate document id {doc_id!r} (first seen on line {seen[doc_id]})."
@@ -102,6 +144,14 @@ def read_corpus(
             break
     if not docs:
         raise CorpusError(f"{p} contains no documents.")
+    if empty:
+        log.warning(
+            "%s: %d document(s) have neither title nor text (e.g. %s); they are indexed but "
+            "never match a lexical query",
+            p,
+            len(empty),
+            ", ".join(repr(d) for d in empty[:3]),
+        )
     return docs, h.hexdigest()
 
 

@@ -211,7 +211,7 @@ class Engine:
     def save(
         self, collection: Collection, path: str | os.PathLike[str], *, overwrite: bool = False
     ) -> Path:
-        """Write ``collection`` to ``path`` atomically (temporary directory + rename)."""
+        """Write ``collection`` to ``path`` atomically (a new generation, then ``CURRENT`` swapped)."""
         return collection.save(Path(path), overwrite=overwrite)
 
     def load(
@@ -234,6 +234,50 @@ class Engine:
             make_embedder=lambda name, opts: self.embedder(name, **opts),
         )
 
+    # -- writes -------------------------------------------------------------------------
+    def _writable(self, collection: Collection | str | os.PathLike[str]) -> tuple[Collection, bool]:
+        if isinstance(collection, Collection):
+            return collection, False
+        return self.load(collection), True
+
+    def add(
+        self, collection: Collection | str | os.PathLike[str], documents: Iterable[Document]
+    ) -> int:
+        """Add new documents (see :meth:`Collection.add`); a directory is updated and committed."""
+        col, on_disk = self._writable(collection)
+        n = col.add(documents)
+        if on_disk:
+            col.commit()
+        return n
+
+    def update(
+        self, collection: Collection | str | os.PathLike[str], documents: Iterable[Document]
+    ) -> int:
+        """Replace documents by id (see :meth:`Collection.update`); a directory is committed."""
+        col, on_disk = self._writable(collection)
+        n = col.update(documents)
+        if on_disk:
+            col.commit()
+        return n
+
+    def upsert(
+        self, collection: Collection | str | os.PathLike[str], documents: Iterable[Document]
+    ) -> tuple[int, int]:
+        """Add new ids, replace existing ones: ``(added, updated)``; a directory is committed."""
+        col, on_disk = self._writable(collection)
+        out = col.upsert(documents)
+        if on_disk:
+            col.commit()
+        return out
+
+    def delete(self, collection: Collection | str | os.PathLike[str], ids: Iterable[str]) -> int:
+        """Delete documents by id (see :meth:`Collection.delete`); a directory is committed."""
+        col, on_disk = self._writable(collection)
+        n = col.delete(ids)
+        if on_disk:
+            col.commit()
+        return n
+
     def search(
         self,
         collection: Collection | str | os.PathLike[str],
@@ -241,11 +285,12 @@ class Engine:
         *,
         k: int = 10,
         stages: Sequence[str] | None = None,
+        filter: Mapping[str, Any] | None = None,  # noqa: A002 - the API's word
     ) -> list[Hit]:
-        """Search one query in a collection (or a collection directory)."""
+        """Search one query in a collection (or a collection directory), optionally filtered."""
         if not isinstance(collection, Collection):
             collection = self.load(collection)
-        return collection.search(query, k, stages=stages)
+        return collection.search(query, k, stages=stages, filter=filter)
 
 
 __all__ = ["DEFAULT_EMBEDDER", "Engine", "parse_stage"]

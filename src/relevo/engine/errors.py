@@ -15,15 +15,17 @@ Every message says what failed, which plugin or file is involved, and what to do
     ├── DatasetError             missing queries / qrels / split
     ├── IndexFormatError         not an index directory, or one that already exists
     │   ├── CorruptIndexError    manifest or payload unreadable / inconsistent
-    │   └── IndexMismatchError   index built with another embedder / dimension
+    │   ├── IndexMismatchError   index built with another embedder / dimension
+    │   ├── IndexBusyError       another process is writing the index directory
+    │   └── IndexWriteError      the index directory cannot be created or written (OS reason)
     ├── DimensionError           vectors of the wrong shape handed to an index
     └── RequestError             a request the engine refuses (k too large, empty query,
                                  a decoding constraint that cannot be met)
 
 ``ConfigError``, ``CorpusError``, ``DatasetError``, ``DimensionError`` and
 ``RequestError`` also subclass ``ValueError``, ``MissingDependencyError`` subclasses
-``ImportError`` and ``UnknownComponentError`` ``KeyError``, so code written against
-the builtin types keeps working.
+``ImportError``, ``UnknownComponentError`` ``KeyError`` and ``IndexWriteError``
+``OSError``, so code written against the builtin types keeps working.
 """
 
 from __future__ import annotations
@@ -132,6 +134,17 @@ class IndexMismatchError(IndexFormatError):
     """An index was built with a different embedder, dimension or prefix than requested."""
 
 
+class IndexBusyError(IndexFormatError):
+    """Another process (or thread) holds the writer lock of the index directory."""
+
+
+class IndexWriteError(IndexFormatError, OSError):
+    """The index directory could not be created or written; the message names the OS reason."""
+
+    def __str__(self) -> str:  # OSError would otherwise format (errno, strerror) pairs
+        return str(self.args[0]) if self.args else ""
+
+
 class DimensionError(RelevoError, ValueError):
     """Vectors handed to an index or returned by an embedder have the wrong shape."""
 
@@ -146,8 +159,10 @@ __all__ = [
     "CorruptIndexError",
     "DatasetError",
     "DimensionError",
+    "IndexBusyError",
     "IndexFormatError",
     "IndexMismatchError",
+    "IndexWriteError",
     "MissingDependencyError",
     "PackagedModelMissingError",
     "PluginError",

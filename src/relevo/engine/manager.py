@@ -44,6 +44,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "relevo.plugins.llm",
     "relevo.plugins.decoders",
     "relevo.plugins.miners",
+    "relevo.plugins.server",
 )
 ENV_LOAD = "RELEVO_LOAD_PLUGINS"
 ENV_DISABLE = "RELEVO_DISABLE_PLUGINS"

@@ -44,6 +44,7 @@ from .csr import (
     check_csr,
     csr,
     import_scipy_sparse,
+    keep_columns,
     load_array,
     product,
     save_arrays,
@@ -380,14 +381,37 @@ class BM25Index(Index):
             idf[idf < 0] = eps
         return idf
 
+    def _live_rows(self) -> np.ndarray:
+        """One bool per row, True for rows not removed (rows being added count as live)."""
+        n_docs = len(self._doc_lengths)
+        dead = self._tombstones
+        live = np.ones(n_docs, dtype=bool)
+        live[: len(dead)] = ~dead[:n_docs]
+        return live
+
+    def _live_stats(self) -> tuple[np.ndarray, int, float]:
+        """(idf per term, live document count, average live length).
+
+        Removed rows are left out of every statistic, so after any sequence of adds
+        and removals the scores are those of a fresh build of the live documents.
+        """
+        n_terms = len(self._terms)
+        live = self._live_rows()
+        n_live = int(live.sum())
+        per_posting = np.repeat(live, np.diff(self._tf_indptr))
+        df = np.bincount(self._tf_indices[per_posting], minlength=n_terms)
+        present = df > 0  # a fresh build's vocabulary: terms some live document has
+        idf = np.zeros(n_terms, np.float64)
+        if present.any():
+            idf[present] = self._idf(df[present], n_live)
+        total = float(self._doc_lengths[live].sum())
+        return idf, n_live, (total / n_live if n_live else 0.0)
+
     def _rebuild_scores(self) -> None:
         n_docs = len(self._doc_lengths)
         n_terms = len(self._terms)
         tf = self._tf_data.astype(np.float64)
-        df = np.bincount(self._tf_indices, minlength=n_terms)
-        self.idf = self._idf(df, n_docs)
-        total = float(self._doc_lengths.sum())
-        self.avgdl = total / n_docs if n_docs else 0.0
+        self.idf, _, self.avgdl = self._live_stats()
         doc_of = np.repeat(np.arange(n_docs), np.diff(self._tf_indptr))
         if self.avgdl > 0:
             norm = self.k1 * (1.0 - self.b + self.b * self._doc_lengths / self.avgdl)
@@ -403,6 +427,21 @@ class BM25Index(Index):
         self._scores = csr(csc.data, csc.indices, csc.indptr, (n_terms, n_docs))
         logger.debug("bm25: %d documents, %d terms, %d postings", n_docs, n_terms, len(csc.data))
 
+    def remove(self, positions: Sequence[int] | np.ndarray) -> int:
+        """Remove rows and recompute idf and avgdl over the documents that remain."""
+        newly = super().remove(positions)
+        if newly:
+            self._rebuild_scores()
+        return newly
+
+    @classmethod
+    def load(cls, directory: Path, params: Mapping[str, Any]) -> BM25Index:
+        index = super().load(directory, params)
+        assert isinstance(index, BM25Index)  # noqa: S101 - cls.load_payload built it
+        # The saved contributions already use the live statistics; restore the attributes.
+        index.idf, _, index.avgdl = index._live_stats()
+        return index
+
     def _count(self) -> int:
         return len(self._doc_lengths)
 
@@ -417,15 +456,25 @@ class BM25Index(Index):
         cols = np.fromiter(chain.from_iterable(ids), dtype=dtype, count=int(indptr[-1]))
         return indptr, cols
 
+    filters_natively: ClassVar[bool] = True
+
     def _search(
         self, queries: Sequence[str | Sequence[str]], k: int
     ) -> tuple[np.ndarray, np.ndarray]:
+        return self._search_tokens(self._tokens_of(queries), k)
+
+    def _search_allowed(
+        self, queries: Sequence[str | Sequence[str]], k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # Documents outside the filter are dropped from each query's matches before top-k.
+        return self._search_tokens(self._tokens_of(queries), k, allowed)
+
+    def _tokens_of(self, queries: Sequence[str | Sequence[str]]) -> list[list[str]]:
         # A query is a text, or a list of tokens already made by this index's tokenizer.
-        toks = [
+        return [
             self.tokenizer.tokenize_one(q) if isinstance(q, str) else _token_list(q, i, "query")
             for i, q in enumerate(queries)
         ]
-        return self._search_tokens(toks, k)
 
     def score_positions(
         self, queries: Sequence[str | Sequence[str]], positions: Sequence[Sequence[int]]
@@ -457,7 +506,9 @@ class BM25Index(Index):
         """
         return self.search([_token_list(q, i, "query") for i, q in enumerate(queries)], k)
 
-    def _search_tokens(self, queries: list[list[str]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search_tokens(
+        self, queries: list[list[str]], k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         nq = len(queries)
         n_docs = self._count()
         out_s = np.full((nq, k), -np.inf, np.float32)
@@ -473,6 +524,8 @@ class BM25Index(Index):
             indptr = q_indptr[start : stop + 1]
             terms = q_terms[indptr[0] : indptr[-1]]
             res = product(indptr - indptr[0], terms, self._scores)
+            if allowed is not None:
+                res = keep_columns(res, allowed)
             select_topk(res, kk, out_s[start:stop], out_p[start:stop])
         return out_s, out_p
 

@@ -96,6 +96,22 @@ def product(
     return res.indptr, res.indices, res.data
 
 
+def keep_columns(
+    res: tuple[np.ndarray, np.ndarray, np.ndarray], allowed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CSR result ``res`` with only the entries whose column (document) is allowed."""
+    indptr, cols, data = res
+    nnz = int(indptr[-1])  # the product's buffers may run longer than its entries
+    cols, data = cols[:nnz], data[:nnz]
+    keep = allowed[cols]
+    n_rows = len(indptr) - 1
+    row_of = np.repeat(np.arange(n_rows), np.diff(indptr))
+    counts = np.bincount(row_of[keep], minlength=n_rows)
+    new_indptr = np.zeros_like(indptr)
+    np.cumsum(counts, out=new_indptr[1:])
+    return new_indptr, cols[keep], data[keep]
+
+
 def select_topk(
     res: tuple[np.ndarray, np.ndarray, np.ndarray], k: int, out_s: np.ndarray, out_p: np.ndarray
 ) -> None:
@@ -148,7 +164,26 @@ def load_array(
             f"{path}: expected a 1-d {want} array of length {length}, found {arr.dtype} {arr.shape}; "
             "rebuild the index."
         )
+    if arr.dtype.kind == "f":
+        require_finite(arr, path)
     return arr
+
+
+def require_finite(arr: np.ndarray, path: Path, *, chunk: int = 1 << 22) -> None:
+    """Refuse NaN or infinite values in a float payload.
+
+    Checked ``chunk`` values at a time, so a memory-mapped array is never copied whole.
+
+    Raises:
+        CorruptIndexError: naming ``path``.
+    """
+    flat = arr.reshape(-1)
+    for start in range(0, flat.size, chunk):
+        if not np.isfinite(flat[start : start + chunk]).all():
+            raise CorruptIndexError(
+                f"{path} holds NaN or infinite values; the payload is damaged. "
+                "Rebuild the index with `relevo index build --overwrite`."
+            )
 
 
 def check_csr(

@@ -56,6 +56,7 @@ import numpy as np
 from ..engine.components import Index
 from ..engine.deps import require
 from ..engine.errors import ConfigError, CorruptIndexError, RequestError
+from .csr import require_finite
 
 log = logging.getLogger(__name__)
 
@@ -378,6 +379,33 @@ class FaissIndex(Index):
             dist[labels < 0] = -np.inf
         return dist, labels
 
+    @property
+    def filters_natively(self) -> bool:  # type: ignore[override]
+        """CPU indexes filter with an ``IDSelectorBitmap``; faiss GPU indexes take no selector."""
+        return not self._on_gpu
+
+    def _search_allowed(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        faiss = self._faiss()
+        bitmap = np.packbits(allowed, bitorder="little")  # must outlive the search call
+        sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
+        base = faiss.downcast_index(self._index)
+        ivf = faiss.try_extract_index_ivf(self._index)
+        if ivf is not None:
+            params: Any = faiss.SearchParametersIVF(sel=sel, nprobe=int(ivf.nprobe))
+        elif isinstance(base, faiss.IndexHNSW):
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=int(base.hnsw.efSearch))
+        else:
+            params = faiss.SearchParameters(sel=sel)
+        dist, labels = self._index.search(queries, k, params=params)
+        del bitmap
+        if self.metric == "l2":
+            np.negative(dist, out=dist)
+        if labels.size and labels.min() < 0:  # fewer allowed hits than k
+            dist[labels < 0] = -np.inf
+        return dist, labels
+
     def _count(self) -> int:
         return self._ntotal
 
@@ -491,6 +519,10 @@ class FaissIndex(Index):
             raise CorruptIndexError(
                 f"{path} uses faiss metric {index.metric_type}, but the manifest says {obj.metric!r}; rebuild the index."
             )
+        flat = faiss.downcast_index(index)
+        if isinstance(flat, faiss.IndexFlat) and index.ntotal:
+            # Cheap for flat storage (a view, no copy): a NaN vector would poison every score.
+            require_finite(faiss.rev_swig_ptr(flat.get_xb(), index.ntotal * index.d), path)
         obj.dim = int(index.d)
         obj.resolved_factory = params["factory"]
         obj._index = obj._to_device(faiss, index)

@@ -38,6 +38,7 @@ from .csr import (
     check_csr,
     csr,
     import_scipy_sparse,
+    keep_columns,
     load_array,
     product,
     save_arrays,
@@ -313,7 +314,16 @@ class SparseVectorIndex(Index):
         rows = to_rows(queries, "query vector")
         return self.search([_Encoded(rows, i) for i in range(rows.rows)], k)
 
-    def _search(self, queries: Sequence[Any], k: int) -> tuple[np.ndarray, np.ndarray]:
+    filters_natively: ClassVar[bool] = True
+
+    def _search_allowed(
+        self, queries: Sequence[Any], k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self._search(queries, k, allowed)
+
+    def _search(
+        self, queries: Sequence[Any], k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         texts = [(i, q) for i, q in enumerate(queries) if isinstance(q, str)]
         encoded = self.encode([q for _, q in texts], kind="query") if texts else empty_rows()
         if encoded.rows != len(texts):
@@ -335,9 +345,11 @@ class SparseVectorIndex(Index):
                 raise RequestError(
                     f"{self.name}: query #{i} is {type(q).__name__}, expected str (use search_vectors for vectors)"
                 )
-        return self._search_rows(concat_rows(parts), k)
+        return self._search_rows(concat_rows(parts), k, allowed)
 
-    def _search_rows(self, queries: SparseRows, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search_rows(
+        self, queries: SparseRows, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         nq = queries.rows
         n_docs = self._count()
         out_s = np.full((nq, k), -np.inf, np.float32)
@@ -361,6 +373,8 @@ class SparseVectorIndex(Index):
             indptr = q_indptr[start : stop + 1]
             lo, hi = int(indptr[0]), int(indptr[-1])
             res = product(indptr - indptr[0], q_terms[lo:hi], matrix, q_data[lo:hi])
+            if allowed is not None:
+                res = keep_columns(res, allowed)
             select_topk(res, kk, out_s[start:stop], out_p[start:stop])
         return out_s, out_p
 

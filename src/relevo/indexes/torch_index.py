@@ -25,6 +25,7 @@ from ..engine.components import Index
 from ..engine.deps import require
 from ..engine.errors import ConfigError, CorruptIndexError
 from ..models.devices import resolve_device
+from .csr import require_finite
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +162,19 @@ class TorchFlatIndex(Index):
                 out.append((docs @ vec).astype(np.float32))
         return out
 
-    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    filters_natively: ClassVar[bool] = True
+
+    def _search_allowed(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self._search(queries, k, allowed)
+
+    def _search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         torch, dev, corpus = self._device_vectors()
+        # Rows outside the filter score -inf before every top-k (and in the fp16 rescore).
+        blocked = None if allowed is None else torch.from_numpy(~allowed).to(dev)
         n, dim = corpus.shape
         half = corpus.dtype == torch.float16
         k_pass = min(n, k + RESCORE_MARGIN) if half else k
@@ -182,6 +194,10 @@ class TorchFlatIndex(Index):
                 for c0 in range(0, n, chunk):
                     block = corpus if chunk >= n else corpus[c0 : c0 + chunk]
                     scores = self._score(q, block, c0, q32)
+                    if blocked is not None:
+                        scores = scores.masked_fill(
+                            blocked[c0 : c0 + block.shape[0]][None, :], float("-inf")
+                        )
                     s, p = torch.topk(scores, min(k_pass, block.shape[0]), dim=1)
                     if best_s is not None:
                         s = torch.cat([best_s, s], dim=1)
@@ -191,7 +207,7 @@ class TorchFlatIndex(Index):
                     best_s, best_p = s, p
                 assert best_s is not None and best_p is not None  # noqa: S101 - n >= 1 here
                 if half:
-                    best_s, best_p = self._rescore(torch, q32, best_p, k)
+                    best_s, best_p = self._rescore(torch, q32, best_p, k, blocked)
                 results_s.append(best_s.float().cpu().numpy())
                 results_p.append(best_p.cpu().numpy())
         if len(results_s) == 1:
@@ -206,12 +222,16 @@ class TorchFlatIndex(Index):
             scores = 2 * scores.float() - sq[None, :] - (q32 * q32).sum(dim=1, keepdim=True)
         return scores
 
-    def _rescore(self, torch: Any, q32: Any, cand: Any, k: int) -> tuple[Any, Any]:
+    def _rescore(
+        self, torch: Any, q32: Any, cand: Any, k: int, blocked: Any = None
+    ) -> tuple[Any, Any]:
         """Exact fp32 scores for the fp16 pass's candidates, then the final top-k."""
         vecs = self._dev[cand].float()  # (nq, k_pass, dim)
         scores = torch.einsum("qd,qkd->qk", q32, vecs)
         if self.metric == "l2":
             scores = 2 * scores - self._dev_sqnorms[cand] - (q32 * q32).sum(dim=1, keepdim=True)
+        if blocked is not None:
+            scores = scores.masked_fill(blocked[cand], float("-inf"))
         s, sel = torch.topk(scores, k, dim=1)
         return s, torch.gather(cand, 1, sel)
 
@@ -280,6 +300,7 @@ class TorchFlatIndex(Index):
                 f"{path} holds a {vecs.dtype} array of shape {vecs.shape}, but the manifest says "
                 f"{ntotal} float32 vectors of dimension {dim}; rebuild the index."
             )
+        require_finite(vecs, path)
         obj._vectors = vecs
         obj._n = ntotal
         if ntotal:

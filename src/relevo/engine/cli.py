@@ -200,6 +200,13 @@ def index_info(directory: Path) -> None:
     man = read_manifest(live, required=("format", "format_version", "count", "stages"))
     validate_collection_manifest(man, live / MANIFEST)  # stage paths stay inside the folder
     man["generation"] = generation
+    from . import journal
+
+    # Writes acknowledged since this generation's snapshot (replayed on load).
+    man["journal"] = {
+        "records": len(journal.read(live)),
+        "bytes": journal.journal_size(live),
+    }
     man["stage_manifests"] = {s["name"]: read_manifest(live / s["path"]) for s in man["stages"]}
     click.echo(json.dumps(man, indent=2))
 

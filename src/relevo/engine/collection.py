@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from . import journal
 from .components import Embedder, Index
 from .docstore import FILENAME as DOCSTORE_FILE
 from .docstore import DocStore
@@ -475,6 +476,7 @@ class Collection(WritableCollection):
             )
             write_manifest(tmp, manifest)
         self.path = Path(path)
+        self._saved_as(tmp.name)
         log.info("saved collection (%d docs, stages %s) to %s", len(self), list(self.stages), path)
         return Path(path)
 
@@ -514,6 +516,12 @@ class Collection(WritableCollection):
                     collection = cls._load_generation(
                         path, gen_dir, registry, embedders=embedders, make_embedder=make_embedder
                     )
+                    # Writes acknowledged after this generation was written.
+                    records = journal.read(gen_dir)
+                    if records:
+                        collection.replay(records, gen_dir / journal.JOURNAL)
+                        log.info("%s: replayed %d journaled writes", path, len(records))
+                    collection._saved_as(generation)
             except IndexFormatError as exc:
                 moved = resolved and current_generation(path) != generation
                 if moved and attempt < LOAD_ATTEMPTS:

@@ -10,20 +10,26 @@ searches from seeing half a batch: a batch is applied to every stage and the doc
 under the write lock, after everything that can fail (validation, embedding) is done.
 
 :meth:`WritableCollection.commit` makes the writes so far durable in the collection's
-directory by saving a new generation (see :mod:`relevo.engine.collection`).
+directory: it appends them to the live generation's write-ahead journal and fsyncs
+(:mod:`relevo.engine.journal`), so a commit costs the size of the batch, not of the
+collection. Loading replays the journal. When the journal outgrows
+:data:`SNAPSHOT_BYTES`, or the directory has no generation yet, a commit writes a new
+snapshot generation instead (see :mod:`relevo.engine.collection`); :meth:`snapshot`
+does so on request.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import RequestError
+from .errors import CorruptIndexError, RequestError
+from .journal import append, decode_vectors, encode_vectors, journal_size
 from .types import Document
 
 if TYPE_CHECKING:
@@ -32,6 +38,8 @@ if TYPE_CHECKING:
 
 #: Documents one write call may carry.
 MAX_WRITE_BATCH = 100_000
+#: A commit whose journal has grown past this writes a snapshot generation instead.
+SNAPSHOT_BYTES = 64 * 1024 * 1024
 
 
 class RWLock:
@@ -117,8 +125,21 @@ class WritableCollection:
 
     @property
     def dirty(self) -> bool:
-        """True when writes happened since the last load, save or commit."""
-        return bool(self.__dict__.get("_dirty", False))
+        """True when writes happened since the last load, save or commit (not yet durable)."""
+        return bool(self.__dict__.get("_pending"))
+
+    def _pending_records(self) -> list[dict[str, Any]]:
+        return self.__dict__.setdefault("_pending", [])
+
+    @property
+    def generation(self) -> str | None:
+        """The directory generation this collection was loaded from or last saved as."""
+        return self.__dict__.get("_generation")
+
+    def _saved_as(self, generation: str | None) -> None:
+        """Called by ``save`` and ``load``: the generation holds every write so far."""
+        self.__dict__["_generation"] = generation
+        self.__dict__["_pending"] = []
 
     def _encode(self, batch: Sequence[Document]) -> dict[str, Any]:
         """Per stage, what its index's ``add`` takes for ``batch`` (texts or checked vectors)."""
@@ -144,7 +165,12 @@ class WritableCollection:
         return out
 
     def _apply(
-        self, batch: Sequence[Document], encoded: dict[str, Any], replaced: Sequence[int]
+        self,
+        batch: Sequence[Document],
+        encoded: dict[str, Any],
+        replaced: Sequence[int],
+        *,
+        record: bool = True,
     ) -> None:
         # Called under the write lock; nothing here should fail on valid input.
         for name, stage in self.stages.items():
@@ -152,7 +178,21 @@ class WritableCollection:
                 stage.index.remove(replaced)
             stage.index.add(encoded[name])
         self.docstore.extend(batch)
-        self.__dict__["_dirty"] = True
+        if record:
+            self._pending_records().append(
+                {
+                    "op": "upsert",
+                    "docs": [
+                        {"id": d.id, "title": d.title, "text": d.text, "metadata": dict(d.metadata)}
+                        for d in batch
+                    ],
+                    "vectors": {
+                        name: encode_vectors(v)
+                        for name, v in encoded.items()
+                        if self.stages[name].index.input != "text"
+                    },
+                }
+            )
 
     def add(self, documents: Iterable[Document]) -> int:
         """Add new documents to every stage; returns how many were added.
@@ -220,37 +260,111 @@ class WritableCollection:
             if not isinstance(doc_id, str):
                 raise RequestError(f"delete: id #{i} is {type(doc_id).__name__}, expected str.")
         with self.lock.write():
-            rows = self.docstore.delete(wanted)
-            if rows:
-                for stage in self.stages.values():
-                    stage.index.remove(rows)
-                self.__dict__["_dirty"] = True
-        return len(rows)
+            return len(self._delete_rows(wanted, record=True))
+
+    def _delete_rows(self, ids: Sequence[str], *, record: bool) -> list[int]:
+        present = [i for i in dict.fromkeys(ids) if self.docstore.position(i) is not None]
+        rows = self.docstore.delete(present)
+        if rows:
+            for stage in self.stages.values():
+                stage.index.remove(rows)
+            if record:
+                self._pending_records().append({"op": "delete", "ids": present})
+        return rows
+
+    def replay(self, records: Sequence[tuple[int, Mapping[str, Any]]], source: Path) -> None:
+        """Apply journaled writes (``journal.read``'s records) without journaling them again.
+
+        Raises:
+            CorruptIndexError: a record of an unknown kind or whose vectors do not fit.
+        """
+        for n, rec in records:
+            op = rec.get("op")
+            if op == "delete":
+                self._delete_rows([str(i) for i in rec.get("ids", [])], record=False)
+                continue
+            if op != "upsert":
+                raise CorruptIndexError(
+                    f"{source}: record {n} has unknown op {op!r}; rebuild the index."
+                )
+            try:
+                batch = [
+                    Document(
+                        id=str(d["id"]),
+                        title=str(d.get("title", "")),
+                        text=str(d["text"]),
+                        metadata=dict(d.get("metadata", {})),
+                    )
+                    for d in rec["docs"]
+                ]
+                encoded: dict[str, Any] = {}
+                for name, stage in self.stages.items():
+                    if stage.index.input == "text":
+                        encoded[name] = [d.content for d in batch]
+                        continue
+                    vecs = decode_vectors(rec["vectors"][name])
+                    if (
+                        vecs.ndim != 2
+                        or vecs.shape[0] != len(batch)
+                        or (stage.index.dim is not None and vecs.shape[1] != stage.index.dim)
+                    ):
+                        raise ValueError(f"stage {name!r} vectors of shape {vecs.shape}")
+                    encoded[name] = vecs
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CorruptIndexError(
+                    f"{source}: record {n} cannot be replayed ({exc!r}); rebuild the index."
+                ) from exc
+            old = self.docstore.delete(d.id for d in batch)
+            self._apply(batch, encoded, old, record=False)
 
     def commit(self) -> Path:
         """Make every write so far durable in the collection's directory; returns it.
 
-        Saves a new generation of the directory (atomically, see ``save``) under the
-        read lock, so searches keep running and writes wait for it. Without writes
-        since the last load, save or commit it does nothing.
+        Appends the writes since the last commit to the live generation's journal and
+        fsyncs it (a snapshot generation instead when there is no generation yet or the
+        journal is past :data:`SNAPSHOT_BYTES`), under the read lock: searches keep
+        running, writes wait. Without writes since the last load, save or commit it
+        does nothing.
 
         Raises:
             RequestError: the collection was never saved or loaded (no directory).
+            IndexBusyError: another writer replaced the directory's generation since this
+                collection was loaded (reload it; these writes were not saved).
+            IndexWriteError: the journal could not be written (nothing acknowledged).
         """
         if self.path is None:
             raise RequestError(
                 "commit: this collection has no directory yet; save(path) it once first."
             )
-        if not self.dirty:
-            return self.path  # nothing written since the last load, save or commit
+        mutex = self.__dict__.setdefault("_commit_mutex", threading.Lock())
+        with mutex, self.lock.read():  # writers wait; searches go on
+            pending = self._pending_records()
+            if not pending:
+                return self.path  # nothing written since the last load, save or commit
+            gen = self.generation
+            if gen is None or journal_size(self.path / gen) > SNAPSHOT_BYTES:
+                return self._snapshot_locked()
+            append(self.path, gen, pending)
+            self.__dict__["_pending"] = []
+        return self.path
+
+    def snapshot(self) -> Path:
+        """Write the whole collection as a new generation of its directory (compacts the journal)."""
+        if self.path is None:
+            raise RequestError(
+                "snapshot: this collection has no directory yet; save(path) it once first."
+            )
+        mutex = self.__dict__.setdefault("_commit_mutex", threading.Lock())
+        with mutex, self.lock.read():
+            return self._snapshot_locked()
+
+    def _snapshot_locked(self) -> Path:
         from .corpus import corpus_checksum
 
-        with self.lock.read():
-            # The manifest's checksum names the live documents (eval caches key on it).
-            self.corpus_checksum = corpus_checksum(list(self.docstore))
-            out = self.save(self.path, overwrite=True)
-            self.__dict__["_dirty"] = False
-        return out
+        assert self.path is not None  # noqa: S101 - checked by the callers
+        # The manifest's checksum names the live documents (eval caches key on it).
+        self.corpus_checksum = corpus_checksum(list(self.docstore))
+        return self.save(self.path, overwrite=True)
 
 
-__all__ = ["MAX_WRITE_BATCH", "RWLock", "WritableCollection", "check_documents"]
+__all__ = ["MAX_WRITE_BATCH", "SNAPSHOT_BYTES", "RWLock", "WritableCollection", "check_documents"]

@@ -554,3 +554,12 @@ def test_a_real_uvicorn_server_answers_over_http(live_server, hybrid):
             h.id for h in hybrid.search("kitten purr", 3)
         ]
         assert http.get("/healthz").json()["status"] == "ok"
+
+
+def test_manifest_records_what_the_server_runs(engine, saved):
+    with TestClient(create_app(saved, engine=engine, reranker="word-overlap", token=TOKEN)) as c:
+        assert c.get("/v1/manifest").status_code == 401
+        man = c.get("/v1/manifest", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert man["stack"]["relevo"] and man["models"]["reranker"]["reranker"] == "word-overlap"
+    assert man["index"]["generation"].startswith("gen-") and man["index"]["manifest"]
+    assert man["params"]["auth"] is True and man["params"]["limits"]["max_k"] >= 1

@@ -347,7 +347,9 @@ def _parse_kv(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 @cli.command("eval")
-@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument(
+    "dataset_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
 @click.option(
     "--pipeline",
     default="bm25",
@@ -397,11 +399,19 @@ def _parse_kv(pairs: tuple[str, ...]) -> dict[str, Any]:
     type=click.IntRange(min=1),
     help="Positions PRP sort/sliding settle.",
 )
+@click.option(
+    "--compare",
+    nargs=2,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="OLD.json NEW.json",
+    help="Compare two saved `relevo eval --json` reports instead of evaluating: which of "
+    "stack, models, index, data and parameters differ, and how the metrics moved.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def eval_cmd(
     ctx: click.Context,
-    dataset_dir: Path,
+    dataset_dir: Path | None,
     pipeline: str,
     split: str,
     embedder: str,
@@ -415,12 +425,24 @@ def eval_cmd(
     strategy_kw: dict[str, Any],
     depth: int,
     pairwise_top_k: int,
+    compare: tuple[Path, Path] | None,
     as_json: bool,
 ) -> None:
-    """Evaluate a retrieval pipeline (optionally reranked) on a BEIR dataset: nDCG@10, MRR@10, Recall@100."""
+    """Evaluate a retrieval pipeline (optionally reranked) on a BEIR dataset: nDCG@10, MRR@10, Recall@100.
+
+    Every report carries a run manifest (library versions, model digests, index
+    checksums, data digests, parameters); `relevo eval --compare OLD.json NEW.json`
+    says which of them differ between two saved reports.
+    """
     from .evaluate import evaluate, load_dataset
     from .progress import progress_bar
     from .rerank import RerankOptions
+
+    if compare:
+        _compare_reports(*compare, as_json=as_json)
+        return
+    if dataset_dir is None:
+        raise click.UsageError("give a DATASET_DIR to evaluate (or --compare OLD.json NEW.json).")
 
     engine = _engine(ctx)
     opts = _parse_kv(rerank_options)
@@ -460,6 +482,35 @@ def eval_cmd(
             f"{cost['output_tokens']} output tokens, {report['seconds_per_query']:.2f}s per query"
         )
     click.echo(line)
+
+
+def _compare_reports(old_path: Path, new_path: Path, *, as_json: bool) -> None:
+    from .errors import ConfigError
+    from .runinfo import compare
+
+    reports = []
+    for path in (old_path, new_path):
+        try:
+            reports.append(json.loads(path.read_text("utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path} is not a readable JSON report ({exc}).") from exc
+        if not isinstance(reports[-1], dict):
+            raise ConfigError(f"{path} is not a `relevo eval --json` report (not an object).")
+    try:
+        result = compare(reports[0], reports[1])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(result["verdict"])
+    for m, v in result["metrics"].items():
+        click.echo(f"  {m}: {v['old']:.4f} -> {v['new']:.4f} ({v['delta']:+.4f})")
+    for section, diffs in result["differences"].items():
+        for d in diffs[:20]:
+            click.echo(f"  {section}: {d}")
+        if len(diffs) > 20:
+            click.echo(f"  {section}: ... {len(diffs) - 20} more")
 
 
 @cli.command("rerank")

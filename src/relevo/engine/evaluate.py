@@ -288,11 +288,17 @@ def _first_stage(
     """Candidates per query from a run file or a (cached) pipeline, and facts for the report."""
     if run is not None:
         results, search_seconds = first_stage_from_run(dataset, Path(run), qids, fetch)
+        from .runinfo import digest
+
         facts = {"pipeline": f"run:{Path(run).name}", "stages": [], "index_seconds": 0.0}
+        _, checksum = read_corpus(dataset.corpus)
         return dict(zip(qids, results, strict=True)), {
             **facts,
             "search_seconds": search_seconds,
             "index_reused": True,
+            "models": {},
+            "index": {"run_file": Path(run).name, "run_digest": digest(Path(run).read_bytes())},
+            "corpus_checksum": checksum,
         }
     stages, fusion = parse_pipeline(pipeline, engine.registry, embedder)
     collection, index_seconds, reused = collection_for(
@@ -302,12 +308,18 @@ def _first_stage(
     results = collection.search_batch(
         [dataset.queries[q] for q in qids], fetch, with_text=with_text
     )
+    from .runinfo import collection_facts
+
+    models, index = collection_facts(collection)
     return dict(zip(qids, results, strict=True)), {
         "pipeline": pipeline,
         "stages": stages,
         "index_seconds": index_seconds,
         "search_seconds": time.perf_counter() - t0,
         "index_reused": reused,
+        "models": models,
+        "index": index,
+        "corpus_checksum": collection.corpus_checksum,
     }
 
 
@@ -321,6 +333,8 @@ def _rerank_all(
     progress: Any,
 ) -> tuple[dict[str, list[Hit]], dict[str, Any]]:
     """Rerank the top ``options.depth`` of every query; the rest keep their first-stage order."""
+    from .runinfo import reranker_facts
+
     reranker = engine.reranker(name, **dict(reranker_options))
     runner = options.runner(reranker)
     # Weights load before the clock starts, so seconds per query are steady-state
@@ -355,6 +369,7 @@ def _rerank_all(
         "interpolate": options.interpolate,
         "repairs": repairs.to_dict(),
         "load_seconds": load_seconds,
+        "model": reranker_facts(reranker),
     }
     n = len(first)
     return final, {
@@ -455,6 +470,33 @@ def evaluate(
             "qps": len(qids) / search_seconds if search_seconds > 0 else None,
         }
     )
+    from .runinfo import data_facts, stack
+
+    models = dict(facts["models"])
+    if rerank is not None:
+        models["reranker"] = report["rerank"]["model"]
+    report["manifest"] = {
+        "stack": stack(),
+        "models": models,
+        "index": facts["index"],
+        "data": data_facts(dataset, qids, facts["corpus_checksum"]),
+        "params": {
+            "pipeline": facts["pipeline"],
+            "embedder": embedder,
+            "split": split,
+            "limit": limit,
+            "k": k,
+            "rel_level": rel_level,
+            "rerank": None
+            if rerank is None
+            else {
+                key: v
+                for key, v in report["rerank"].items()
+                if key not in ("repairs", "load_seconds", "model")
+            }
+            | {"options": dict(reranker_options or {})},
+        },
+    }
     return report
 
 

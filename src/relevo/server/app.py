@@ -18,7 +18,7 @@ import re
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -87,6 +87,26 @@ class ServerState:
     token: str | None = None
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     _reranking: Reranking | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def run_manifest(self) -> dict[str, Any]:
+        """What this server runs: library versions, model digests, index checksums, limits."""
+        from ..engine.runinfo import collection_facts, digest, reranker_facts, stack
+
+        models, index = collection_facts(self.collection)
+        if self.reranker is not None:
+            models["reranker"] = reranker_facts(self.reranker)
+        if self.embedder is not None:
+            models["embeddings"] = {
+                "embedder": _name(self.embedder),
+                "fingerprint": digest(self.embedder.fingerprint()),
+            }
+        return {
+            "stack": stack(),
+            "models": models,
+            "index": index,
+            "params": {"limits": asdict(self.limits), "auth": self.token is not None},
+        }
 
     def reranking(self) -> Reranking:
         """The pointwise / listwise / pairwise runner of :attr:`reranker` (built once)."""
@@ -449,6 +469,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.manifest = await run_in_threadpool(state.run_manifest)
+        log.info("serving %s: %s", state.collection.path, json.dumps(state.manifest))
         yield
         try:
             await run_in_threadpool(state.flush)
@@ -489,6 +511,12 @@ def create_app(
         }
 
     dependencies = [Depends(_auth_dependency(token))] if token else []
+
+    @app.get("/v1/manifest", tags=["service"], dependencies=dependencies)
+    def manifest() -> dict[str, Any]:
+        """The run manifest recorded at start (versions, model digests, index checksum, limits)."""
+        return state.manifest or state.run_manifest()
+
     app.include_router(_routes(state), dependencies=dependencies)
     return app
 

@@ -22,6 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "decoding": {"engine"},
     "training": {"engine", "models", "indexes"},
     "server": {"engine"},
+    "integrations": {"engine"},
     "plugins": {"engine", "models", "indexes", "decoding", "training", "server"},
 }
 #: Modules of the engine room no other room may import (the CLI is for the console script).

@@ -35,6 +35,7 @@ from .engine.errors import (
     RegistrationError,
     RelevoError,
     RequestError,
+    ServiceError,
     UnknownComponentError,
 )
 from .engine.hookspecs import hookimpl
@@ -70,6 +71,7 @@ __all__ = [
     "Reranker",
     "RelevoError",
     "RequestError",
+    "ServiceError",
     "UnknownComponentError",
     "__version__",
     "hookimpl",

@@ -17,6 +17,9 @@ _PIP_NAMES = {
     "Stemmer": "PyStemmer",
     "ir_measures": "ir-measures",
     "faiss": "faiss-cpu",
+    "langchain_core": "langchain-core",
+    "llama_index": "llama-index-core",
+    "llama_index.core": "llama-index-core",
 }
 
 

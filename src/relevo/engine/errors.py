@@ -19,8 +19,9 @@ Every message says what failed, which plugin or file is involved, and what to do
     │   ├── IndexBusyError       another process is writing the index directory
     │   └── IndexWriteError      the index directory cannot be created or written (OS reason)
     ├── DimensionError           vectors of the wrong shape handed to an index
-    └── RequestError             a request the engine refuses (k too large, empty query,
-                                 a decoding constraint that cannot be met)
+    ├── RequestError             a request the engine refuses (k too large, empty query,
+    │                            a decoding constraint that cannot be met)
+    └── ServiceError             a relevo server could not be reached, or failed (5xx)
 
 ``ConfigError``, ``CorpusError``, ``DatasetError``, ``DimensionError`` and
 ``RequestError`` also subclass ``ValueError``, ``MissingDependencyError`` subclasses
@@ -153,6 +154,13 @@ class RequestError(RelevoError, ValueError):
     """A search or rerank request the engine refuses (empty query, k out of range, ...)."""
 
 
+class ServiceError(RelevoError):
+    """A relevo server could not be reached, timed out, failed (5xx) or answered garbage.
+
+    A request the server refuses (4xx) is a :class:`RequestError` with its message.
+    """
+
+
 __all__ = [
     "ConfigError",
     "CorpusError",
@@ -169,5 +177,6 @@ __all__ = [
     "RegistrationError",
     "RelevoError",
     "RequestError",
+    "ServiceError",
     "UnknownComponentError",
 ]

@@ -197,3 +197,31 @@ def test_searches_never_see_half_a_batch(engine, docs):
         t.join()
     assert not errors
     assert len(col.search("zzmarker", 100)) == 80
+
+
+@pytest.mark.parametrize("fmt", [*FORMATS, "faiss-ivf", "faiss-pq"])
+def test_compaction_drops_deleted_rows_and_keeps_the_results(engine, docs, fmt, tmp_path):
+    col = engine.index(docs, stages=[fmt], embedder="hashing")
+    col.delete(["d1", "d5", "d9"])
+    col.update([new_docs()[2]])
+    before = ranking(col)
+    assert col.compact() == 4
+    index = col.stages[fmt].index
+    assert index.rows == len(col) == len(docs) - 3 and not index.deleted_mask().any()
+    assert col.docstore.rows == len(col)
+    if fmt == "faiss-pq":  # codes retrained on the live rows: as a fresh build of them
+        fresh = engine.index(list(col.docstore), stages=[fmt], embedder="hashing")
+        assert ranking(col) == ranking(fresh)
+    elif fmt == "faiss-hnsw":  # an approximate graph: the same top documents
+        assert [sorted(i for i, _ in r[:3]) for r in ranking(col)] == [
+            sorted(i for i, _ in r[:3]) for r in before
+        ]
+    else:
+        assert ranking(col) == before
+    assert col.compact() == 0
+    path = engine.save(col, tmp_path / "idx")
+    col.delete(["d2"])
+    col.compact()
+    col.commit()  # a compacted collection commits as a snapshot
+    loaded = engine.load(path)
+    assert loaded.docstore.rows == len(loaded) == len(docs) - 4

@@ -205,6 +205,17 @@ class Index(Component):
         """Rows added so far, removed ones included (positions run ``0..rows-1``)."""
         return self._count()
 
+    def stored_vectors(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The exact float32 vectors stored at ``positions`` (dense formats that keep them).
+
+        Compaction re-adds them instead of re-encoding the documents. Formats that store
+        no vectors, or only lossy codes (PQ), refuse, and compaction re-encodes.
+
+        Raises:
+            NotImplementedError: this format cannot give its vectors back exactly.
+        """
+        raise NotImplementedError(f"{self.name} does not keep exact vectors")
+
     def deleted_mask(self) -> np.ndarray:
         """A copy of the tombstones: one bool per row, True where the row was removed."""
         return self._tombstones.copy()

@@ -140,6 +140,7 @@ class WritableCollection:
         """Called by ``save`` and ``load``: the generation holds every write so far."""
         self.__dict__["_generation"] = generation
         self.__dict__["_pending"] = []
+        self.__dict__["_generation_compacted"] = False
 
     def _encode(self, batch: Sequence[Document]) -> dict[str, Any]:
         """Per stage, what its index's ``add`` takes for ``batch`` (texts or checked vectors)."""
@@ -280,6 +281,8 @@ class WritableCollection:
         """
         for n, rec in records:
             op = rec.get("op")
+            if op == "compact":  # journaled so a commit has something to write; rows are by id
+                continue
             if op == "delete":
                 self._delete_rows([str(i) for i in rec.get("ids", [])], record=False)
                 continue
@@ -317,6 +320,61 @@ class WritableCollection:
             old = self.docstore.delete(d.id for d in batch)
             self._apply(batch, encoded, old, record=False)
 
+    def compact(self) -> int:
+        """Drop deleted rows from every stage and the docstore; returns how many were dropped.
+
+        Tombstoned rows cost memory and search time (they are fetched and filtered) until
+        compaction rebuilds each index from the live documents: lexical and sparse stages
+        from the texts, dense stages from their stored vectors (or, for formats that keep
+        only compressed codes, by encoding the documents again). Searches wait for it
+        (the write lock); results are those of a fresh build of the live documents. On a
+        collection with a directory, commit or :meth:`snapshot` afterwards to make it
+        durable (the journal replays by id, so either is correct).
+        """
+        from .docstore import DocStore
+
+        with self.lock.write():
+            live = self.docstore.live_mask()
+            dropped = int((~live).sum())
+            if not dropped:
+                return 0
+            keep = np.flatnonzero(live)
+            docs = [self.docstore.get(int(p)) for p in keep]
+            texts = [d.content for d in docs]
+            rebuilt = {}
+            for name, stage in self.stages.items():
+                old = stage.index
+                try:
+                    fresh = type(old)(**old.options)
+                except TypeError as exc:
+                    raise RequestError(
+                        f"compact: stage {name!r} ({old.name}) cannot be rebuilt from its options ({exc})."
+                    ) from exc
+                for attr in ("instance_name", "plugin_name"):
+                    if hasattr(old, attr):
+                        setattr(fresh, attr, getattr(old, attr))
+                if old.input == "text":
+                    fresh.add(texts)
+                else:
+                    try:
+                        vecs = old.stored_vectors(keep)
+                    except NotImplementedError:
+                        if stage.embedder is None:
+                            raise RequestError(
+                                f"compact: stage {name!r} keeps no vectors and has no embedder."
+                            ) from None
+                        vecs = np.asarray(stage.embedder.embed(texts, kind="document"), np.float32)
+                    if len(docs):
+                        fresh.add(vecs)
+                rebuilt[name] = fresh
+            for name, fresh in rebuilt.items():
+                self.stages[name].index = fresh
+            self.docstore = DocStore(docs)
+            # The next commit writes a snapshot of the compacted rows.
+            self.__dict__["_generation_compacted"] = True
+            self._pending_records().append({"op": "compact"})
+        return dropped
+
     def commit(self) -> Path:
         """Make every write so far durable in the collection's directory; returns it.
 
@@ -342,7 +400,8 @@ class WritableCollection:
             if not pending:
                 return self.path  # nothing written since the last load, save or commit
             gen = self.generation
-            if gen is None or journal_size(self.path / gen) > SNAPSHOT_BYTES:
+            compacted = self.__dict__.get("_generation_compacted", False)
+            if gen is None or compacted or journal_size(self.path / gen) > SNAPSHOT_BYTES:
                 return self._snapshot_locked()
             append(self.path, gen, pending)
             self.__dict__["_pending"] = []

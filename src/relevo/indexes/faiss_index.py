@@ -409,6 +409,25 @@ class FaissIndex(Index):
     def _count(self) -> int:
         return self._ntotal
 
+    def stored_vectors(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Vectors of flat storage (Flat, HNSW*Flat, IVF*Flat); compressed codes refuse."""
+        index = self._cpu_index()
+        pos = np.asarray(positions, dtype=np.int64)
+        if index is None or not len(pos):
+            return np.zeros((len(pos), self.dim or 0), np.float32)
+        faiss = self._faiss()
+        if any(
+            code in (self.resolved_factory or self.factory or "")
+            for code in ("PQ", "SQ", "LSH", "PCA", "OPQ", "RR")
+        ):
+            raise NotImplementedError(f"{self._label} stores lossy codes, not the vectors")
+        with contextlib.suppress(RuntimeError, AttributeError, TypeError):
+            faiss.extract_index_ivf(index).make_direct_map()
+        try:
+            return np.stack([index.reconstruct(int(r)) for r in pos]).astype(np.float32)
+        except RuntimeError as exc:
+            raise NotImplementedError(f"{self._label} cannot reconstruct vectors: {exc}") from exc
+
     def score_positions(self, queries: Any, positions: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """Exact scores of given rows: the stored vectors (reconstructed) against each query.
 

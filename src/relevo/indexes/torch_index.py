@@ -112,6 +112,9 @@ class TorchFlatIndex(Index):
         self.dtype_used = "float16" if use_half else "float32"
         return torch, dev
 
+    def stored_vectors(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
+        return self._vectors_np()[np.asarray(positions, dtype=np.int64)].astype(np.float32)
+
     def _vectors_np(self) -> np.ndarray:
         if self._pending:
             parts = ([self._vectors] if len(self._vectors) else []) + self._pending

@@ -20,6 +20,7 @@ does so on request.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -81,8 +82,31 @@ class RWLock:
                 self._cond.notify_all()
 
 
+def _check_storable(d: Document, i: int, what: str) -> None:
+    """Refuse what the journal or the docstore cannot write and read back.
+
+    Checked before a batch is applied: a document that failed only at ``commit()``
+    stayed pending, so every later commit failed too and no write was durable again.
+    """
+    if not all(isinstance(v, str) for v in (d.id, d.text, d.title)):
+        # the docstore would hold a row it refuses to load, or none at all (NOT NULL)
+        raise RequestError(f"{what}: item #{i}: id, text and title must be strings.")
+    try:
+        json.dumps([d.id, d.title, d.text, dict(d.metadata)], ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(
+            f"{what}: document {d.id!r} holds a lone UTF-16 surrogate "
+            f"({exc.object[exc.start : exc.end]!r}), which is not text; fix or drop that character."
+        ) from exc
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise RequestError(
+            f"{what}: document {d.id!r} has metadata that is not a JSON object ({exc})."
+        ) from exc
+
+
 def check_documents(docs: Iterable[Document], what: str) -> list[Document]:
-    """The batch as a list, refusing non-Documents, repeated ids and oversize batches."""
+    """The batch as a list, refusing non-Documents, repeated ids, oversize batches and
+    documents that cannot be stored (:func:`_check_storable`)."""
     if isinstance(docs, (Document, str)):
         raise RequestError(f"{what}: pass a list of documents, not a single {type(docs).__name__}.")
     batch = list(docs)
@@ -97,10 +121,62 @@ def check_documents(docs: Iterable[Document], what: str) -> list[Document]:
             raise RequestError(
                 f"{what}: item #{i} is {type(d).__name__}, expected relevo.Document."
             )
+        _check_storable(d, i, what)
         if d.id in seen:
             raise RequestError(f"{what}: document id {d.id!r} appears twice in the batch.")
         seen.add(d.id)
     return batch
+
+
+def _merge_upserts(
+    records: Sequence[tuple[int, Mapping[str, Any]]], stages: Mapping[str, Any]
+) -> list[tuple[int, Mapping[str, Any]]]:
+    """Consecutive upserts of distinct ids as one record (a replay then adds once per run).
+
+    Merging keeps the outcome: the batches touch different ids and apply in order. A
+    record that does not look like an upsert is passed through for ``replay`` to judge.
+    """
+    out: list[tuple[int, Mapping[str, Any]]] = []
+    run: list[tuple[int, Mapping[str, Any]]] = []
+    ids: set[str] = set()
+
+    def flush() -> None:
+        if len(run) == 1:
+            out.append(run[0])
+        elif run:
+            dense = [name for name in stages if stages[name].index.input != "text"]
+            vectors = {
+                name: encode_vectors(
+                    np.concatenate([decode_vectors(r["vectors"][name]) for _, r in run])
+                )
+                for name in dense
+            }
+            docs = [d for _, r in run for d in r["docs"]]
+            out.append((run[0][0], {"op": "upsert", "docs": docs, "vectors": vectors}))
+        run.clear()
+        ids.clear()
+
+    for n, rec in records:
+        batch = rec.get("docs") if rec.get("op") == "upsert" else None
+        try:
+            batch_ids = {str(d["id"]) for d in batch} if isinstance(batch, list) else None
+            mergeable = batch_ids is not None and all(
+                name in rec.get("vectors", {})
+                for name in stages
+                if stages[name].index.input != "text"
+            )
+        except (KeyError, TypeError):
+            mergeable = False
+        if not mergeable or batch_ids is None:
+            flush()
+            out.append((n, rec))
+            continue
+        if ids & batch_ids:
+            flush()
+        run.append((n, rec))
+        ids.update(batch_ids)
+    flush()
+    return out
 
 
 class WritableCollection:
@@ -279,7 +355,7 @@ class WritableCollection:
         Raises:
             CorruptIndexError: a record of an unknown kind or whose vectors do not fit.
         """
-        for n, rec in records:
+        for n, rec in _merge_upserts(records, self.stages):
             op = rec.get("op")
             if op == "compact":  # journaled so a commit has something to write; rows are by id
                 continue

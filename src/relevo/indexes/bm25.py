@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -318,8 +319,32 @@ class BM25Index(Index):
         self._tf_indptr = np.zeros(1, np.int64)
         self._doc_lengths = np.zeros(0, np.int32)
         self._scores: Any = None  # term-major CSR (terms x docs) of float32 contributions
-        self.avgdl = 0.0
-        self.idf = np.zeros(0, np.float64)
+        self._avgdl = 0.0
+        self._idf = np.zeros(0, np.float64)
+        # Writes only mark the contributions stale; the next search (or save) rebuilds
+        # them once, so a batch of adds and removals costs one rebuild, not one each.
+        self._stale = False
+        self._rebuild_lock = threading.Lock()
+
+    @property
+    def avgdl(self) -> float:
+        """Average length (in tokens) of the live documents."""
+        self._fresh()
+        return self._avgdl
+
+    @property
+    def idf(self) -> np.ndarray:
+        """Idf per vocabulary term over the live documents (0 for terms none of them has)."""
+        self._fresh()
+        return self._idf
+
+    def _fresh(self) -> None:
+        """Rebuild the contributions if writes happened since the last rebuild."""
+        if self._stale:
+            with self._rebuild_lock:
+                if self._stale:
+                    self._rebuild_scores()
+                    self._stale = False
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), **self.options}
@@ -365,9 +390,9 @@ class BM25Index(Index):
             [self._tf_indptr, block.indptr[1:].astype(np.int64) + self._tf_indptr[-1]]
         )
         self._doc_lengths = np.concatenate([self._doc_lengths, lengths.astype(np.int32)])
-        self._rebuild_scores()
+        self._stale = True
 
-    def _idf(self, df: np.ndarray, n_docs: int) -> np.ndarray:
+    def _idf_of(self, df: np.ndarray, n_docs: int) -> np.ndarray:
         df = df.astype(np.float64)
         if self.method == "lucene":
             return np.log1p((n_docs - df + 0.5) / (df + 0.5))
@@ -403,7 +428,7 @@ class BM25Index(Index):
         present = df > 0  # a fresh build's vocabulary: terms some live document has
         idf = np.zeros(n_terms, np.float64)
         if present.any():
-            idf[present] = self._idf(df[present], n_live)
+            idf[present] = self._idf_of(df[present], n_live)
         total = float(self._doc_lengths[live].sum())
         return idf, n_live, (total / n_live if n_live else 0.0)
 
@@ -411,13 +436,13 @@ class BM25Index(Index):
         n_docs = len(self._doc_lengths)
         n_terms = len(self._terms)
         tf = self._tf_data.astype(np.float64)
-        self.idf, _, self.avgdl = self._live_stats()
+        self._idf, _, self._avgdl = self._live_stats()
         doc_of = np.repeat(np.arange(n_docs), np.diff(self._tf_indptr))
-        if self.avgdl > 0:
-            norm = self.k1 * (1.0 - self.b + self.b * self._doc_lengths / self.avgdl)
+        if self._avgdl > 0:
+            norm = self.k1 * (1.0 - self.b + self.b * self._doc_lengths / self._avgdl)
         else:  # only empty documents: no postings, nothing to normalise
             norm = np.full(n_docs, self.k1)
-        contrib = self.idf[self._tf_indices] * (tf * (self.k1 + 1.0) / (tf + norm[doc_of]))
+        contrib = self._idf[self._tf_indices] * (tf * (self.k1 + 1.0) / (tf + norm[doc_of]))
         doc_major = csr(
             contrib.astype(np.float32), self._tf_indices, self._tf_indptr, (n_docs, n_terms)
         )
@@ -431,7 +456,7 @@ class BM25Index(Index):
         """Remove rows and recompute idf and avgdl over the documents that remain."""
         newly = super().remove(positions)
         if newly:
-            self._rebuild_scores()
+            self._stale = True
         return newly
 
     @classmethod
@@ -439,7 +464,7 @@ class BM25Index(Index):
         index = super().load(directory, params)
         assert isinstance(index, BM25Index)  # noqa: S101 - cls.load_payload built it
         # The saved contributions already use the live statistics; restore the attributes.
-        index.idf, _, index.avgdl = index._live_stats()
+        index._idf, _, index._avgdl = index._live_stats()
         return index
 
     def _count(self) -> int:
@@ -484,6 +509,7 @@ class BM25Index(Index):
             self.tokenizer.tokenize_one(q) if isinstance(q, str) else _token_list(q, i, "query")
             for i, q in enumerate(queries)
         ]
+        self._fresh()
         if self._scores is None and self._count():
             self._rebuild_scores()
         out = []
@@ -509,6 +535,7 @@ class BM25Index(Index):
     def _search_tokens(
         self, queries: list[list[str]], k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
+        self._fresh()
         nq = len(queries)
         n_docs = self._count()
         out_s = np.full((nq, k), -np.inf, np.float32)
@@ -533,6 +560,7 @@ class BM25Index(Index):
     def save_payload(self, directory: Path) -> dict[str, Any]:
         directory = Path(directory)
         (directory / "vocab.json").write_text(json.dumps(self._terms, ensure_ascii=False), "utf-8")
+        self._fresh()
         if self._scores is None:
             self._rebuild_scores()
         arrays = {
@@ -610,8 +638,8 @@ class BM25Index(Index):
         index._doc_lengths = doc_lengths
         index._deleted = np.zeros(n_docs, dtype=bool)  # Index.load restores the tombstones
         total = float(doc_lengths.sum())
-        index.avgdl = total / n_docs if n_docs else 0.0
-        index.idf = index._idf(np.bincount(tf_indices, minlength=n_terms), n_docs)
+        index._avgdl = total / n_docs if n_docs else 0.0
+        index._idf = index._idf_of(np.bincount(tf_indices, minlength=n_terms), n_docs)
         index._scores = csr(s_data, s_indices, s_indptr, (n_terms, n_docs))
         return index
 

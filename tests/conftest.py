@@ -41,6 +41,24 @@ def engine() -> Engine:
 
 
 @pytest.fixture
+def run(engine):
+    """``run(*args, ok=True)``: invoke the CLI with the hermetic engine (exit 0 unless ok=False)."""
+    from click.testing import CliRunner
+
+    from relevo.engine.cli import cli
+
+    runner = CliRunner()
+
+    def invoke(*args, ok=True):
+        result = runner.invoke(cli, list(args), obj={"engine": engine}, catch_exceptions=False)
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    return invoke
+
+
+@pytest.fixture
 def docs():
     return tiny_corpus()
 

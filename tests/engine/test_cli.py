@@ -7,22 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
-
-from relevo.engine.cli import cli
-
-
-@pytest.fixture
-def run(engine):
-    runner = CliRunner()
-
-    def invoke(*args, ok=True):
-        result = runner.invoke(cli, list(args), obj={"engine": engine}, catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
-    return invoke
 
 
 def test_build_search_round_trip(run, corpus_file, tmp_path):

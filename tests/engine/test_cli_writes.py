@@ -5,22 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
-
-from relevo.engine.cli import cli
-
-
-@pytest.fixture
-def run(engine):
-    runner = CliRunner()
-
-    def invoke(*args, ok=True):
-        result = runner.invoke(cli, list(args), obj={"engine": engine}, catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
-    return invoke
 
 
 @pytest.fixture

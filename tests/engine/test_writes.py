@@ -225,3 +225,15 @@ def test_compaction_drops_deleted_rows_and_keeps_the_results(engine, docs, fmt, 
     col.commit()  # a compacted collection commits as a snapshot
     loaded = engine.load(path)
     assert loaded.docstore.rows == len(loaded) == len(docs) - 4
+
+
+def test_engine_verbs_on_a_directory_commit(engine, docs, tmp_path):
+    path = engine.save(engine.index(docs, stages=["bm25"]), tmp_path / "idx")
+    assert engine.add(path, [new_docs()[0]]) == 1
+    assert engine.upsert(path, new_docs()[1:]) == (1, 1)
+    assert engine.delete(path, ["d2", "nope"]) == 1
+    assert engine.update(path, [Document(id="n1", text="lions now")]) == 1
+    loaded = engine.load(path)
+    assert len(loaded) == len(docs) + 1 and loaded.docstore.by_id("n1").text == "lions now"
+    hits = engine.search(path, "lions", k=3, filter={"topic": "nothing"})
+    assert hits == []

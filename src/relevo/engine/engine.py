@@ -235,48 +235,38 @@ class Engine:
         )
 
     # -- writes -------------------------------------------------------------------------
-    def _writable(self, collection: Collection | str | os.PathLike[str]) -> tuple[Collection, bool]:
-        if isinstance(collection, Collection):
-            return collection, False
-        return self.load(collection), True
+    def _write(self, collection: Collection | str | os.PathLike[str], verb: str, arg: Any) -> Any:
+        """``collection.<verb>(arg)``; a directory is loaded first and committed after."""
+        on_disk = not isinstance(collection, Collection)
+        col = self.load(collection) if on_disk else collection
+        assert isinstance(col, Collection)  # noqa: S101 - narrowed above
+        out = getattr(col, verb)(arg)
+        if on_disk:
+            col.commit()
+        return out
 
     def add(
         self, collection: Collection | str | os.PathLike[str], documents: Iterable[Document]
     ) -> int:
         """Add new documents (see :meth:`Collection.add`); a directory is updated and committed."""
-        col, on_disk = self._writable(collection)
-        n = col.add(documents)
-        if on_disk:
-            col.commit()
-        return n
+        return int(self._write(collection, "add", documents))
 
     def update(
         self, collection: Collection | str | os.PathLike[str], documents: Iterable[Document]
     ) -> int:
         """Replace documents by id (see :meth:`Collection.update`); a directory is committed."""
-        col, on_disk = self._writable(collection)
-        n = col.update(documents)
-        if on_disk:
-            col.commit()
-        return n
+        return int(self._write(collection, "update", documents))
 
     def upsert(
         self, collection: Collection | str | os.PathLike[str], documents: Iterable[Document]
     ) -> tuple[int, int]:
         """Add new ids, replace existing ones: ``(added, updated)``; a directory is committed."""
-        col, on_disk = self._writable(collection)
-        out = col.upsert(documents)
-        if on_disk:
-            col.commit()
-        return out
+        added, updated = self._write(collection, "upsert", documents)
+        return int(added), int(updated)
 
     def delete(self, collection: Collection | str | os.PathLike[str], ids: Iterable[str]) -> int:
         """Delete documents by id (see :meth:`Collection.delete`); a directory is committed."""
-        col, on_disk = self._writable(collection)
-        n = col.delete(ids)
-        if on_disk:
-            col.commit()
-        return n
+        return int(self._write(collection, "delete", ids))
 
     def search(
         self,

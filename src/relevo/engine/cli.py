@@ -256,7 +256,7 @@ def search_cmd(
     if filter_json is not None:
         try:
             loaded = json.loads(filter_json)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # also a 5,000-digit number, deep nesting
             raise click.BadParameter(f"not JSON ({exc})", param_hint="--filter-json") from exc
         if not isinstance(loaded, dict):
             raise click.BadParameter("a JSON object of fields", param_hint="--filter-json")

@@ -315,6 +315,7 @@ class Collection(WritableCollection):
                 every stage before its top-k: no other document is ever returned.
         """
         _check_queries(queries, k)
+        k = int(k)  # a numpy integer passes the check; faiss' SWIG search takes Python ints only
         flt = parse_filter(filter)
         with self.lock.read():
             allowed = None

@@ -75,6 +75,11 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
                     raise CorpusError(
                         f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})."
                     ) from exc
+                except (ValueError, RecursionError) as exc:  # json.loads' own limits
+                    raise CorpusError(
+                        f"{path}:{lineno}: not readable JSON: a number with thousands of digits "
+                        f"or nesting too deep ({type(exc).__name__}); fix the line."
+                    ) from exc
                 if not isinstance(obj, dict):
                     raise CorpusError(
                         f"{path}:{lineno}: expected a JSON object, found {type(obj).__name__}."

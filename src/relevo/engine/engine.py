@@ -238,8 +238,7 @@ class Engine:
     def _write(self, collection: Collection | str | os.PathLike[str], verb: str, arg: Any) -> Any:
         """``collection.<verb>(arg)``; a directory is loaded first and committed after."""
         on_disk = not isinstance(collection, Collection)
-        col = self.load(collection) if on_disk else collection
-        assert isinstance(col, Collection)  # noqa: S101 - narrowed above
+        col = collection if isinstance(collection, Collection) else self.load(collection)
         out = getattr(col, verb)(arg)
         if on_disk:
             col.commit()

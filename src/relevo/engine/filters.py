@@ -198,7 +198,7 @@ def parse_filter_options(items: Iterable[str]) -> dict[str, Any]:
             )
         try:
             value = json.loads(raw)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, a 5,000-digit number, deep nesting
             value = raw
         if _kind(value) == "other":  # a list or object: keep the text as given
             value = raw

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import CorruptIndexError, IndexFormatError
 from .fusion import METHODS as FUSION_METHODS
@@ -76,7 +76,8 @@ def read_manifest(
         )
     try:
         data = json.loads(path.read_text("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # ValueError: also a 5,000-digit number; RecursionError: deeply nested arrays
+    except (ValueError, RecursionError) as exc:
         raise CorruptIndexError(f"{path} is not valid JSON ({exc}); rebuild the index.") from exc
     except OSError as exc:  # removed meanwhile by a writer, or not readable
         raise CorruptIndexError(
@@ -126,6 +127,17 @@ def atomic_directory(target: str | os.PathLike[str], *, overwrite: bool = False)
 
 
 # -- safe paths and payload checksums -----------------------------------------------------
+def _is_path_text(rel: object) -> TypeGuard[str]:
+    """A non-empty string the file system can name: no NUL, no lone surrogate (``"\\ud800"``)."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel:
+        return False
+    try:
+        os.fsencode(rel)
+    except UnicodeEncodeError:  # Path.resolve() raised it
+        return False
+    return True
+
+
 def inside(root: Path, rel: object, *, field: str, manifest: Path) -> Path:
     """``root / rel`` for a relative path a manifest names, refused if it leaves ``root``.
 
@@ -133,7 +145,7 @@ def inside(root: Path, rel: object, *, field: str, manifest: Path) -> Path:
         CorruptIndexError: ``rel`` is not a non-empty string, is absolute, has a ``..``
             part or a backslash, or resolves (through symbolic links) outside ``root``.
     """
-    if not isinstance(rel, str) or not rel or "\x00" in rel:
+    if not _is_path_text(rel):
         raise CorruptIndexError(
             f"{manifest}: {field} must be a relative path inside the index directory, found {rel!r}; {_REBUILD}"
         )

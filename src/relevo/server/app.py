@@ -13,6 +13,7 @@ import base64
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -133,11 +134,31 @@ class NotConfigured(RelevoError):
     """The endpoint needs a component the server was not started with."""
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with what strict UTF-8 JSON cannot hold made printable.
+
+    A validation error echoes the request's input, which JSON parsing lets hold NaN,
+    infinities and lone surrogate escapes (``"\\ud800"``); rendered as they are they
+    turned a 422 into a 500. Non-finite floats become their names, surrogates escapes.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def error_response(
     status: int, type_: str, message: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
     body = {"type": type_, "message": message, **{k: v for k, v in extra.items() if v is not None}}
-    return JSONResponse({"error": jsonable_encoder(body)}, status_code=status, headers=headers)
+    return JSONResponse(
+        {"error": _json_safe(jsonable_encoder(body))}, status_code=status, headers=headers
+    )
 
 
 def status_of(exc: RelevoError) -> int:

@@ -25,7 +25,7 @@ log = logging.getLogger("relevo.cli")
 def _parse_value(text: str) -> Any:
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON (or a huge number, deep nesting): text
         return text
 
 

@@ -129,7 +129,7 @@ def parse_options(pairs: Sequence[str], *, param_hint: str = "--miner-option") -
             raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint=param_hint)
         try:
             out[key] = json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON (or a huge number, deep nesting): text
             out[key] = value
     return out
 

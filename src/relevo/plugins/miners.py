@@ -484,18 +484,9 @@ def _mine_command(helpers: CommandHelpers) -> click.Command:
         "scores"}, and NAME.report.json (+ .png) beside --out: counts kept / dropped and
         why, score summaries and examples of dropped candidates.
         """
-        import json
 
         engine = helpers.engine()
-        opts = {}
-        for pair in options:
-            key, sep, value = pair.partition("=")
-            if not sep or not key:
-                raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--option")
-            try:
-                opts[key] = json.loads(value)
-            except json.JSONDecodeError:
-                opts[key] = value
+        opts = helpers.parse_options(options, param_hint="--option")
         miner = engine.miner(miner_name, **opts)
         folder = helpers.find_dataset(dataset)
         from ..engine.evaluate import load_dataset

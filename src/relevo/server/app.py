@@ -502,6 +502,7 @@ def create_app(
         code: {"model": schemas.ErrorResponse, "description": what}
         for code, what in (
             (400, "Bad request"),
+            (409, "The index directory is busy or cannot be written"),
             (401, "Missing or wrong bearer token"),
             (404, "Not configured or unknown name"),
             (413, "Over a size limit"),

@@ -32,8 +32,9 @@ al. 2021): embeddings are computed in ``mini_batch_size`` chunks without a graph
 then re-computed chunk by chunk for the backward pass, so a batch of 256 fits in
 the memory of a batch of ``mini_batch_size``. ``margin-mse``: distillation from a
 pointwise reranker teacher (``engine.reranker(name)``): label =
-``teacher(q, pos) - teacher(q, neg)`` per negative, matched by the student's dot-product
-margin (Hofstätter et al. 2020); teacher scores are computed once per (query, document)
+``teacher(q, pos) - teacher(q, neg)`` per negative, matched by the student's margin of
+``scale`` x cosine (Hofstätter et al. 2020; the scale brings a normalised student's
+margins to the teacher's logit range); teacher scores are computed once per (query, document)
 and cached; queries without mined negatives are not used.
 
 Curriculum. ``easy-to-hard``: every epoch visits the examples in ascending order of
@@ -729,7 +730,17 @@ def _loss_module(losses: Any, model: Any, cfg: EmbedderConfig) -> Any:
         return losses.CachedMultipleNegativesRankingLoss(
             model, scale=cfg.scale, mini_batch_size=cfg.mini_batch_size
         )
-    return losses.MarginMSELoss(model)
+    # The student's margin is ``scale`` x its cosine margin: a cross-encoder's logits
+    # differ by several units, which a bare cosine margin (at most 2) cannot match, and
+    # chasing them wrecks the embedding (SciFact 0.645 -> 0.470 nDCG@10 in 40 steps).
+    from sentence_transformers.util import pairwise_cos_sim
+
+    scale = float(cfg.scale)
+
+    def scaled_cosine(a: Any, b: Any) -> Any:
+        return scale * pairwise_cos_sim(a, b)
+
+    return losses.MarginMSELoss(model, similarity_fct=scaled_cosine)
 
 
 def _st_losses() -> Any:

@@ -177,7 +177,17 @@ def _serve_command(helpers: CommandHelpers) -> click.Command:
             f"on http://{shown}:{port}" + (" (token required)" if token else ""),
             err=True,
         )
-        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
+        # Keep-alive longer than uvicorn's 5 s: a client reusing a pooled connection the
+        # server has just closed gets a connection reset (one ReadError in 513 requests at
+        # 32 clients in benchmarks/results/server.md before this).
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            timeout_graceful_shutdown=30,
+            timeout_keep_alive=75,
+        )
 
     return serve
 

@@ -107,7 +107,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         table.append(
             [
                 r["dataset"],
-                r["variant"],
+                r["variant"] + (f" ({r['note']})" if r.get("note") else ""),
                 r.get("steps") or "—",
                 f"{r['dense']['ndcg@10']:.4f}",
                 f"{r['dense']['recall@100']:.4f}",
@@ -180,11 +180,19 @@ def main() -> None:
     )
     ap.add_argument("--models-dir", type=Path, default=Path.home() / ".cache/relevo/bench-training")
     ap.add_argument("--reuse", action="store_true", help="keep models already trained")
+    ap.add_argument(
+        "--render-only", action="store_true", help="rewrite training.md/png from training.json"
+    )
     common.add_out(ap)
     args = ap.parse_args()
     common.quiet_transformers()
 
     json_path = args.out / "training.json"
+    if args.render_only:
+        saved = json.loads(json_path.read_text("utf-8"))
+        write_markdown(saved, args.out / "training.md")
+        write_plot(saved, args.out / "training.png")
+        return
     # Rows of earlier runs (other datasets, variants or step counts) stay in the report.
     previous: dict[tuple[str, str, int | None], dict[str, Any]] = {}
     if json_path.exists():

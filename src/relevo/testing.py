@@ -6,10 +6,11 @@ explicitly, e.g. ``Engine(plugins=[relevo.testing.FakePlugin()], load_entrypoint
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -339,3 +340,37 @@ __all__ = [
     "tiny_llama",
     "write_beir_dataset",
 ]
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, *, timeout: float = 10.0) -> Iterator[str]:
+    """Run an ASGI ``app`` with uvicorn on a free loopback port in a thread; yields its URL.
+
+    The lifespan runs (start-up and the shutdown flush); leaving the block stops the
+    server and fails if it did not shut down within ``timeout`` seconds.
+    """
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+        sock.close()
+    if thread.is_alive():
+        raise RuntimeError("uvicorn did not shut down")

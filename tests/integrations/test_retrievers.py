@@ -12,8 +12,6 @@ import json
 import socket
 import subprocess
 import sys
-import threading
-import time
 import warnings
 
 import pytest
@@ -27,7 +25,7 @@ from relevo import (
     RequestError,
     ServiceError,
 )
-from relevo.testing import FakePlugin, tiny_corpus
+from relevo.testing import FakePlugin, serve_in_thread, tiny_corpus
 
 QUERIES = ["kitten purr", "programming language memory", "interest rates inflation"]
 FILTER = {"n": {"gte": 4}}
@@ -88,24 +86,12 @@ def server_url(engine, collection):
     """``relevo serve`` with a token: uvicorn on a free loopback port in a thread."""
     pytest.importorskip("fastapi")
     pytest.importorskip("httpx")
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
     from relevo.server import create_app
 
     app = create_app(collection, engine=engine, token=TOKEN)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}/"  # a trailing slash is fine
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serve_in_thread(app) as url:
+        yield url + "/"  # a trailing slash is fine
 
 
 # -- in-process ----------------------------------------------------------------------

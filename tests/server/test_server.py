@@ -7,9 +7,6 @@ byte for byte); one test starts uvicorn on a loopback port and talks HTTP to it.
 from __future__ import annotations
 
 import base64
-import socket
-import threading
-import time
 import warnings
 
 import numpy as np
@@ -35,7 +32,7 @@ from relevo.engine.errors import IndexBusyError, IndexWriteError  # noqa: E402
 from relevo.engine.version import __version__  # noqa: E402
 from relevo.server import Limits, check_bind, create_app, is_loopback, open_collection  # noqa: E402
 from relevo.server.app import status_of  # noqa: E402
-from relevo.testing import FakePlugin, HashingEmbedder, tiny_corpus  # noqa: E402
+from relevo.testing import FakePlugin, HashingEmbedder, serve_in_thread, tiny_corpus  # noqa: E402
 
 QUERIES = ["kitten purr", "programming language", "interest rates inflation", "plants sunlight"]
 TOKEN = "s3cret-token"
@@ -525,24 +522,10 @@ def test_serve_without_a_collection_says_how_to_make_one(relevo_cli, engine, tmp
 @pytest.fixture(scope="module")
 def live_server(engine, hybrid):
     """uvicorn on a free loopback port in a thread; shut down (lifespan included) at the end."""
-    import uvicorn
 
     app = create_app(hybrid, engine=engine, reranker="word-overlap")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", app
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
-    assert not thread.is_alive(), "uvicorn did not shut down"
+    with serve_in_thread(app) as url:
+        yield url, app
 
 
 def test_a_real_uvicorn_server_answers_over_http(live_server, hybrid):

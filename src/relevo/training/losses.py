@@ -1,0 +1,141 @@
+"""In-batch softmax losses that know which in-batch candidates are judged relevant.
+
+Multiple-negatives ranking (MNRL) treats every other example's documents in the batch as
+negatives of an anchor. On a collection that judges many documents per query (NFCorpus:
+43 per training query on average) a batch of 32 random queries gives 28% of the anchors
+at least one *judged-relevant* document as an in-batch "negative" — the false-negative
+problem the miners solve for mined negatives, coming back through the batch. These
+losses take a boolean mask per step (``True``: leave this candidate out of this anchor's
+softmax) and drop those logits before the cross-entropy.
+
+:class:`InBatchSoftmaxLoss` computes the loss in one pass; with ``mini_batch_size`` it is
+the gradient-cache variant (Gao et al., 2021): embeddings are computed without a graph in
+chunks, the loss's gradient with respect to them is taken once, and each chunk is run
+again with the same dropout masks to push that gradient into the weights — memory bounded
+by the chunk, the result that of the full batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def _rng_states(torch: Any) -> tuple[Any, list[Any]]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_states(torch: Any, states: tuple[Any, list[Any]]) -> None:
+    cpu, cuda = states
+    torch.set_rng_state(cpu)
+    if cuda:
+        torch.cuda.set_rng_state_all(cuda)
+
+
+class InBatchSoftmaxLoss:
+    """MNRL over (anchor, positive, negatives...) columns with an optional exclusion mask.
+
+    Args:
+        model: the ``SentenceTransformer`` under training.
+        scale: inverse temperature applied to the cosine scores.
+        mini_batch_size: ``None`` for one pass; else the gradient-cache chunk size.
+
+    Calling it with the tokenised columns and a ``(batch, batch × (columns − 1))`` mask
+    returns the loss. In the cached mode the gradient is already in the parameters when it
+    returns and the loss carries no graph (``requires_grad`` is ``False``): do not call
+    ``backward`` on it.
+    """
+
+    def __init__(self, model: Any, *, scale: float, mini_batch_size: int | None = None) -> None:
+        import torch
+
+        self.torch = torch
+        self.model = model
+        self.scale = float(scale)
+        self.mini_batch_size = mini_batch_size
+
+    # -- the loss on embeddings ---------------------------------------------------------------
+    def loss_from_embeddings(self, embeddings: Sequence[Any], mask: Any | None) -> Any:
+        torch = self.torch
+        anchors = torch.nn.functional.normalize(embeddings[0], dim=-1)
+        docs = torch.nn.functional.normalize(torch.cat(list(embeddings[1:]), dim=0), dim=-1)
+        scores = self.scale * anchors @ docs.T  # (n, n * (columns - 1))
+        if mask is not None:
+            scores = scores.masked_fill(mask, float("-inf"))
+        target = torch.arange(anchors.shape[0], device=anchors.device)
+        return torch.nn.functional.cross_entropy(scores, target)
+
+    def _embed(self, features: dict[str, Any]) -> Any:
+        return self.model(features)["sentence_embedding"]
+
+    # -- one step ---------------------------------------------------------------------------
+    def __call__(self, features: Sequence[dict[str, Any]], mask: Any | None = None) -> Any:
+        if mask is not None and mask.shape != (
+            features[0]["input_ids"].shape[0],
+            sum(f["input_ids"].shape[0] for f in features[1:]),
+        ):
+            raise ValueError(f"mask shape {tuple(mask.shape)} does not fit the batch")
+        if self.mini_batch_size is None:
+            return self.loss_from_embeddings([self._embed(f) for f in features], mask)
+        return self._cached(features, mask)
+
+    def _chunks(self, features: dict[str, Any]) -> list[dict[str, Any]]:
+        n = int(features["input_ids"].shape[0])
+        size = int(self.mini_batch_size or n)
+        return [
+            {k: (v[i : i + size] if hasattr(v, "shape") else v) for k, v in features.items()}
+            for i in range(0, n, size)
+        ]
+
+    def _cached(self, features: Sequence[dict[str, Any]], mask: Any | None) -> Any:
+        torch = self.torch
+        chunks = [self._chunks(f) for f in features]
+        states: list[list[tuple[Any, list[Any]]]] = []
+        reps: list[Any] = []
+        with torch.no_grad():  # pass 1: embeddings only, remembering each chunk's RNG
+            for column in chunks:
+                column_states, parts = [], []
+                for chunk in column:
+                    column_states.append(_rng_states(torch))
+                    parts.append(self._embed(chunk).detach())
+                states.append(column_states)
+                reps.append(torch.cat(parts, dim=0))
+        leaves = [r.requires_grad_() for r in reps]
+        loss = self.loss_from_embeddings(leaves, mask)
+        loss.backward()  # gradients of the loss with respect to every embedding
+        after = _rng_states(torch)
+        for column, column_states, leaf in zip(chunks, states, leaves, strict=True):
+            start = 0
+            for chunk, state in zip(column, column_states, strict=True):
+                _set_rng_states(torch, state)  # the same dropout masks as in pass 1
+                emb = self._embed(chunk)
+                grad = leaf.grad[start : start + emb.shape[0]]
+                start += emb.shape[0]
+                emb.backward(grad)  # chain rule through this chunk's graph only
+        _set_rng_states(torch, after)
+        return loss.detach()
+
+
+def judged_mask(
+    judged: Sequence[set[Any]], candidates: Sequence[Any], *, own: Sequence[int]
+) -> tuple[list[list[bool]], int]:
+    """Which candidates each anchor must not see as negatives.
+
+    Args:
+        judged: per anchor, the references of its judged-relevant documents.
+        candidates: the references of the batch's documents, in loss column order.
+        own: per anchor, the candidate index of its own positive (never masked).
+
+    Returns:
+        the mask rows and how many ``True`` cells it holds.
+    """
+    rows, count = [], 0
+    for i, refs in enumerate(judged):
+        row = [c != own[i] and ref in refs for c, ref in enumerate(candidates)]
+        count += sum(row)
+        rows.append(row)
+    return rows, count
+
+
+__all__ = ["InBatchSoftmaxLoss", "judged_mask"]

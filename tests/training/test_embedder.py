@@ -362,3 +362,29 @@ def test_modules_import_without_torch():
         "assert not {'torch', 'sentence_transformers'} & set(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_in_batch_documents_judged_for_the_anchor_are_masked(
+    train_set, tiny_st, hermetic, tmp_path
+):
+    cfg = config(train_set, tiny_st, tmp_path / "x")
+    data = trainer._load_data(cfg, hermetic)
+    first = data.examples[0]
+    data.examples[1].positives = list(data.examples[1].positives) + list(first.positives)
+    batch, rows = trainer._supervised_batch(data, cfg, [0, 1, 2, 3], step=0)
+    assert batch.mask is not None and batch.masked >= 1
+    assert batch.mask[1][0]  # query 1 is judged for query 0's positive: not its negative
+    assert not any(batch.mask[i][i] for i in range(4))  # never the own positive
+    n = len(rows)
+    for i, row in enumerate(batch.mask):  # every masked cell is a judged document of anchor i
+        judged = {(data.examples[i].dataset, p) for p in data.examples[i].positives}
+        refs = [(d, p) for d, _, p, _ in rows] + [
+            trainer._doc_ref(d, negs[0]) for d, _, _, negs in rows
+        ]
+        assert all((refs[c] in judged) == row[c] for c in range(2 * n) if c != i)
+    off = config(train_set, tiny_st, tmp_path / "y", mask_judged=False)
+    batch, _ = trainer._supervised_batch(data, off, [0, 1, 2, 3], step=0)
+    assert batch.mask is None
+    result = train_embedder(config(train_set, tiny_st, tmp_path / "m"), engine=hermetic)
+    assert result.report["recipe"]["mask_judged"] is True
+    assert isinstance(result.report["judged_masked"], int)

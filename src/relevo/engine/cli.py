@@ -92,6 +92,11 @@ def index_group() -> None:
 )
 @click.option("--embedder", default="minilm", show_default=True, help="Embedder for dense formats.")
 @click.option(
+    "--domain",
+    default=None,
+    help="Domain-routing (moe:PATH) embedders: route texts without a metadata domain to this expert.",
+)
+@click.option(
     "--option",
     "options",
     multiple=True,
@@ -111,6 +116,7 @@ def index_build(
     out: Path,
     indexes: tuple[str, ...],
     embedder: str,
+    domain: str | None,
     options: tuple[str, ...],
     limit: int | None,
     overwrite: bool,
@@ -122,6 +128,7 @@ def index_build(
     # Checked before the (possibly long) build; Collection.save checks again.
     check_replaceable(out, overwrite=overwrite)
     engine = _engine(ctx)
+    _route_domain(engine, domain, embedder)
     t0 = time.perf_counter()
     collection = engine.index(
         corpus,
@@ -233,6 +240,11 @@ def index_info(directory: Path) -> None:
     help='A metadata filter object, e.g. \'{"year": {"gte": 2020}, "lang": {"in": ["en", "de"]}}\'.',
 )
 @click.option(
+    "--domain",
+    default=None,
+    help="Collections built with a domain-routing (moe:PATH) embedder: encode the query with this domain's expert (default: the recorded domain, else the router).",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -247,6 +259,7 @@ def search_cmd(
     stages: tuple[str, ...],
     filters: tuple[str, ...],
     filter_json: str | None,
+    domain: str | None,
     as_json: bool,
 ) -> None:
     """Search an index directory for QUERY (optionally only documents matching a filter)."""
@@ -270,6 +283,8 @@ def search_cmd(
     flt = parse_filter(spec)  # checked before the index loads
     engine = _engine(ctx)
     collection = engine.load(directory)
+    if domain is not None:
+        collection.set_query_domain(domain)
     hits = collection.search(query, k, stages=list(stages) or None, filter=flt)
     if as_json:
         click.echo(
@@ -341,6 +356,22 @@ def strategy_options(f: Any) -> Any:
     return gathered
 
 
+def _route_domain(engine: Engine, domain: str | None, embedder: str) -> None:
+    """``--domain``: the default domain of the domain-routing embedder ``embedder``."""
+    from .errors import ConfigError
+
+    if domain is None:
+        return
+    name = embedder.partition(":")[0]
+    reg = engine.registry.get("embedder", name)[0] if name in engine.names("embedder") else None
+    if reg is None or not getattr(reg.cls, "routes_domains", False):
+        raise ConfigError(
+            f"--domain routes texts between the experts of a mixture-of-experts embedder "
+            f"(--embedder moe:PATH); {embedder!r} has no domains."
+        )
+    engine.embedder_defaults[name] = {"domain": domain}
+
+
 def _parse_kv(pairs: tuple[str, ...]) -> dict[str, Any]:
     """``KEY=VALUE`` pairs -> dict, values parsed as JSON where they parse."""
     return {k: _parse_value(v) for k, _, v in (p.partition("=") for p in pairs)}
@@ -360,6 +391,11 @@ def _parse_kv(pairs: tuple[str, ...]) -> dict[str, Any]:
     "--split", default="test", show_default=True, help="qrels/<split>.tsv to score against."
 )
 @click.option("--embedder", default="minilm", show_default=True, help="Embedder of dense stages.")
+@click.option(
+    "--domain",
+    default=None,
+    help="Domain-routing (moe:PATH) embedders: route texts without a metadata domain to this expert.",
+)
 @click.option(
     "--limit", type=click.IntRange(min=1), help="Evaluate only the first N queries of the split."
 )
@@ -415,6 +451,7 @@ def eval_cmd(
     pipeline: str,
     split: str,
     embedder: str,
+    domain: str | None,
     limit: int | None,
     run_out: Path | None,
     rel_level: int,
@@ -445,6 +482,7 @@ def eval_cmd(
         raise click.UsageError("give a DATASET_DIR to evaluate (or --compare OLD.json NEW.json).")
 
     engine = _engine(ctx)
+    _route_domain(engine, domain, embedder)
     opts = _parse_kv(rerank_options)
     n_queries = len(load_dataset(dataset_dir, split=split).queries) if reranker else 0
     n_queries = min(n_queries, limit) if limit else n_queries

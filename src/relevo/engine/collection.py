@@ -265,6 +265,23 @@ class Collection(WritableCollection):
     def __repr__(self) -> str:
         return f"Collection({len(self)} docs, stages={list(self.stages)})"
 
+    def set_query_domain(self, domain: str) -> None:
+        """Encode queries of domain-routing (MoE) stages with ``domain``'s expert from now on.
+
+        Raises:
+            ConfigError: no stage has a domain-routing embedder, or it has no such domain.
+        """
+        routed = [
+            s for s in self.stages.values() if s.embedder is not None and s.embedder.routes_domains
+        ]
+        if not routed:
+            raise ConfigError(
+                f"--domain: no stage of this collection ({', '.join(self.stages)}) has a "
+                "domain-routing embedder (moe:PATH)."
+            )
+        for stage in routed:
+            stage.embedder = stage.embedder.for_domain(domain)  # type: ignore[union-attr]
+
     # -- search -------------------------------------------------------------------------
     def _stage_rankings(
         self,

@@ -69,6 +69,11 @@ class Embedder(Component):
     max_length: int | None = None
     batch_size: ClassVar[int] = 32
     needs_gpu: ClassVar[bool] = False
+    #: Domain-routing embedders (mixture of experts) set this: their :meth:`embed` takes
+    #: ``domains=`` (one name or ``None`` per text) and documents are embedded with the
+    #: value of their metadata field :attr:`domain_field` (see :func:`embed_documents`).
+    routes_domains: ClassVar[bool] = False
+    domain_field: str = "domain"
 
     @abstractmethod
     def embed_batch(self, texts: Sequence[str], *, kind: EmbedKind) -> np.ndarray:
@@ -132,6 +137,27 @@ class Embedder(Component):
                 progress(len(idx))
         assert out is not None  # noqa: S101 - texts is non-empty, so one batch ran
         return out
+
+
+def embed_documents(
+    embedder: Embedder, docs: Sequence[Document], *, progress: Any = None
+) -> np.ndarray:
+    """Embed documents' content; a domain-routing embedder also gets each one's domain.
+
+    The domain is the document's metadata field ``embedder.domain_field`` (``None`` when
+    absent: the embedder's default domain, or its router, decides).
+    """
+    texts = [d.content for d in docs]
+    if not embedder.routes_domains:
+        return embedder.embed(texts, kind="document", progress=progress)
+    field = embedder.domain_field
+    domains = [d.metadata.get(field) if d.metadata else None for d in docs]
+    bad = next((v for v in domains if v is not None and not isinstance(v, str)), None)
+    if bad is not None:
+        raise RequestError(
+            f"document metadata {field!r} must be a domain name (a string), got {bad!r}."
+        )
+    return embedder.embed(texts, kind="document", progress=progress, domains=domains)  # type: ignore[call-arg]
 
 
 class Index(Component):

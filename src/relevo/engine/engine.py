@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -12,7 +13,7 @@ import numpy as np
 
 from .cache import EmbeddingCache, cache_dir, key
 from .collection import Collection, Fusion, Stage, check_vectors, embedder_record
-from .components import Component, Embedder, Index, NegativeMiner, Reranker
+from .components import Component, Embedder, Index, NegativeMiner, Reranker, embed_documents
 from .corpus import corpus_checksum, read_corpus
 from .docstore import DocStore
 from .errors import ConfigError
@@ -76,6 +77,9 @@ class Engine:
         self.cache_dir = cache_dir(cache)
         self.progress = progress
         self._embedders: dict[str, Embedder] = {}
+        #: default options per registered embedder name (``{"moe": {"domain": "scifact"}}``),
+        #: applied whenever this engine creates one; options given explicitly win.
+        self.embedder_defaults: dict[str, dict[str, Any]] = {}
 
     # -- plugins & components -------------------------------------------------------------
     @property
@@ -97,6 +101,7 @@ class Engine:
 
     def embedder(self, name: str = DEFAULT_EMBEDDER, **options: Any) -> Embedder:
         """The embedder registered as ``name`` (cached per name and options)."""
+        options = {**self.embedder_defaults.get(name.partition(":")[0], {}), **options}
         cache_key = key(name, repr(sorted(options.items())))
         if cache_key not in self._embedders:
             emb = self.registry.create("embedder", name, **options)
@@ -122,16 +127,19 @@ class Engine:
     ) -> np.ndarray:
         """Document embeddings, from the user cache when this model already encoded this corpus."""
         cache = EmbeddingCache(self.cache_dir)
-        ckey = key("doc-embeddings", embedder.fingerprint(), checksum, str(len(docs)))
+        parts = [embedder.fingerprint(), checksum, str(len(docs))]
+        if embedder.routes_domains:  # documents' domains (metadata) decide their experts
+            field = embedder.domain_field
+            parts.append(json.dumps([d.metadata.get(field) for d in docs]))
+        ckey = key("doc-embeddings", *parts)
         cached = cache.get(ckey, rows=len(docs))
         if cached is not None:
             log.info("embeddings of %d docs from cache %s", len(docs), cache.path(ckey))
             return cached
-        texts = [d.content for d in docs]
         with progress_bar(
-            len(texts), f"embedding with {embedder.name or 'embedder'}", enabled=self.progress
+            len(docs), f"embedding with {embedder.name or 'embedder'}", enabled=self.progress
         ) as adv:
-            vecs = embedder.embed(texts, kind="document", progress=adv)
+            vecs = embed_documents(embedder, docs, progress=adv)
         check_vectors(vecs, embedder, len(docs))
         cache.put(ckey, vecs)
         return vecs

@@ -6,6 +6,7 @@ Recall@100. Every judged query of the split counts; a query with no hits scores 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -221,7 +222,10 @@ def collection_for(
     to a cached collection as given.
     """
     docs, checksum = read_corpus(dataset.corpus)
-    ckey = key("collection", checksum, "|".join(stages), embedder)
+    parts = ["collection", checksum, "|".join(stages), embedder]
+    if engine.embedder_defaults:  # e.g. an MoE embedder's --domain
+        parts.append(json.dumps(engine.embedder_defaults, sort_keys=True))
+    ckey = key(*parts)
     path = engine.cache_dir / "collections" / f"{dataset.name}-{ckey}"
     if path.exists() and not rebuild:
         try:

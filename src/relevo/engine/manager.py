@@ -34,6 +34,7 @@ ENTRY_POINT_GROUP = "relevo"
 #: plugin modules at import time.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "relevo.plugins.sentence_transformers",
+    "relevo.plugins.moe",
     "relevo.plugins.onnx",
     "relevo.plugins.bm25",
     "relevo.plugins.splade",
@@ -45,6 +46,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "relevo.plugins.decoders",
     "relevo.plugins.miners",
     "relevo.plugins.server",
+    "relevo.plugins.merge",
 )
 ENV_LOAD = "RELEVO_LOAD_PLUGINS"
 ENV_DISABLE = "RELEVO_DISABLE_PLUGINS"

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .components import embed_documents
 from .errors import CorruptIndexError, RequestError
 from .journal import append, decode_vectors, encode_vectors, journal_size
 from .types import Document
@@ -232,7 +233,7 @@ class WritableCollection:
                 raise RequestError(
                     f"stage {name!r} is dense but has no embedder to encode documents."
                 )
-            vecs = np.asarray(stage.embedder.embed(texts, kind="document"), dtype=np.float32)
+            vecs = np.asarray(embed_documents(stage.embedder, batch), dtype=np.float32)
             check_vectors(vecs, stage.embedder, len(batch))
             if not np.isfinite(vecs).all():
                 raise RequestError(
@@ -439,7 +440,7 @@ class WritableCollection:
                             raise RequestError(
                                 f"compact: stage {name!r} keeps no vectors and has no embedder."
                             ) from None
-                        vecs = np.asarray(stage.embedder.embed(texts, kind="document"), np.float32)
+                        vecs = np.asarray(embed_documents(stage.embedder, docs), np.float32)
                     if len(docs):
                         fresh.add(vecs)
                 rebuilt[name] = fresh

@@ -231,6 +231,18 @@ def _embedder_command(helpers: CommandHelpers) -> click.Command:
         help="Hard negatives per query and step.",
     )
     @click.option(
+        "--cocitation/--no-cocitation",
+        default=defaults.cocitation,
+        show_default=True,
+        help="Also train on co-cited document pairs (SciFact citations, NFCorpus pages).",
+    )
+    @click.option(
+        "--mask-judged/--no-mask-judged",
+        default=defaults.mask_judged,
+        show_default=True,
+        help="Leave in-batch documents judged relevant to a query out of its negatives.",
+    )
+    @click.option(
         "--max-length",
         type=click.IntRange(min=8),
         default=None,

@@ -118,6 +118,22 @@ def default_base_model() -> str:
 
 
 @dataclass
+class MoESpec:
+    """Train a mixture-of-experts model: one expert per training dataset, in order.
+
+    Attributes:
+        domains: expert names, one per dataset of :attr:`EmbedderConfig.datasets`.
+        layers: layers whose feed-forward block becomes experts (``all``, ``last``, ``"3,5"``).
+        router_documents: documents per domain (besides its training queries) the router
+            is fitted on.
+    """
+
+    domains: list[str]
+    layers: str = "all"
+    router_documents: int = 1000
+
+
+@dataclass
 class EmbedderConfig:
     """Everything that defines an embedder training run.
 
@@ -147,9 +163,16 @@ class EmbedderConfig:
         max_length: tokens per text (default: the base model's ``max_seq_length``).
         lr / weight_decay / warmup_ratio: AdamW with linear warm-up and decay.
         scale: inverse temperature of the (cached) MNRL softmax over cosine scores.
+        mask_judged: leave in-batch candidates that the split judges relevant to an
+            anchor out of that anchor's softmax (they are not negatives; on NFCorpus 28% of
+            the anchors of a random batch of 32 meet one). MNRL losses only.
         max_examples: at most this many examples per dataset (the first, in file order).
         crop_min_ratio / crop_max_ratio: a crop's share of the document's words.
         seed: seeds dropout and every data draw.
+        cocitation: also train on co-cited document pairs (anchor: a document, positive:
+            one co-cited with it; see :mod:`relevo.training.cocitation`).
+        moe: train a mixture-of-experts model (:class:`MoESpec`): every batch holds one
+            dataset's examples and goes through that domain's expert.
         checkpoint_every: steps between checkpoints (0: none).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
     """
@@ -176,10 +199,13 @@ class EmbedderConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     scale: float = 20.0
+    mask_judged: bool = True
     max_examples: int | None = None
     crop_min_ratio: float = 0.1
     crop_max_ratio: float = 0.5
     seed: int = 42
+    cocitation: bool = False
+    moe: MoESpec | None = None
     checkpoint_every: int = 50
     device: str = "auto"
 
@@ -245,6 +271,19 @@ class EmbedderConfig:
                 "crop ratios must satisfy 0 < crop_min_ratio <= crop_max_ratio <= 1, got "
                 f"{self.crop_min_ratio} and {self.crop_max_ratio}."
             )
+        if self.cocitation and (self.unsupervised or self.loss == "margin-mse"):
+            raise ConfigError(
+                "--cocitation adds document pairs to query training; it does not combine "
+                "with --unsupervised crops or --loss margin-mse (no teacher scores documents pairs)."
+            )
+        if self.moe is not None:
+            if len(self.moe.domains) != len(self.datasets):
+                raise ConfigError(
+                    f"an MoE model needs one domain per dataset: {len(self.moe.domains)} domains "
+                    f"for {len(self.datasets)} datasets."
+                )
+            if len(set(self.moe.domains)) != len(self.moe.domains):
+                raise ConfigError(f"domain names must be unique, got {self.moe.domains}.")
         if isinstance(self.checkpoint_every, bool) or self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}.")
 
@@ -278,6 +317,9 @@ class EmbedderConfig:
         data["datasets"] = [str(Path(d).expanduser().absolute()) for d in self.datasets]
         data["base"] = self.resolved_base()
         return data
+
+    def domain_of(self, dataset: int) -> str:
+        return self.moe.domains[dataset] if self.moe is not None else str(dataset)
 
 
 @dataclass
@@ -430,6 +472,24 @@ def _crops_dataset(
     return examples, {}, report
 
 
+#: key prefix of co-citation examples (a document id), apart from query ids
+COCITED_PREFIX = "cocited:"
+
+
+def _cocited_examples(
+    index: int, root: Path, cfg: EmbedderConfig, texts: dict[str, str]
+) -> list[_Example]:
+    """One example per co-cited document: positives are the documents cited with it."""
+    from .cocitation import cocited_groups, partners
+
+    groups = cocited_groups(root, cfg.split, known=texts)
+    found = partners(groups)
+    docs = list(found)
+    if cfg.max_examples is not None:
+        docs = docs[: cfg.max_examples]
+    return [_Example(index, COCITED_PREFIX + d, texts[d], list(found[d])) for d in docs]
+
+
 def _load_data(cfg: EmbedderConfig, engine: Engine | None) -> _Data:
     if engine is None:
         from ..engine.engine import Engine
@@ -448,6 +508,10 @@ def _load_data(cfg: EmbedderConfig, engine: Engine | None) -> _Data:
                     f"training dataset {root} is not a folder (BEIR layout expected)."
                 )
             examples, texts, report, miner = _supervised_dataset(i, root, cfg, engine)
+            if cfg.cocitation:
+                pairs = _cocited_examples(i, root, cfg, texts)
+                report["cocited_documents"] = len(pairs)
+                examples.extend(pairs)
         data.examples.extend(examples)
         data.texts.append(texts)
         data.reports.append(report)
@@ -460,10 +524,41 @@ def _load_data(cfg: EmbedderConfig, engine: Engine | None) -> _Data:
 def _epoch_order(data: _Data, cfg: EmbedderConfig, epoch: int) -> list[int]:
     """The example indices of ``epoch`` in the order they are visited."""
     n = len(data.examples)
+    if cfg.moe is not None:
+        return _domain_batches(data, cfg, epoch)
     if cfg.curriculum == "easy-to-hard":
         ex = data.examples
         return sorted(range(n), key=lambda i: (ex[i].difficulty, ex[i].dataset, ex[i].key))
     return [int(i) for i in np.random.default_rng([cfg.seed, epoch]).permutation(n)]
+
+
+def _by_domain(data: _Data) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = {}
+    for i, ex in enumerate(data.examples):
+        groups.setdefault(ex.dataset, []).append(i)
+    return groups
+
+
+def _domain_batches(data: _Data, cfg: EmbedderConfig, epoch: int) -> list[int]:
+    """Full batches of one dataset each, in shuffled order (enforced MoE routing)."""
+    rng = np.random.default_rng([cfg.seed, epoch])
+    ex = data.examples
+    batches: list[list[int]] = []
+    for _, members in sorted(_by_domain(data).items()):
+        if cfg.curriculum == "easy-to-hard":
+            members = sorted(members, key=lambda i: (ex[i].difficulty, ex[i].key))
+        else:
+            members = [members[int(j)] for j in rng.permutation(len(members))]
+        size = cfg.batch_size
+        batches.extend(members[k : k + size] for k in range(0, len(members) - size + 1, size))
+    if cfg.curriculum == "none":
+        order = [int(b) for b in rng.permutation(len(batches))]
+    else:  # easy-to-hard across domains: batches by their mean difficulty
+        order = sorted(
+            range(len(batches)),
+            key=lambda b: float(np.mean([min(ex[i].difficulty, 1e30) for i in batches[b]])),
+        )
+    return [i for b in order for i in batches[b]]
 
 
 def _crop(words: list[str], rng: np.random.Generator, lo: float, hi: float) -> str:
@@ -479,6 +574,10 @@ class _Batch:
 
     columns: list[list[str]]
     labels: list[list[float]] | None = None
+    #: per anchor, the candidates (positives column, then negatives) left out of its softmax
+    mask: list[list[bool]] | None = None
+    masked: int = 0
+    expert: int = 0  # MoE: the (single) dataset of the batch
 
 
 def _crops_batch(data: _Data, cfg: EmbedderConfig, indices: Sequence[int], epoch: int) -> _Batch:
@@ -536,7 +635,19 @@ def _supervised_batch(
     width = len(rows[0][3]) if rows else 0
     for j in range(width):
         columns.append([_doc_text(data, d, negs[j]) for d, _, _, negs in rows])
-    return _Batch(columns), rows
+    batch = _Batch(columns)
+    if cfg.mask_judged and cfg.loss != "margin-mse":
+        from .losses import judged_mask
+
+        # Loss column order: every positive, then each negatives column in turn.
+        candidates = [(d, p) for d, _, p, _ in rows]
+        for j in range(width):
+            candidates.extend(_doc_ref(d, negs[j]) for d, _, _, negs in rows)
+        judged = [{(ex.dataset, p) for p in ex.positives} for ex, _, _ in chosen]
+        mask, count = judged_mask(judged, candidates, own=list(range(len(rows))))
+        if count:
+            batch.mask, batch.masked = mask, count
+    return batch, rows
 
 
 def _doc_text(data: _Data, dataset: int, doc: str) -> str:
@@ -649,6 +760,13 @@ class _Trainee:
     scheduler: Any
     names: list[str]  # trainable parameters in optimizer order
     device: str
+    moe: Any = None  # the MoEModel wrapping ``model`` when training experts
+
+    def save(self, folder: Path, extra: dict[str, Any] | None = None) -> None:
+        if self.moe is not None:
+            self.moe.save(folder, extra=extra)
+        else:
+            _save_model(self.model, folder)
 
 
 def _save_model(model: Any, folder: Path) -> None:
@@ -665,7 +783,7 @@ def _save_checkpoint(out: Path, trainee: _Trainee, state: dict[str, Any]) -> Non
         optimizer=trainee.optimizer,
         scheduler=trainee.scheduler,
         names=trainee.names,
-        save_model=lambda folder: _save_model(trainee.model, folder),
+        save_model=trainee.save,
     )
 
 
@@ -698,6 +816,7 @@ class _Progress:
     losses: list[float] = field(default_factory=list)
     seconds_before: float = 0.0
     refreshes: list[dict[str, Any]] = field(default_factory=list)
+    masked: int = 0  # (anchor, judged in-batch candidate) cells left out of the softmax
 
     def state(self, step: int, seconds: float, data: _Data) -> dict[str, Any]:
         return {
@@ -708,13 +827,26 @@ class _Progress:
             "losses": self.losses,
             "train_seconds": seconds,
             "refreshes": self.refreshes,
+            "judged_masked": self.masked,
             # ADORE swaps these during training; a resumed run continues with them.
             "negatives": [e.negatives for e in data.examples],
         }
 
 
-def _schedule(cfg: EmbedderConfig, n_examples: int) -> _Schedule:
+def _schedule(cfg: EmbedderConfig, data: _Data) -> _Schedule:
+    n_examples = len(data.examples)
     steps_per_epoch = n_examples // cfg.batch_size
+    if cfg.moe is not None:  # batches never mix domains
+        sizes = {d: len(m) for d, m in _by_domain(data).items()}
+        short = [
+            cfg.domain_of(d) for d in range(len(cfg.datasets)) if sizes.get(d, 0) < cfg.batch_size
+        ]
+        if short:
+            raise DatasetError(
+                f"domain(s) {', '.join(short)} have fewer than {cfg.batch_size} training examples "
+                "(one full batch per domain is needed); lower --batch-size."
+            )
+        steps_per_epoch = sum(n // cfg.batch_size for n in sizes.values())
     if steps_per_epoch == 0:
         raise DatasetError(
             f"{n_examples} training examples cannot fill one batch of {cfg.batch_size}; lower --batch-size."
@@ -724,11 +856,15 @@ def _schedule(cfg: EmbedderConfig, n_examples: int) -> _Schedule:
 
 
 def _loss_module(losses: Any, model: Any, cfg: EmbedderConfig) -> Any:
-    if cfg.loss == "mnrl":
-        return losses.MultipleNegativesRankingLoss(model, scale=cfg.scale)
-    if cfg.loss == "cached-mnrl":
-        return losses.CachedMultipleNegativesRankingLoss(
-            model, scale=cfg.scale, mini_batch_size=cfg.mini_batch_size
+    if cfg.loss in ("mnrl", "cached-mnrl"):
+        from .losses import InBatchSoftmaxLoss
+
+        # relevo's own in-batch softmax (the same loss as sentence-transformers' MNRL and
+        # its cached variant) because it takes the per-step mask of judged candidates.
+        return InBatchSoftmaxLoss(
+            model,
+            scale=cfg.scale,
+            mini_batch_size=cfg.mini_batch_size if cfg.loss == "cached-mnrl" else None,
         )
     # The student's margin is ``scale`` x its cosine margin: a cross-encoder's logits
     # differ by several units, which a bare cosine margin (at most 2) cannot match, and
@@ -757,7 +893,18 @@ def _build_trainee(
     from ..models.bi_encoders import load_sentence_transformer
 
     torch.manual_seed(cfg.seed)
-    model = load_sentence_transformer(source, device, model_id=source)
+    moe = None
+    if cfg.moe is not None:
+        from ..models import moe as moe_models
+
+        if moe_models.is_moe_folder(source):  # a checkpoint of this run
+            moe = moe_models.load(source, device)
+        else:
+            dense = load_sentence_transformer(source, device, model_id=source)
+            moe = moe_models.convert(dense, cfg.moe.domains, cfg.moe.layers, base=source)
+        model = moe.model
+    else:
+        model = load_sentence_transformer(source, device, model_id=source)
     if cfg.max_length is not None:
         model.max_seq_length = int(cfg.max_length)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -778,7 +925,7 @@ def _build_trainee(
         optimizer, lr_lambda(schedule.total, schedule.warmup)
     )
     loss = _loss_module(_st_losses(), model, cfg)
-    return _Trainee(model, loss, optimizer, scheduler, names, device)
+    return _Trainee(model, loss, optimizer, scheduler, names, device, moe)
 
 
 def _features(model: Any, texts: list[str], device: str) -> dict[str, Any]:
@@ -789,14 +936,26 @@ def _features(model: Any, texts: list[str], device: str) -> dict[str, Any]:
 
 def _train_step(torch: Any, trainee: _Trainee, batch: _Batch) -> tuple[float, float]:
     """One optimizer step; returns its loss and the learning rate it used."""
+    if trainee.moe is not None:  # enforced routing: the batch's domain picks the expert
+        with trainee.moe.routing(batch.expert):
+            return _optimizer_step(torch, trainee, batch)
+    return _optimizer_step(torch, trainee, batch)
+
+
+def _optimizer_step(torch: Any, trainee: _Trainee, batch: _Batch) -> tuple[float, float]:
     features = [_features(trainee.model, col, trainee.device) for col in batch.columns]
-    labels = (
-        torch.tensor(batch.labels, dtype=torch.float32, device=trainee.device)
-        if batch.labels is not None
-        else None
-    )
-    loss = trainee.loss(features, labels)
-    loss.backward()
+    if batch.labels is not None:
+        labels = torch.tensor(batch.labels, dtype=torch.float32, device=trainee.device)
+        loss = trainee.loss(features, labels)
+    else:
+        mask = (
+            torch.tensor(batch.mask, dtype=torch.bool, device=trainee.device)
+            if batch.mask is not None
+            else None
+        )
+        loss = trainee.loss(features, mask)
+    if loss.requires_grad:  # the gradient-cache loss has already back-propagated
+        loss.backward()
     torch.nn.utils.clip_grad_norm_(trainee.model.parameters(), 1.0)
     lr = float(trainee.scheduler.get_last_lr()[0])
     trainee.optimizer.step()
@@ -826,16 +985,20 @@ def _encoder(torch: Any, model: Any) -> Callable[[list[str]], np.ndarray]:
     return encode
 
 
-def _refresh(torch: Any, data: _Data, model: Any, step: int) -> dict[str, Any]:
+def _refresh(torch: Any, data: _Data, trainee: _Trainee, step: int) -> dict[str, Any]:
     """Re-mine with the current encoder (ADORE) and swap every example's negatives."""
     t0 = time.perf_counter()
-    encode = _encoder(torch, model)
+    encode = _encoder(torch, trainee.model)
     by_key = {(e.dataset, e.key): e for e in data.examples}
     changed = kept = queries = 0
     for ds, miner in enumerate(data.miners):
         if miner is None:
             continue
-        result = miner.refresh(encode, step=step)
+        if trainee.moe is not None:  # the dataset's queries through its own expert
+            with trainee.moe.routing(ds):
+                result = miner.refresh(encode, step=step)
+        else:
+            result = miner.refresh(encode, step=step)
         for m in result.queries:
             ex = by_key.get((ds, m.query_id))
             if ex is None:
@@ -866,8 +1029,11 @@ def _make_batch(
     teacher: _Teacher | None,
 ) -> _Batch:
     if cfg.unsupervised == "crops":
-        return _crops_batch(data, cfg, indices, epoch)
+        batch = _crops_batch(data, cfg, indices, epoch)
+        batch.expert = data.examples[indices[0]].dataset
+        return batch
     batch, rows = _supervised_batch(data, cfg, indices, step)
+    batch.expert = data.examples[indices[0]].dataset
     if teacher is not None:
         if len(batch.columns) < 3:
             raise DatasetError(
@@ -903,11 +1069,12 @@ def _train(
         indices = order[idx * cfg.batch_size : (idx + 1) * cfg.batch_size]
         batch = _make_batch(data, cfg, indices, step, epoch, teacher)
         loss, lr = _train_step(torch, trainee, batch)
+        progress.masked += batch.masked
         progress.losses.append(loss)
         done = step + 1
         # The last step neither refreshes nor checkpoints: nothing trains after it.
         if every and done % every == 0 and done < schedule.total:
-            progress.refreshes.append(_refresh(torch, data, trainee.model, done))
+            progress.refreshes.append(_refresh(torch, data, trainee, done))
         elapsed = progress.seconds_before + time.perf_counter() - t0
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < schedule.total:
             _save_checkpoint(out, trainee, progress.state(done, elapsed, data))
@@ -935,6 +1102,7 @@ def _restore(
     progress.losses = [float(x) for x in prior.get("losses", [])]
     progress.seconds_before = float(prior.get("train_seconds", 0.0))
     progress.refreshes = list(prior.get("refreshes", []))
+    progress.masked = int(prior.get("judged_masked", 0))
     log.info("resuming from %s at step %d of %d", ckpt, progress.start, progress.total)
 
 
@@ -975,6 +1143,7 @@ def _report(
         recipe["mini_batch_size"] = cfg.mini_batch_size
     if cfg.loss != "margin-mse":
         recipe["scale"] = cfg.scale
+        recipe["mask_judged"] = cfg.mask_judged
     if cfg.unsupervised == "crops":
         recipe["crop_ratio"] = [cfg.crop_min_ratio, cfg.crop_max_ratio]
     else:
@@ -1007,6 +1176,7 @@ def _report(
         if teacher is None
         else {"name": cfg.teacher, "pairs": teacher.pairs, "seconds": round(teacher.seconds, 1)},
         "adore_refreshes": progress.refreshes,
+        "judged_masked": progress.masked,
         "resumed_from_step": progress.start if resumed else None,
         **loss_summary(losses),
         "use": f"--embedder sentence-transformers:{out}",
@@ -1015,14 +1185,59 @@ def _report(
     }
 
 
-def _write_model(out: Path, model: Any, report: dict[str, Any]) -> None:
+def _write_model(out: Path, trainee: _Trainee, report: dict[str, Any]) -> None:
     """Write the finished model (a sentence-transformers folder) and its report atomically."""
     from ..engine.manifest import atomic_directory
 
     with atomic_directory(out, overwrite=True) as tmp:
         tmp.chmod(0o755)  # mkdtemp makes it private; a model folder is meant to be shared
-        _save_model(model, tmp)
+        trainee.save(tmp, extra={"training": report.get("moe")} if trainee.moe else None)
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2), "utf-8")
+
+
+def _fit_router(trainee: _Trainee, data: _Data, cfg: EmbedderConfig) -> dict[str, Any]:
+    """Fit the MoE router on each domain's training queries and a sample of its documents."""
+    assert cfg.moe is not None and trainee.moe is not None  # noqa: S101 - MoE runs only
+    texts: list[str] = []
+    labels: list[int] = []
+    for ds in range(len(cfg.datasets)):
+        queries = sorted(
+            {
+                e.text
+                for e in data.examples
+                if e.dataset == ds and not e.key.startswith(COCITED_PREFIX)
+            }
+        )
+        ids = sorted(data.texts[ds])
+        rng = np.random.default_rng([cfg.seed, ds])
+        n_docs = min(cfg.moe.router_documents, len(ids))
+        picks = rng.choice(len(ids), n_docs, replace=False).tolist() if n_docs else []
+        docs = [data.texts[ds][ids[int(i)]] for i in picks]
+        texts += queries + docs
+        labels += [ds] * (len(queries) + len(docs))
+    report = trainee.moe.fit_router(texts, labels, seed=cfg.seed)
+    log.info(
+        "router fitted on %d texts: held-out accuracy %s",
+        len(texts),
+        report.get("heldout_accuracy"),
+    )
+    return report
+
+
+def _moe_report(trainee: _Trainee, data: _Data, cfg: EmbedderConfig) -> dict[str, Any]:
+    assert cfg.moe is not None and trainee.moe is not None  # noqa: S101 - MoE runs only
+    moe = trainee.moe
+    per_expert = sum(p.numel() for p in moe.expert_parameters(0))
+    total = sum(p.numel() for p in trainee.model.parameters())
+    return {
+        "domains": moe.domains,
+        "layers": moe.layers,
+        "datasets": {cfg.domain_of(i): r["name"] for i, r in enumerate(data.reports)},
+        "examples_per_domain": {
+            cfg.domain_of(d): len(m) for d, m in sorted(_by_domain(data).items())
+        },
+        "parameters": {"total": int(total), "per_expert": int(per_expert)},
+    }
 
 
 def train_embedder(
@@ -1060,7 +1275,7 @@ def train_embedder(
 
         engine = Engine()
     data = _load_data(config, engine)
-    schedule = _schedule(config, len(data.examples))
+    schedule = _schedule(config, data)
     teacher = None
     if config.teacher:
         teacher = _Teacher(_load_teacher(engine, config.teacher), data)
@@ -1072,6 +1287,7 @@ def train_embedder(
         _restore(ckpt, prior, trainee, progress, data)
     seconds = _train(torch, trainee, data, config, schedule, progress, out, teacher, on_step)
     trainee.model.eval()
+    router = _fit_router(trainee, data, config) if config.moe is not None else None
     report = _report(
         config,
         base,
@@ -1085,7 +1301,11 @@ def train_embedder(
         out,
         trainee.model.max_seq_length,
     )
-    _write_model(out, trainee.model, report)
+    if config.moe is not None:
+        report["moe"] = _moe_report(trainee, data, config)
+        report["router"] = router
+        report["use"] = f"--embedder moe:{out}"
+    _write_model(out, trainee, report)
     log.info(
         "trained %d steps in %.0fs, final loss %.4f -> %s",
         schedule.total,

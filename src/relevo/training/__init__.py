@@ -2,8 +2,9 @@
 
 Importing this package is cheap: torch, transformers and sentence-transformers are
 imported when training starts. The CLI front ends are ``relevo train reranker``
-(bundled ``cross_encoder`` plugin) and ``relevo train embedder`` (bundled
-``sentence_transformers`` plugin).
+(bundled ``cross_encoder`` plugin), ``relevo train embedder`` (bundled
+``sentence_transformers`` plugin), ``relevo train moe`` (bundled ``moe`` plugin: the same
+embedder trainer with :class:`MoESpec`) and ``relevo merge`` (bundled ``merge`` plugin).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from .cross_encoder import (
 from .embedder import CURRICULA as EMBEDDER_CURRICULA
 from .embedder import LOSSES as EMBEDDER_LOSSES
 from .embedder import REPORT_FILE as EMBEDDER_REPORT_FILE
-from .embedder import EmbedderConfig, EmbedderResult, train_embedder
+from .embedder import EmbedderConfig, EmbedderResult, MoESpec, train_embedder
+from .merge import MergeResult, merge_embedders
 
 __all__ = [
     "EMBEDDER_CURRICULA",
@@ -31,9 +33,12 @@ __all__ = [
     "REPORT_FILE",
     "EmbedderConfig",
     "EmbedderResult",
+    "MergeResult",
+    "MoESpec",
     "TrainConfig",
     "TrainResult",
     "default_base_model",
+    "merge_embedders",
     "train_cross_encoder",
     "train_embedder",
 ]

@@ -30,7 +30,8 @@ _CLAIMS_SPLIT = {"test": "validation", "dev": "validation"}
 
 def claims_file(root: Path, split: str) -> Path | None:
     extras = Path(root) / "extras"
-    for name in (split, _CLAIMS_SPLIT.get(split, split)):
+    # BEIR's SciFact test split is the validation claims (claims_test.csv has no citations).
+    for name in dict.fromkeys((_CLAIMS_SPLIT.get(split, split), split)):
         path = extras / f"claims_{name}.csv"
         if path.is_file():
             return path

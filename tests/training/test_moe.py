@@ -245,8 +245,12 @@ def test_documents_are_encoded_by_their_metadata_domain(tiny_st, tmp_path, herme
     # the query goes to the collection's domain (b): x2 and x3 tie at the top
     top = {h.id for h in col.search("cats purr", 2)}
     assert top == {"x2", "x3"}
+    assert col.search("cats purr", 1, domain="a")[0].id == "x1"  # one search's domain
+    assert {h.id for h in col.search("cats purr", 2)} == {"x2", "x3"}  # the default again
     col.set_query_domain("a")
     assert col.search("cats purr", 1)[0].id == "x1"
+    with pytest.raises(ConfigError, match="experts for a, b"):
+        col.search("cats purr", 1, domain="z")
     with pytest.raises(ConfigError, match="experts for a, b"):
         col.set_query_domain("z")
     bm25 = hermetic.index(docs, stages=["bm25"])

@@ -283,9 +283,7 @@ def search_cmd(
     flt = parse_filter(spec)  # checked before the index loads
     engine = _engine(ctx)
     collection = engine.load(directory)
-    if domain is not None:
-        collection.set_query_domain(domain)
-    hits = collection.search(query, k, stages=list(stages) or None, filter=flt)
+    hits = collection.search(query, k, stages=list(stages) or None, filter=flt, domain=domain)
     if as_json:
         click.echo(
             json.dumps(

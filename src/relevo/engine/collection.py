@@ -265,21 +265,35 @@ class Collection(WritableCollection):
     def __repr__(self) -> str:
         return f"Collection({len(self)} docs, stages={list(self.stages)})"
 
+    def _routed_stages(self) -> list[Stage]:
+        return [
+            s for s in self.stages.values() if s.embedder is not None and s.embedder.routes_domains
+        ]
+
+    def _check_domain(self, domain: str) -> None:
+        routed = self._routed_stages()
+        if not routed:
+            raise ConfigError(
+                f"domain {domain!r}: no stage of this collection ({', '.join(self.stages)}) has a "
+                "domain-routing embedder (moe:PATH)."
+            )
+        for stage in routed:
+            known = list(getattr(stage.embedder, "domains", []) or [])
+            if known and domain not in known:
+                raise ConfigError(
+                    f"domain {domain!r}: stage {stage.name!r} has experts for {', '.join(known)}."
+                )
+
     def set_query_domain(self, domain: str) -> None:
-        """Encode queries of domain-routing (MoE) stages with ``domain``'s expert from now on.
+        """Encode queries of domain-routing (MoE) stages with ``domain``'s expert by default.
+
+        (One search can say otherwise with ``search_batch(..., domain=...)``.)
 
         Raises:
             ConfigError: no stage has a domain-routing embedder, or it has no such domain.
         """
-        routed = [
-            s for s in self.stages.values() if s.embedder is not None and s.embedder.routes_domains
-        ]
-        if not routed:
-            raise ConfigError(
-                f"--domain: no stage of this collection ({', '.join(self.stages)}) has a "
-                "domain-routing embedder (moe:PATH)."
-            )
-        for stage in routed:
+        self._check_domain(domain)
+        for stage in self._routed_stages():
             stage.embedder = stage.embedder.for_domain(domain)  # type: ignore[union-attr]
 
     # -- search -------------------------------------------------------------------------
@@ -289,8 +303,9 @@ class Collection(WritableCollection):
         queries: Sequence[str],
         fetch: int,
         allowed: np.ndarray | None = None,
+        domain: str | None = None,
     ) -> list[list[tuple[str, float]]]:
-        scores, pos = self._stage_arrays(stage, queries, fetch, allowed)
+        scores, pos = self._stage_arrays(stage, queries, fetch, allowed, domain)
         ids = self.docstore.ids_view()
         out = []
         # .tolist() first: iterating numpy scalars costs ~10x more per hit
@@ -304,12 +319,18 @@ class Collection(WritableCollection):
         queries: Sequence[str],
         fetch: int,
         allowed: np.ndarray | None = None,
+        domain: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """One stage's ``(scores, positions)`` arrays; position -1 pads a short row."""
         if stage.dense:
             if stage.embedder is None:
                 raise ConfigError(f"stage {stage.name!r} is dense but has no embedder.")
-            qv = stage.embedder.embed(queries, kind="query")
+            if domain is not None and stage.embedder.routes_domains:
+                qv = stage.embedder.embed(  # type: ignore[call-arg]
+                    queries, kind="query", domains=[domain] * len(queries)
+                )
+            else:
+                qv = stage.embedder.embed(queries, kind="query")
             if stage.index.dim is not None and qv.shape[1] != stage.index.dim:
                 raise IndexMismatchError(
                     f"stage {stage.name!r} holds {stage.index.dim}-d vectors but embedder "
@@ -330,6 +351,7 @@ class Collection(WritableCollection):
         depth: int | None = None,
         with_text: bool = True,
         filter: Mapping[str, Any] | Filter | None = None,  # noqa: A002 - the API's word
+        domain: str | None = None,
     ) -> list[list[Hit]]:
         """Search many queries at once (batched encoding and index search).
 
@@ -342,15 +364,20 @@ class Collection(WritableCollection):
             with_text: fill ``Hit.title`` / ``Hit.text`` from the docstore.
             filter: a metadata filter (see :mod:`relevo.engine.filters`), applied inside
                 every stage before its top-k: no other document is ever returned.
+            domain: the queries' domain, for stages whose embedder routes by domain (a
+                mixture of experts: the domain's expert encodes them); other stages
+                ignore it. ``None``: the stage's default domain, else its router.
         """
         _check_queries(queries, k)
+        if domain is not None:
+            self._check_domain(domain)
         k = int(k)  # a numpy integer passes the check; faiss' SWIG search takes Python ints only
         flt = parse_filter(filter)
         with self.lock.read():
             allowed = None
             if flt is not None:
                 allowed = flt.mask(self.docstore.rows_view(), self.docstore.live_mask())
-            return self._search_locked(queries, k, stages, depth, with_text, allowed)
+            return self._search_locked(queries, k, stages, depth, with_text, allowed, domain)
 
     def _search_locked(
         self,
@@ -360,6 +387,7 @@ class Collection(WritableCollection):
         depth: int | None,
         with_text: bool,
         allowed: np.ndarray | None,
+        domain: str | None = None,
     ) -> list[list[Hit]]:
         names = list(stages) if stages else list(self.stages)
         unknown = [n for n in names if n not in self.stages]
@@ -370,10 +398,12 @@ class Collection(WritableCollection):
         if not queries:
             return []
         if len(names) == 1:
-            return self._single_stage_hits(self.stages[names[0]], queries, k, with_text, allowed)
+            return self._single_stage_hits(
+                self.stages[names[0]], queries, k, with_text, allowed, domain
+            )
         fetch = max(k, depth or self.fusion.depth)
         per_stage = {
-            n: self._stage_rankings(self.stages[n], queries, fetch, allowed) for n in names
+            n: self._stage_rankings(self.stages[n], queries, fetch, allowed, domain) for n in names
         }
         results: list[list[Hit]] = []
         for qi in range(len(queries)):
@@ -405,13 +435,14 @@ class Collection(WritableCollection):
         k: int,
         with_text: bool,
         allowed: np.ndarray | None,
+        domain: str | None = None,
     ) -> list[list[Hit]]:
         """Hits straight from one stage's arrays: rows by position, no id round trip."""
-        scores, pos = self._stage_arrays(stage, queries, k, allowed)
+        scores, pos = self._stage_arrays(stage, queries, k, allowed, domain)
         rows = self.docstore.rows_view()
         results: list[list[Hit]] = []
         for srow, prow in zip(scores[:, :k].tolist(), pos[:, :k].tolist(), strict=True):
-            hits = []
+            hits: list[Hit] = []
             for s, p in zip(srow, prow, strict=True):
                 if p < 0:
                     continue

@@ -334,6 +334,8 @@ def _routes(state: ServerState) -> APIRouter:
             kwargs["filter"] = req.filter
         if req.stages:
             kwargs["stages"] = req.stages
+        if req.domain is not None:
+            kwargs["domain"] = req.domain
         hits = col.search(req.query, req.k, **kwargs)
         return {"hits": [h.to_dict() for h in hits]}
 

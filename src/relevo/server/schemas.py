@@ -37,6 +37,12 @@ class SearchRequest(BaseModel):
     stages: list[str] | None = Field(
         None, description="Use only these stages (default: all, fused)."
     )
+    domain: str | None = Field(
+        None,
+        max_length=200,
+        description="The query's domain, for mixture-of-experts (moe:PATH) stages: its "
+        "expert encodes the query (default: the collection's domain, else the router).",
+    )
 
 
 class SearchHit(BaseModel):

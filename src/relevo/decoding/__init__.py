@@ -2,9 +2,11 @@
 
 - :class:`PrefixTrieDecoder` — one of a fixed set of token sequences (generative
   retrieval over document identifiers / titles).
+- :class:`CompactTrie` / :class:`CompactTrieDecoder` — the same for 100k–1M document
+  identifiers: a trie in flat numpy arrays, with removals and additions without a rebuild.
 - :class:`PermutationDecoder` — a ranking of ``n`` identifiers, each exactly once
   (``[3] > [1] > [2]``), for listwise reranking.
-- :class:`ConstrainedLogitsProcessor` — either decoder as a ``transformers`` logits
+- :class:`ConstrainedLogitsProcessor` — any of these decoders as a ``transformers`` logits
   processor; ``decoder.prefix_allowed_tokens_fn(prompt_length)`` gives the
   ``prefix_allowed_tokens_fn`` form.
 - :func:`diverse_beam_search` and :func:`awrs_generate` — small generation loops over a
@@ -15,6 +17,8 @@ Importing this package does not import torch; the generation routines do on firs
 
 from __future__ import annotations
 
+from .compact_decoder import CompactTrieDecoder
+from .compact_trie import CompactTrie
 from .constraints import PermutationDecoder, PrefixDecoder, PrefixTrieDecoder, suffix_tokens
 from .generate import (
     AWRSResult,
@@ -27,6 +31,8 @@ from .trie import TokenTrie, TrieNode
 
 __all__ = [
     "AWRSResult",
+    "CompactTrie",
+    "CompactTrieDecoder",
     "ConstrainedLogitsProcessor",
     "Hypothesis",
     "PermutationDecoder",

@@ -139,6 +139,14 @@ class Embedder(Component):
         return out
 
 
+def index_items(index: Index, docs: Sequence[Document]) -> list[Any]:
+    """What a text index's :meth:`Index.add` takes for ``docs``: their content, or the
+    documents themselves for an index that ``reads_documents``."""
+    if index.reads_documents:
+        return list(docs)
+    return [d.content for d in docs]
+
+
 def embed_documents(
     embedder: Embedder, docs: Sequence[Document], *, progress: Any = None
 ) -> np.ndarray:
@@ -172,6 +180,10 @@ class Index(Component):
     """
 
     input: ClassVar[Literal["text", "vectors"]] = "vectors"
+    #: A text index that needs more than ``title + " " + text`` (e.g. the title alone, to
+    #: make document identifiers) sets this: the host then hands :meth:`add` the
+    #: :class:`~relevo.Document` objects themselves (see :func:`index_items`).
+    reads_documents: ClassVar[bool] = False
     format_version: ClassVar[int] = 1
     #: The tombstone file :meth:`save` writes beside the payload.
     TOMBSTONES: ClassVar[str] = "deleted.npy"
@@ -307,9 +319,11 @@ class Index(Component):
             items = np.ascontiguousarray(vecs, dtype=np.float32)
             n = len(items)
         else:
+            from .types import Document
+
             items = list(items)
             for i, t in enumerate(items):
-                if not isinstance(t, str):
+                if not (isinstance(t, str) or (self.reads_documents and isinstance(t, Document))):
                     raise RequestError(
                         f"{self.name}: item #{i} is {type(t).__name__}, expected str"
                     )

@@ -13,7 +13,15 @@ import numpy as np
 
 from .cache import EmbeddingCache, cache_dir, key
 from .collection import Collection, Fusion, Stage, check_vectors, embedder_record
-from .components import Component, Embedder, Index, NegativeMiner, Reranker, embed_documents
+from .components import (
+    Component,
+    Embedder,
+    Index,
+    NegativeMiner,
+    Reranker,
+    embed_documents,
+    index_items,
+)
 from .corpus import corpus_checksum, read_corpus
 from .docstore import DocStore
 from .errors import ConfigError
@@ -189,7 +197,7 @@ class Engine:
                 f"index_options for {sorted(unknown)}, which are not among the stages {list(stages)}."
             )
         built: list[Stage] = []
-        texts: list[str] | None = None
+        texts: list[Any] | None = None
         for spec in stages:
             name, fmt, emb_name = parse_stage(spec, DEFAULT_EMBEDDER)
             index = self.registry.create("index", fmt, **dict(options.get(spec, {})))
@@ -197,6 +205,11 @@ class Engine:
             if index.input == "text":
                 if emb_name:
                     raise ConfigError(f"index {fmt!r} reads text; it takes no embedder ({spec!r}).")
+                if index.reads_documents:
+                    log.info("indexing %d docs into %s", len(docs), fmt)
+                    index.add(index_items(index, docs))
+                    built.append(Stage(name, index))
+                    continue
                 if texts is None:
                     texts = [d.content for d in docs]
                 log.info("indexing %d docs into %s", len(docs), fmt)

@@ -118,6 +118,12 @@ def parse_pipeline(
     if pipeline in named and named[pipeline] != pipeline and pipeline not in _expanding:
         # A named pipeline may mention a component of the same name ("promptreps").
         return parse_pipeline(named[pipeline], registry, embedder, _expanding | {pipeline})
+    head, colon, spec = pipeline.partition(":")
+    if colon and head in named and named[head] in registry.names("index"):
+        # a named single-format pipeline with a spec: generative:PATH -> docid-trie:PATH
+        return [f"{named[head]}:{spec}"], Fusion()
+    if colon and head in registry.names("index"):  # a format with a spec: docid-trie:PATH
+        return [pipeline], Fusion()
     fmt = pipeline.partition("@")[0]
     if fmt in registry.names("index"):
         reg, _ = registry.get("index", fmt)

@@ -44,6 +44,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "relevo.plugins.cross_encoder",
     "relevo.plugins.llm",
     "relevo.plugins.decoders",
+    "relevo.plugins.generative",
     "relevo.plugins.miners",
     "relevo.plugins.server",
     "relevo.plugins.merge",

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .components import embed_documents
+from .components import embed_documents, index_items
 from .errors import CorruptIndexError, RequestError
 from .journal import append, decode_vectors, encode_vectors, journal_size
 from .types import Document
@@ -227,7 +227,7 @@ class WritableCollection:
         out: dict[str, Any] = {}
         for name, stage in self.stages.items():
             if stage.index.input == "text":
-                out[name] = texts
+                out[name] = index_items(stage.index, batch) if stage.index.reads_documents else texts
                 continue
             if stage.embedder is None:
                 raise RequestError(
@@ -380,7 +380,7 @@ class WritableCollection:
                 encoded: dict[str, Any] = {}
                 for name, stage in self.stages.items():
                     if stage.index.input == "text":
-                        encoded[name] = [d.content for d in batch]
+                        encoded[name] = index_items(stage.index, batch)
                         continue
                     vecs = decode_vectors(rec["vectors"][name])
                     if (
@@ -431,7 +431,7 @@ class WritableCollection:
                     if hasattr(old, attr):
                         setattr(fresh, attr, getattr(old, attr))
                 if old.input == "text":
-                    fresh.add(texts)
+                    fresh.add(index_items(fresh, docs) if fresh.reads_documents else texts)
                 else:
                     try:
                         vecs = old.stored_vectors(keep)

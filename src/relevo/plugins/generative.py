@@ -1,0 +1,459 @@
+"""Bundled plugin: generative retrieval over a document-identifier trie (``docid-trie``).
+
+A causal language model *generates* a document's identifier for a query, constrained at
+every step to the identifiers in the collection (CorpusBrain, the Unified Generative
+Retriever; GENRE's trie without its pickled dict). The identifier set is a
+:class:`~relevo.decoding.compact_trie.CompactTrie`: flat arrays, saved as ``.npy``,
+updated in place by the collection's add / delete.
+
+Identifiers (``docid`` option):
+
+- ``title``: the document's title (first ``max_words`` words; the text's first words
+  when a document has none);
+- ``prefix``: the first ``max_words`` words of the text;
+- ``semantic``: DSI-style digit strings ``"3-1-27"`` from a hierarchical k-means of the
+  documents' MiniLM embeddings (``branching`` clusters per level, at most ``leaf``
+  documents per leaf); documents added later descend the stored centroid tree.
+
+Two documents with the same identifier get ``" #2"``, ``" #3"``... appended, so every
+identifier names one row. The model reads ``prompt`` (``{query}`` filled in) and
+generates ``" " + identifier`` then its EOS; hits are the distinct identifiers of the
+final beams, scored by sequence log-probability (``decoding=beam``), by Diverse Beam
+Search groups (``decoding=diverse``), or by how often adaptive weighted rejection
+sampling draws them (``decoding=awrs``, ``samples`` particles; score = log frequency).
+
+Importing this module imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from ..engine.components import Index
+from ..engine.errors import ConfigError, CorruptIndexError
+from ..engine.hookspecs import Register, hookimpl
+from ..engine.types import Document
+
+log = logging.getLogger(__name__)
+
+DOCIDS = ("title", "prefix", "semantic")
+DECODINGS = ("beam", "diverse", "awrs")
+#: the text the identifier follows in every prompt (its tokenisation boundary)
+ANCHOR = "Title:"
+DEFAULT_PROMPT = "Query: {query}\n" + ANCHOR
+MAX_BEAMS = 100
+
+
+def _words(text: str, n: int) -> str:
+    return " ".join(text.split()[:n])
+
+
+class DocidTrieIndex(Index):
+    """Generative retrieval: an LM generates identifiers under a prefix-trie constraint.
+
+    Args:
+        docid: ``title``, ``prefix`` or ``semantic`` (see the module doc).
+        model: causal LM that generates (``smollm2``, a Hugging Face id or folder, a
+            ``relevo train generative`` output).
+        max_words: words per ``title`` / ``prefix`` identifier.
+        beams: beam width (at least the ``k`` asked for; at most 100).
+        decoding: ``beam``, ``diverse`` (``groups``, ``diversity``) or ``awrs`` (``samples``).
+        prompt: the prompt, with ``{query}``; it must end with ``"Title:"``.
+        branching / leaf / embedder: ``semantic`` identifiers' k-means shape and embedder
+            (a sentence-transformers folder or ``minilm``).
+        device: ``auto``, ``cpu``, ``cuda``...
+        seed: k-means and AWRS seed.
+    """
+
+    name: ClassVar[str] = "docid-trie"
+    input: ClassVar[Literal["text", "vectors"]] = "text"
+    reads_documents: ClassVar[bool] = True
+    extra: ClassVar[str | None] = "llm"
+    spec_option: ClassVar[str | None] = "model"  # docid-trie:PATH, generative:PATH
+
+    def __init__(
+        self,
+        *,
+        docid: str = "title",
+        model: str = "smollm2",
+        max_words: int = 12,
+        beams: int = 10,
+        decoding: str = "beam",
+        groups: int = 2,
+        diversity: float = 0.5,
+        samples: int = 32,
+        prompt: str = DEFAULT_PROMPT,
+        branching: int = 10,
+        leaf: int = 100,
+        embedder: str = "minilm",
+        device: str = "auto",
+        seed: int = 0,
+        **options: Any,
+    ) -> None:
+        if docid not in DOCIDS:
+            raise ConfigError(
+                f"docid-trie: docid must be one of {', '.join(DOCIDS)}, not {docid!r}."
+            )
+        if decoding not in DECODINGS:
+            raise ConfigError(
+                f"docid-trie: decoding must be one of {', '.join(DECODINGS)}, not {decoding!r}."
+            )
+        if "{query}" not in prompt or not prompt.endswith(ANCHOR):
+            raise ConfigError(
+                f"docid-trie: prompt must contain {{query}} and end with {ANCHOR!r} (the identifier follows it)."
+            )
+        for label, value, low in (
+            ("max_words", max_words, 1),
+            ("beams", beams, 1),
+            ("groups", groups, 1),
+            ("samples", samples, 1),
+            ("branching", branching, 2),
+            ("leaf", leaf, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(
+                    f"docid-trie: {label} must be an integer >= {low}, got {value!r}."
+                )
+        super().__init__(
+            docid=docid,
+            model=model,
+            max_words=max_words,
+            beams=beams,
+            decoding=decoding,
+            groups=groups,
+            diversity=diversity,
+            samples=samples,
+            prompt=prompt,
+            branching=branching,
+            leaf=leaf,
+            embedder=embedder,
+            device=device,
+            seed=seed,
+            **options,
+        )
+        self.docid, self.model_name, self.max_words = docid, model, max_words
+        self.beams, self.decoding, self.groups = beams, decoding, groups
+        self.diversity, self.samples, self.prompt = float(diversity), samples, prompt
+        self.branching, self.leaf, self.embedder_name = branching, leaf, embedder
+        self.device, self.seed = device, seed
+        self.ids: list[str] = []  # row -> identifier
+        self._taken: dict[str, int] = {}  # identifier -> row
+        self._trie: Any = None
+        self._tok: Any = None
+        self._lm: Any = None
+        # semantic identifiers: centroids per inner node path ("" is the root)
+        self.centroids: dict[str, np.ndarray] = {}
+        self._leaf_fill: dict[str, int] = {}
+        self._retokenised = False  # load_payload rebuilt the trie for another tokenizer
+
+    # -- model ---------------------------------------------------------------------------------
+    def tokenizer(self) -> Any:
+        if self._tok is None:
+            self._tok, self._lm = self._load()
+        return self._tok
+
+    def lm(self) -> Any:
+        if self._lm is None:
+            self._tok, self._lm = self._load()
+        return self._lm
+
+    def _load(self) -> tuple[Any, Any]:
+        from ..models.causal_lm import load_causal_lm
+
+        return load_causal_lm(self.model_name, device=self.device)
+
+    def _eos(self) -> int:
+        eos = self.tokenizer().eos_token_id
+        if eos is None:
+            raise ConfigError(f"docid-trie: the tokenizer of {self.model_name} has no EOS token.")
+        return int(eos)
+
+    def _tokens(self, identifier: str) -> list[int]:
+        from ..decoding.constraints import suffix_tokens
+
+        return [*suffix_tokens(self.tokenizer(), ANCHOR, " " + identifier), self._eos()]
+
+    # -- identifiers -----------------------------------------------------------------------------
+    def _base_id(self, doc: Document | str) -> str:
+        if isinstance(doc, Document):
+            title, text = doc.title, doc.text
+        else:
+            title, text = "", doc
+        source = title if self.docid == "title" and title.strip() else text
+        base = _words(re.sub(r"\s+", " ", source), self.max_words).strip()
+        return base or "untitled"
+
+    def _unique(self, base: str) -> str:
+        ident, n = base, 1
+        while ident in self._taken:
+            n += 1
+            ident = f"{base} #{n}"
+        return ident
+
+    def _semantic_ids(self, docs: Sequence[Document | str]) -> list[str]:
+        vecs = self._embed([d.content if isinstance(d, Document) else d for d in docs])
+        if not self.centroids and not self.ids:
+            return self._cluster(vecs)
+        return [self._descend(v) for v in vecs]
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        from ..models import MINILM, locate, resolve_device
+        from ..models.bi_encoders import load_sentence_transformer
+
+        source = self.embedder_name
+        if source in ("minilm", MINILM):
+            found = locate(MINILM, required=True, what="docid-trie semantic identifiers")
+            source = str(found)
+        model = load_sentence_transformer(source, resolve_device(self.device), model_id=source)
+        vecs = model.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
+        return np.asarray(vecs, dtype=np.float32)
+
+    def _cluster(self, vecs: np.ndarray) -> list[str]:
+        """Hierarchical k-means (DSI): digit paths, at most ``leaf`` documents per leaf."""
+        out: list[str] = [""] * len(vecs)
+        rng = np.random.default_rng(self.seed)
+        stack: list[tuple[str, np.ndarray]] = [("", np.arange(len(vecs)))]
+        while stack:
+            path, members = stack.pop()
+            if len(members) <= self.leaf:
+                for j, m in enumerate(members.tolist()):
+                    out[m] = f"{path}-{j}" if path else str(j)
+                self._leaf_fill[path] = len(members)
+                continue
+            k = min(self.branching, len(members))
+            centroids, labels = _kmeans(vecs[members], k, rng)
+            self.centroids[path] = centroids
+            for c in range(k):
+                part = members[labels == c]
+                child = f"{path}-{c}" if path else str(c)
+                if len(part) == len(members):  # k-means could not split: cut in order
+                    part = members
+                    self._leaf_fill[path] = len(part)
+                    for j, m in enumerate(part.tolist()):
+                        out[m] = f"{path}-{j}" if path else str(j)
+                    break
+                if len(part):
+                    stack.append((child, part))
+        return out
+
+    def _descend(self, vec: np.ndarray) -> str:
+        path = ""
+        while path in self.centroids:
+            c = int(np.argmax(self.centroids[path] @ vec))
+            path = f"{path}-{c}" if path else str(c)
+        j = self._leaf_fill.get(path, 0)
+        self._leaf_fill[path] = j + 1
+        return f"{path}-{j}" if path else str(j)
+
+    # -- the Index contract -------------------------------------------------------------------------
+    def _add(self, items: Any) -> None:
+        from ..decoding.compact_trie import CompactTrie
+
+        items = list(items)
+        bases = (
+            self._semantic_ids(items)
+            if self.docid == "semantic"
+            else [self._base_id(d) for d in items]
+        )
+        start = len(self.ids)
+        new_ids: list[str] = []
+        for base in bases:
+            ident = self._unique(base)
+            self._taken[ident] = start + len(new_ids)
+            new_ids.append(ident)
+        self.ids.extend(new_ids)
+        sequences = [self._tokens(i) for i in new_ids]
+        rows = list(range(start, start + len(new_ids)))
+        if self._trie is None:
+            self._trie = CompactTrie.build(sequences, rows)
+        else:
+            self._trie.add(sequences, rows)
+            if self._trie.delta_size > max(1000, len(self._trie) // 20):
+                self._trie.compact()
+
+    def remove(self, positions: Sequence[int] | np.ndarray) -> int:
+        newly = super().remove(positions)
+        if self._trie is not None and len(positions):
+            self._trie.remove(np.unique(np.asarray(positions, dtype=np.int64)), missing_ok=True)
+        return newly
+
+    def _count(self) -> int:
+        return len(self.ids)
+
+    @property
+    def trie(self) -> Any:
+        return self._trie
+
+    def _search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        n = len(queries)
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        pos = np.full((n, k), -1, dtype=np.int64)
+        if self._trie is None or len(self._trie) == 0:
+            return scores, pos
+        for qi, q in enumerate(queries):
+            found = self.generate(str(q), k)
+            for j, (row, score) in enumerate(found[:k]):
+                pos[qi, j], scores[qi, j] = row, score
+        return scores, pos
+
+    def generate(self, query: str, k: int) -> list[tuple[int, float]]:
+        """``(row, score)`` of up to ``k`` distinct identifiers generated for ``query``."""
+        import torch
+
+        from ..decoding.compact_decoder import CompactTrieDecoder
+        from ..decoding.generate import awrs_generate, diverse_beam_search
+
+        tok, lm = self.tokenizer(), self.lm()
+        eos = self._eos()
+        decoder = CompactTrieDecoder(self._trie, eos_token_id=eos)
+        prompt = tok(self.prompt.format(query=query), return_tensors="pt", add_special_tokens=False)
+        ids = prompt["input_ids"].to(next(lm.parameters()).device)
+        width = min(MAX_BEAMS, max(self.beams, k))
+        found: dict[int, float] = {}
+        with torch.no_grad():
+            if self.decoding == "awrs":
+                gen = torch.Generator().manual_seed(self.seed)
+                result = awrs_generate(
+                    lm, ids, decoder, num_samples=max(self.samples, k), generator=gen
+                )
+                counts: dict[int, int] = {}
+                for seq in result.sequences:
+                    row = self._trie.rows_of(list(seq))
+                    if row is not None:
+                        counts[row] = counts.get(row, 0) + 1
+                total = max(sum(counts.values()), 1)
+                found = {r: math.log(c / total) for r, c in counts.items()}
+            else:
+                groups = self.groups if self.decoding == "diverse" else 1
+                width = max(groups, width - width % groups)
+                hyps = diverse_beam_search(
+                    lm,
+                    ids,
+                    decoder,
+                    num_beams=width,
+                    num_groups=groups,
+                    diversity_penalty=self.diversity if groups > 1 else 0.0,
+                )
+                for h in hyps:
+                    row = self._trie.rows_of(list(h.tokens)) if h.finished else None
+                    if row is not None and (row not in found or h.logprob > found[row]):
+                        found[row] = float(h.logprob)
+        ranked = sorted(found.items(), key=lambda rs: (-rs[1], rs[0]))
+        return ranked[:k]
+
+    # -- disk ----------------------------------------------------------------------------------
+    def save_payload(self, directory: Path) -> dict[str, Any]:
+        from ..models.causal_lm import causal_lm_digest
+
+        (directory / "docids.json").write_text(json.dumps(self.ids, ensure_ascii=False), "utf-8")
+        if self._trie is not None:
+            self._trie.save(directory / "trie")
+        paths = sorted(self.centroids)
+        if paths:
+            np.save(
+                directory / "centroids.npy",
+                np.concatenate([self.centroids[p] for p in paths]),
+                allow_pickle=False,
+            )
+        (directory / "semantic.json").write_text(
+            json.dumps(
+                {
+                    "paths": paths,
+                    "sizes": [int(len(self.centroids[p])) for p in paths],
+                    "leaf_fill": self._leaf_fill,
+                }
+            ),
+            "utf-8",
+        )
+        return {
+            "count": len(self.ids),
+            "tokenizer": causal_lm_digest(self.model_name),
+            "options": {k: v for k, v in self.options.items() if k != "dim"},
+        }
+
+    @classmethod
+    def load_payload(cls, directory: Path, params: Mapping[str, Any]) -> DocidTrieIndex:
+        from ..decoding.compact_trie import CompactTrie
+        from ..models.causal_lm import causal_lm_digest
+
+        index = cls(**dict(params.get("options", {})))
+        try:
+            ids = json.loads((directory / "docids.json").read_text("utf-8"))
+            semantic = json.loads((directory / "semantic.json").read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CorruptIndexError(
+                f"{directory}: identifiers unreadable ({exc}); rebuild the index."
+            ) from exc
+        if not isinstance(ids, list) or len(ids) != int(params.get("count", -1)):
+            raise CorruptIndexError(
+                f"{directory}/docids.json does not hold {params.get('count')} identifiers."
+            )
+        index.ids = [str(i) for i in ids]
+        index._taken = {i: r for r, i in enumerate(index.ids)}
+        if semantic.get("paths"):
+            arr = np.load(directory / "centroids.npy", allow_pickle=False)
+            start = 0
+            for p, size in zip(semantic["paths"], semantic["sizes"], strict=True):
+                index.centroids[p] = arr[start : start + size]
+                start += size
+        index._leaf_fill = {str(k): int(v) for k, v in semantic.get("leaf_fill", {}).items()}
+        if (directory / "trie").is_dir():
+            if params.get("tokenizer") == causal_lm_digest(index.model_name):
+                index._trie = CompactTrie.load(directory / "trie")
+            else:  # another model: the same identifiers, tokenised its way
+                rows = list(range(len(index.ids)))
+                index._trie = CompactTrie.build([index._tokens(i) for i in index.ids], rows)
+                index._retokenised = True
+        return index
+
+    @classmethod
+    def load(cls, directory: Path, params: Mapping[str, Any]) -> Index:
+        index = super().load(directory, params)
+        assert isinstance(index, DocidTrieIndex)  # noqa: S101 - cls is this class
+        if index._retokenised and index._trie is not None:  # removed rows stay removed
+            index._trie.remove(np.flatnonzero(index.deleted_mask()), missing_ok=True)
+        return index
+
+
+def _kmeans(
+    x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spherical k-means (cosine), k-means++ seeding; returns centroids and labels."""
+    n = len(x)
+    first = int(rng.integers(n))
+    centers = [x[first]]
+    dist = 1.0 - x @ x[first]
+    for _ in range(1, k):
+        p = np.clip(dist, 0, None)
+        p = p / p.sum() if p.sum() > 0 else np.full(n, 1.0 / n)
+        c = int(rng.choice(n, p=p))
+        centers.append(x[c])
+        dist = np.minimum(dist, 1.0 - x @ x[c])
+    cent = np.stack(centers)
+    labels = np.zeros(n, dtype=np.int64)
+    for _ in range(iters):
+        labels = np.argmax(x @ cent.T, axis=1)
+        for c in range(k):
+            members = x[labels == c]
+            if len(members):
+                v = members.mean(0)
+                cent[c] = v / max(float(np.linalg.norm(v)), 1e-12)
+    return cent.astype(np.float32), labels
+
+
+@hookimpl
+def register_indexes(register: Register) -> None:
+    register(
+        DocidTrieIndex,
+        "docid-trie",
+        description="generative retrieval: an LM generates document identifiers under a prefix-trie constraint (docid-trie:MODEL)",
+        pipelines={"generative": "docid-trie", "generative-hybrid": "hybrid:bm25+docid-trie"},
+    )

@@ -6,15 +6,9 @@ Retriever; GENRE's trie without its pickled dict). The identifier set is a
 :class:`~relevo.decoding.compact_trie.CompactTrie`: flat arrays, saved as ``.npy``,
 updated in place by the collection's add / delete.
 
-Identifiers (``docid`` option):
-
-- ``title``: the document's title (first ``max_words`` words; the text's first words
-  when a document has none);
-- ``prefix``: the first ``max_words`` words of the text;
-- ``semantic``: DSI-style digit strings ``"3-1-27"`` from a hierarchical k-means of the
-  documents' MiniLM embeddings (``branching`` clusters per level, at most ``leaf``
-  documents per leaf); documents added later descend the stored centroid tree.
-
+Identifiers (``docid`` option: ``title``, ``prefix`` or ``semantic``) are assigned by
+:mod:`relevo.indexes.docids`, shared with ``relevo train generative`` (also a command of
+this plugin), so a trained model generates exactly the identifiers of the trie.
 Two documents with the same identifier get ``" #2"``, ``" #3"``... appended, so every
 identifier names one row. The model reads ``prompt`` (``{query}`` filled in) and
 generates ``" " + identifier`` then its EOS; hits are the distinct identifiers of the
@@ -30,30 +24,34 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
 from ..engine.components import Index
 from ..engine.errors import ConfigError, CorruptIndexError
 from ..engine.hookspecs import Register, hookimpl
-from ..engine.types import Document
+from ..indexes.docids import (
+    ANCHOR,
+    DEFAULT_PROMPT,
+    DOCIDS,
+    DocidAssigner,
+    eos_token_id,
+    identifier_tokens,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import click
+
+    from ..engine.commands import CommandHelpers
 
 log = logging.getLogger(__name__)
 
-DOCIDS = ("title", "prefix", "semantic")
 DECODINGS = ("beam", "diverse", "awrs")
-#: the text the identifier follows in every prompt (its tokenisation boundary)
-ANCHOR = "Title:"
-DEFAULT_PROMPT = "Query: {query}\n" + ANCHOR
 MAX_BEAMS = 100
-
-
-def _words(text: str, n: int) -> str:
-    return " ".join(text.split()[:n])
 
 
 class DocidTrieIndex(Index):
@@ -144,15 +142,29 @@ class DocidTrieIndex(Index):
         self.diversity, self.samples, self.prompt = float(diversity), samples, prompt
         self.branching, self.leaf, self.embedder_name = branching, leaf, embedder
         self.device, self.seed = device, seed
-        self.ids: list[str] = []  # row -> identifier
-        self._taken: dict[str, int] = {}  # identifier -> row
+        self._docids = DocidAssigner(
+            docid=docid,
+            max_words=max_words,
+            branching=branching,
+            leaf=leaf,
+            embedder=embedder,
+            device=device,
+            seed=seed,
+        )
         self._trie: Any = None
         self._tok: Any = None
         self._lm: Any = None
-        # semantic identifiers: centroids per inner node path ("" is the root)
-        self.centroids: dict[str, np.ndarray] = {}
-        self._leaf_fill: dict[str, int] = {}
         self._retokenised = False  # load_payload rebuilt the trie for another tokenizer
+
+    @property
+    def ids(self) -> list[str]:
+        """Row -> identifier."""
+        return self._docids.ids
+
+    @property
+    def centroids(self) -> dict[str, np.ndarray]:
+        """``semantic`` identifiers: centroids per inner node path (``""`` is the root)."""
+        return self._docids.centroids
 
     # -- model ---------------------------------------------------------------------------------
     def tokenizer(self) -> Any:
@@ -171,105 +183,17 @@ class DocidTrieIndex(Index):
         return load_causal_lm(self.model_name, device=self.device)
 
     def _eos(self) -> int:
-        eos = self.tokenizer().eos_token_id
-        if eos is None:
-            raise ConfigError(f"docid-trie: the tokenizer of {self.model_name} has no EOS token.")
-        return int(eos)
+        return eos_token_id(self.tokenizer(), self.model_name)
 
     def _tokens(self, identifier: str) -> list[int]:
-        from ..decoding.constraints import suffix_tokens
-
-        return [*suffix_tokens(self.tokenizer(), ANCHOR, " " + identifier), self._eos()]
-
-    # -- identifiers -----------------------------------------------------------------------------
-    def _base_id(self, doc: Document | str) -> str:
-        if isinstance(doc, Document):
-            title, text = doc.title, doc.text
-        else:
-            title, text = "", doc
-        source = title if self.docid == "title" and title.strip() else text
-        base = _words(re.sub(r"\s+", " ", source), self.max_words).strip()
-        return base or "untitled"
-
-    def _unique(self, base: str) -> str:
-        ident, n = base, 1
-        while ident in self._taken:
-            n += 1
-            ident = f"{base} #{n}"
-        return ident
-
-    def _semantic_ids(self, docs: Sequence[Document | str]) -> list[str]:
-        vecs = self._embed([d.content if isinstance(d, Document) else d for d in docs])
-        if not self.centroids and not self.ids:
-            return self._cluster(vecs)
-        return [self._descend(v) for v in vecs]
-
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        from ..models import MINILM, locate, resolve_device
-        from ..models.bi_encoders import load_sentence_transformer
-
-        source = self.embedder_name
-        if source in ("minilm", MINILM):
-            found = locate(MINILM, required=True, what="docid-trie semantic identifiers")
-            source = str(found)
-        model = load_sentence_transformer(source, resolve_device(self.device), model_id=source)
-        vecs = model.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
-        return np.asarray(vecs, dtype=np.float32)
-
-    def _cluster(self, vecs: np.ndarray) -> list[str]:
-        """Hierarchical k-means (DSI): digit paths, at most ``leaf`` documents per leaf."""
-        out: list[str] = [""] * len(vecs)
-        rng = np.random.default_rng(self.seed)
-        stack: list[tuple[str, np.ndarray]] = [("", np.arange(len(vecs)))]
-        while stack:
-            path, members = stack.pop()
-            if len(members) <= self.leaf:
-                for j, m in enumerate(members.tolist()):
-                    out[m] = f"{path}-{j}" if path else str(j)
-                self._leaf_fill[path] = len(members)
-                continue
-            k = min(self.branching, len(members))
-            centroids, labels = _kmeans(vecs[members], k, rng)
-            self.centroids[path] = centroids
-            for c in range(k):
-                part = members[labels == c]
-                child = f"{path}-{c}" if path else str(c)
-                if len(part) == len(members):  # k-means could not split: cut in order
-                    part = members
-                    self._leaf_fill[path] = len(part)
-                    for j, m in enumerate(part.tolist()):
-                        out[m] = f"{path}-{j}" if path else str(j)
-                    break
-                if len(part):
-                    stack.append((child, part))
-        return out
-
-    def _descend(self, vec: np.ndarray) -> str:
-        path = ""
-        while path in self.centroids:
-            c = int(np.argmax(self.centroids[path] @ vec))
-            path = f"{path}-{c}" if path else str(c)
-        j = self._leaf_fill.get(path, 0)
-        self._leaf_fill[path] = j + 1
-        return f"{path}-{j}" if path else str(j)
+        return identifier_tokens(self.tokenizer(), identifier, self._eos())
 
     # -- the Index contract -------------------------------------------------------------------------
     def _add(self, items: Any) -> None:
         from ..decoding.compact_trie import CompactTrie
 
-        items = list(items)
-        bases = (
-            self._semantic_ids(items)
-            if self.docid == "semantic"
-            else [self._base_id(d) for d in items]
-        )
         start = len(self.ids)
-        new_ids: list[str] = []
-        for base in bases:
-            ident = self._unique(base)
-            self._taken[ident] = start + len(new_ids)
-            new_ids.append(ident)
-        self.ids.extend(new_ids)
+        new_ids = self._docids.assign(list(items))
         sequences = [self._tokens(i) for i in new_ids]
         rows = list(range(start, start + len(new_ids)))
         if self._trie is None:
@@ -368,7 +292,7 @@ class DocidTrieIndex(Index):
                 {
                     "paths": paths,
                     "sizes": [int(len(self.centroids[p])) for p in paths],
-                    "leaf_fill": self._leaf_fill,
+                    "leaf_fill": self._docids.leaf_fill,
                 }
             ),
             "utf-8",
@@ -396,15 +320,14 @@ class DocidTrieIndex(Index):
             raise CorruptIndexError(
                 f"{directory}/docids.json does not hold {params.get('count')} identifiers."
             )
-        index.ids = [str(i) for i in ids]
-        index._taken = {i: r for r, i in enumerate(index.ids)}
+        centroids: dict[str, np.ndarray] = {}
         if semantic.get("paths"):
             arr = np.load(directory / "centroids.npy", allow_pickle=False)
             start = 0
             for p, size in zip(semantic["paths"], semantic["sizes"], strict=True):
-                index.centroids[p] = arr[start : start + size]
+                centroids[p] = arr[start : start + size]
                 start += size
-        index._leaf_fill = {str(k): int(v) for k, v in semantic.get("leaf_fill", {}).items()}
+        index._docids.restore(ids, centroids, semantic.get("leaf_fill", {}))
         if (directory / "trie").is_dir():
             if params.get("tokenizer") == causal_lm_digest(index.model_name):
                 index._trie = CompactTrie.load(directory / "trie")
@@ -423,32 +346,6 @@ class DocidTrieIndex(Index):
         return index
 
 
-def _kmeans(
-    x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 20
-) -> tuple[np.ndarray, np.ndarray]:
-    """Spherical k-means (cosine), k-means++ seeding; returns centroids and labels."""
-    n = len(x)
-    first = int(rng.integers(n))
-    centers = [x[first]]
-    dist = 1.0 - x @ x[first]
-    for _ in range(1, k):
-        p = np.clip(dist, 0, None)
-        p = p / p.sum() if p.sum() > 0 else np.full(n, 1.0 / n)
-        c = int(rng.choice(n, p=p))
-        centers.append(x[c])
-        dist = np.minimum(dist, 1.0 - x @ x[c])
-    cent = np.stack(centers)
-    labels = np.zeros(n, dtype=np.int64)
-    for _ in range(iters):
-        labels = np.argmax(x @ cent.T, axis=1)
-        for c in range(k):
-            members = x[labels == c]
-            if len(members):
-                v = members.mean(0)
-                cent[c] = v / max(float(np.linalg.norm(v)), 1e-12)
-    return cent.astype(np.float32), labels
-
-
 @hookimpl
 def register_indexes(register: Register) -> None:
     register(
@@ -457,3 +354,90 @@ def register_indexes(register: Register) -> None:
         description="generative retrieval: an LM generates document identifiers under a prefix-trie constraint (docid-trie:MODEL)",
         pipelines={"generative": "docid-trie", "generative-hybrid": "hybrid:bm25+docid-trie"},
     )
+
+
+# -- relevo train generative -------------------------------------------------------------------
+def _generative_command(helpers: CommandHelpers) -> click.Command:
+    import click
+
+    from ..training.generative import GenerativeConfig
+
+    defaults = GenerativeConfig(dataset="", out="")
+
+    @click.command("generative")
+    @click.argument("dataset")
+    @helpers.training_options(defaults, model="generative model")
+    @click.option(
+        "--base",
+        default=defaults.base,
+        show_default=True,
+        help="Causal LM to start from: smollm2 (packaged SmolLM2-135M-Instruct), a model folder, a .gguf file or a Hugging Face id.",
+    )
+    @click.option(
+        "--docid",
+        type=click.Choice(DOCIDS),
+        default=defaults.docid,
+        show_default=True,
+        help="Identifiers to generate: the docid-trie index's docid option (give the index the same).",
+    )
+    @click.option(
+        "--max-words",
+        type=click.IntRange(min=1),
+        default=defaults.max_words,
+        show_default=True,
+        help="Words per title / prefix identifier (docid-trie max_words).",
+    )
+    @click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=defaults.batch_size,
+        show_default=True,
+        help="Examples per step.",
+    )
+    @click.option(
+        "--max-length",
+        type=click.IntRange(min=16),
+        default=defaults.max_length,
+        show_default=True,
+        help="Tokens per example (prompt + identifier); long pseudo-queries are cut.",
+    )
+    @click.option(
+        "--lora/--full",
+        default=defaults.lora,
+        show_default=True,
+        help="Train LoRA adapters (needs peft; merged before saving) or every weight.",
+    )
+    @click.option(
+        "--lora-rank",
+        type=click.IntRange(min=1),
+        default=defaults.lora_rank,
+        show_default=True,
+    )
+    def generative(dataset: str, resume: bool, overwrite: bool, **opts: Any) -> None:
+        """Train a causal LM to generate document identifiers (docid-trie).
+
+        DATASET is a BEIR folder or a dataset name under shared/datasets (or
+        RELEVO_DATASETS). Every document trains three pseudo-queries (its text, its first
+        sentence, a random span) and every judged query of --split one example per
+        positive, each followed by the document's identifier. The result is the
+        docid-trie `model` option: `--pipeline generative:DIR` for title identifiers.
+        """
+        from ..training.generative import train_generative
+
+        config = GenerativeConfig(dataset=str(helpers.find_dataset(dataset)), **opts)
+        t0 = time.perf_counter()
+        with helpers.training_progress() as on_step:
+            result = train_generative(config, resume=resume, overwrite=overwrite, on_step=on_step)
+        click.echo(
+            f"trained {result.steps} steps ({result.report['training_examples']} examples, {config.docid} "
+            f"identifiers) in {result.seconds:.0f}s training / {time.perf_counter() - t0:.0f}s total; "
+            f"final loss {result.final_loss:.4f}. Model: {result.path} (use as {result.report['use']})"
+        )
+
+    return generative
+
+
+@hookimpl
+def register_commands(cli: click.Group, helpers: CommandHelpers) -> None:
+    group = helpers.group(cli, "train", "Train models (rerankers, embedders) on BEIR datasets.")
+    group.add_command(_generative_command(helpers))

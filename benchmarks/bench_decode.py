@@ -2,6 +2,9 @@
 
     .venv/bin/python benchmarks/bench_decode.py [--sizes 1000 10000 100000 1000000]
         [--dict-sizes 1000 10000] [--beam 10] [--beams-timed 2000] [--json]
+        [--no-awrs] [--awrs-size 10000] [--awrs-samples 32] [--awrs-prompts 2]
+        [--no-llguidance] [--llguidance-sizes 1000 ... 1000000] [--llguidance-beams 200]
+        [--no-genlm] [--genlm-samples 8] [--genlm-random-samples 2]
 
 Synthetic identifiers: 6-12 tokens over SmolLM2's 49,152-token vocabulary plus a final
 end token (id 0, SmolLM2's ``<|endoftext|>``). Each token is drawn from a Zipf(1.1)
@@ -28,11 +31,31 @@ For each size:
   same with a ``(beam, 49152)`` boolean numpy mask instead of token lists; and the plain
   step after 1% of the identifiers were removed and 1% new ones added (so the delta
   layer is consulted and live counts filtered);
-- remove / add / compact / save / load seconds.
+- remove / add / compact / save / load seconds;
+- **llguidance** (``_decode_llguidance.py``; skipped with a note when it is not
+  installed): the same beam steps with llguidance computing the masks from a Lark
+  grammar of the identifiers over a fixed-width 3-byte tokenizer (the benchmark's ids +
+  256 byte tokens), at ``--llguidance-sizes``, against the CompactTrie mask column.
+
+Then, once (``_decode_awrs.py``, ``--no-awrs`` skips it):
+
+- **AWRS check ratio** over ``--awrs-size`` identifiers: constraint evaluations of
+  ``awrs_generate`` per generated token against full-vocabulary masking (``V`` per
+  token), with toy bigram LMs over the 49,152-token vocabulary (Zipf(1.1) next-token
+  distributions on a per-context permutation): a *random* LM, unrelated to the
+  identifiers, and *aligned* LMs that lift one allowed token along a live identifier to
+  the top logit + delta (delta 0, 2, 4, 6), as a model trained on the identifiers does.
+  ``awrs_check_ratio`` is the aligned delta-6 LM's ratio with every mask fallback
+  charged ``V`` evaluations;
+- **AWRS distribution check**: on 6 identifiers over a 20-token vocabulary, the total
+  variation distance of the unweighted samples to the exact locally constrained
+  distribution and of the importance-weighted estimate to the exact globally
+  constrained one (``tests/decoding/test_awrs_distribution.py`` asserts the same);
+- **genlm-control** (``_decode_genlm.py``; only where ``genlm.control`` imports, it is
+  no relevo dependency): its ``AWRS`` sampler's checks per token on the same toy case.
 
 Results go to ``benchmarks/results/decode.{json,md,png}``. ``--json`` prints the headline
-numbers on stdout. The adaptive-rejection-sampling check ratio and an llguidance
-comparison are not measured here (``awrs_check_ratio`` is null).
+numbers on stdout.
 """
 
 from __future__ import annotations
@@ -49,6 +72,9 @@ from pathlib import Path
 from typing import Any
 
 import _common as common
+import _decode_awrs as awrs
+import _decode_genlm as genlm
+import _decode_llguidance as llg
 import numpy as np
 
 VOCAB = 49_152
@@ -58,9 +84,11 @@ MIN_LEN, MAX_LEN = 6, 12
 WALK = MIN_LEN + 1  # tokens every identifier has (content + end)
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
 DICT_SIZES = (1_000, 10_000)
+LLG_SIZES = SIZES
 NOTE = (
-    "awrs_check_ratio and the llguidance comparison are not measured by this benchmark "
-    "(CompactTrie part of the generative-retrieval issue only)."
+    "awrs_check_ratio: V x tokens generated / AWRS constraint checks, mask fallbacks "
+    "charged V checks each, for a toy LM aligned with the identifiers (an allowed token "
+    "lifted to the top logit + 6); a random LM's ratio is awrs_check_ratio_random_lm."
 )
 
 
@@ -74,7 +102,12 @@ def command_line() -> str:
         script_s = str(script.resolve().relative_to(common.REPO))
     except ValueError:
         script_s = str(script)
-    return shlex.join([".venv/bin/python", script_s, *sys.argv[1:]])
+    exe = Path(sys.executable)  # .venv/bin/python, unless run from another environment
+    try:
+        exe_s = str(exe.relative_to(common.REPO))
+    except ValueError:
+        exe_s = str(exe)
+    return shlex.join([exe_s, script_s, *sys.argv[1:]])
 
 
 # -- identifiers --------------------------------------------------------------------------------
@@ -201,6 +234,21 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     out["us_per_step_mask"] = (
         statistics.median(step_times(trie, mask_walks, args.beam, mask=True)) * 1e6
     )
+    if args.llguidance and n in args.llguidance_sizes and llg.version() is not None:
+        out["llguidance"] = llg.measure(
+            seqs,
+            trie,
+            walks[: args.llguidance_beams * args.beam],
+            vocab=VOCAB,
+            end=END,
+            beam=args.beam,
+        )
+        r = out["llguidance"]
+        log(
+            f"{n:,}: llguidance {r['us_per_step_mask']:.1f} us/step with mask "
+            f"({r['us_per_mask']:.1f} per mask), grammar compiled in "
+            f"{r['compile_seconds']:.2f}s, masks agree: {r['masks_agree_on_vocab']}"
+        )
 
     if n in args.dict_sizes:
         out["dict_bytes_per_id"], out["dict_build_seconds"] = dict_trie_bytes(seqs)
@@ -244,15 +292,117 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def run_awrs(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    import torch
+
+    # torch's thread pool only fights the other process for the 2 cores here
+    torch.set_num_threads(1)
+    results["meta"]["torch"] = torch.__version__
+    results["meta"]["torch_threads"] = torch.get_num_threads()
+    mat, lengths = identifiers(args.awrs_size, args.seed)
+    results["awrs"] = awrs.check_ratio(
+        as_lists(mat, lengths),
+        VOCAB,
+        end=END,
+        samples=args.awrs_samples,
+        prompts=args.awrs_prompts,
+        seed=args.seed,
+        log=log,
+    )
+    results["awrs_distribution"] = []
+    for max_rej in (2, 8):
+        d = awrs.distribution_check(samples=args.tv_samples, max_rejections=max_rej, seed=args.seed)
+        log(
+            f"awrs TV (max_rejections={max_rej}): unweighted vs local "
+            f"{d['tv_unweighted_vs_local']:.4f}, weighted vs global "
+            f"{d['tv_weighted_vs_global']:.4f} (local vs global {d['tv_local_vs_global']:.4f})"
+        )
+        results["awrs_distribution"].append(d)
+    if args.genlm and results["meta"]["genlm_control"] is not None:
+        results["genlm"] = genlm.check_ratio(
+            as_lists(mat, lengths),
+            VOCAB,
+            end=END,
+            samples=args.genlm_samples,
+            random_samples=args.genlm_random_samples,
+            seed=args.seed,
+            deltas=(awrs.HEADLINE_DELTA,),
+            log=log,
+        )
+
+
+def notes(args: argparse.Namespace, results: dict[str, Any]) -> list[str]:
+    """What was skipped and why, and the caveats a reader needs (also in the JSON)."""
+    out: list[str] = []
+    ran = [n for n in args.sizes if "llguidance" in results["sizes"][str(n)]]
+    if not args.llguidance:
+        out.append("llguidance: skipped (--no-llguidance).")
+    elif results["meta"]["llguidance"] is None:
+        out.append(
+            "llguidance: not installed, its part was skipped; "
+            "pip install 'relevo[bench]' (or llguidance) to run it."
+        )
+    else:
+        skipped = [n for n in args.sizes if n not in ran]
+        if skipped:
+            out.append(
+                "llguidance: not run at "
+                + ", ".join(f"{n:,}" for n in skipped)
+                + " identifiers (not in --llguidance-sizes)."
+            )
+        out.append(
+            "llguidance needs single-byte tokens in the vocabulary: without them 1.9.1 "
+            "returned an empty mask (NoExtensionBias) where the next byte was forced but no "
+            "token spelled it alone; the 256 byte tokens fix that and add those byte "
+            "tokens to its masks."
+        )
+    if not args.awrs:
+        out.append("AWRS: skipped (--no-awrs); awrs_check_ratio is null.")
+    else:
+        out.append(
+            "AWRS: toy LMs, not a trained model; the aligned LMs stand in for one. How much "
+            "mass a real model puts on allowed tokens decides where between the random and "
+            "the aligned rows it lands."
+        )
+    if results["meta"]["genlm_control"] is None:
+        out.append(
+            "genlm-control (the AWRS authors' implementation): not installed, so not "
+            "compared. pip install --dry-run genlm-control (0.4.1) would add 47 packages "
+            "(bitsandbytes 43 MB, numba + llvmlite, ipython, jsonschema, genlm-backend, "
+            "genlm-bytes, genlm-grammar) but keep torch; it is not a relevo dependency. "
+            "With it importable, this script compares it (_decode_genlm.py)."
+        )
+    elif "genlm" in results:
+        out.append(
+            f"genlm-control {results['meta']['genlm_control']}: imported from "
+            f"{genlm.location()}, a virtual environment of its own on top of .venv's "
+            "packages; it is not a relevo dependency (it adds 47 packages: bitsandbytes, "
+            "numba + llvmlite, ipython, jsonschema, genlm-backend, genlm-bytes, "
+            "genlm-grammar)."
+        )
+    return out
+
+
 # -- reports ---------------------------------------------------------------------------------------
 def headline(results: dict[str, Any]) -> dict[str, Any]:
     sizes = results["sizes"]
     largest = sizes[max(sizes, key=int)]
+    runs = results.get("awrs", {}).get("runs", {})
+    aligned = runs.get(f"aligned_delta_{awrs.HEADLINE_DELTA:g}")
+    random_lm = runs.get("random")
+    tv = results.get("awrs_distribution", [])
+    llg_sizes = {n: r["llguidance"] for n, r in sizes.items() if "llguidance" in r}
     return {
         "us_per_step": {n: round(r["us_per_step"], 2) for n, r in sizes.items()},
         "bytes_per_id": round(largest["bytes_per_id"], 1),
         "build_seconds": round(largest["build_seconds"], 3),
-        "awrs_check_ratio": None,
+        "awrs_check_ratio": round(aligned["ratio_fallbacks_charged"], 1) if aligned else None,
         "note": NOTE,
         "largest_size": int(max(sizes, key=int)),
         "dict_trie_bytes_per_id": {
@@ -260,6 +410,37 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
             for n, r in sizes.items()
             if "dict_bytes_per_id" in r
         },
+        "awrs_check_ratio_random_lm": (
+            round(random_lm["ratio_fallbacks_charged"], 2) if random_lm else None
+        ),
+        "awrs_check_ratio_fallbacks_not_charged": {
+            name: round(r["ratio"], 1) for name, r in runs.items()
+        },
+        "awrs_checks_per_token": {
+            name: round(r["checks_per_token"], 2) for name, r in runs.items()
+        },
+        "awrs_fallbacks_per_token": {
+            name: round(r["fallbacks_per_token"], 4) for name, r in runs.items()
+        },
+        "awrs_tv": {
+            f"max_rejections_{d['max_rejections']}": {
+                "unweighted_vs_local": round(d["tv_unweighted_vs_local"], 4),
+                "weighted_vs_global": round(d["tv_weighted_vs_global"], 4),
+                "local_vs_global": round(d["tv_local_vs_global"], 4),
+            }
+            for d in tv
+        },
+        "llguidance_us_per_step_mask": {
+            n: round(r["us_per_step_mask"], 1) for n, r in llg_sizes.items()
+        },
+        "compact_trie_us_per_step_mask": {
+            n: round(sizes[n]["us_per_step_mask"], 1) for n in llg_sizes
+        },
+        "genlm_awrs_checks_per_token": {
+            name: round(r["checks_per_token"], 2)
+            for name, r in results.get("genlm", {}).get("runs", {}).items()
+        },
+        "notes": results["notes"],
     }
 
 
@@ -274,7 +455,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"over {m['beams_timed']} beams x {WALK} steps walking random live identifiers from the "
         f"root. `{m['command']}` on {m['machine']} (shared: 1-min load average "
         f"{m['load_average_before'][0]} before, {m['load_average_after'][0]} after), numpy "
-        f"{m['numpy']}.",
+        f"{m['numpy']}; peak RSS of the run {m['peak_rss_mib']:,.0f} MiB.",
         "",
     ]
     headers = [
@@ -322,9 +503,10 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"`(beam, {VOCAB})` numpy bool array per step. After updates, states are pairs of "
         "main and delta nodes and removed children are filtered out, hence the slower steps.",
         "",
-        f"`awrs_check_ratio`: null. {NOTE}",
-        "",
     ]
+    lines += llg.markdown(results, walk=WALK)
+    lines += awrs.markdown(results, genlm.markdown(results))
+    lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
     path.write_text("\n".join(lines), "utf-8")
 
 
@@ -349,7 +531,17 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
             linestyle="--",
             label="dict TokenTrie",
         )
+    llg_n = [r["identifiers"] for r in sizes.values() if "llguidance" in r]
+    if llg_n:
+        ax.plot(
+            llg_n,
+            [r["llguidance"]["us_per_step_mask"] for r in sizes.values() if "llguidance" in r],
+            marker="^",
+            linestyle=":",
+            label="llguidance mask + consume",
+        )
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("identifiers")
     ax.set_ylabel(f"µs per step (beam {results['meta']['beam']}, median)")
     ax.set_title("decoding step", fontsize=10)
@@ -387,6 +579,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beam", type=int, default=10)
     parser.add_argument("--beams-timed", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-awrs", dest="awrs", action="store_false", help="skip the AWRS check ratio and TV"
+    )
+    parser.add_argument("--awrs-size", type=int, default=10_000, help="identifiers for AWRS")
+    parser.add_argument("--awrs-samples", type=int, default=32, help="AWRS samples per prompt")
+    parser.add_argument("--awrs-prompts", type=int, default=2, help="AWRS prompts per LM")
+    parser.add_argument("--tv-samples", type=int, default=4000)
+    parser.add_argument(
+        "--no-genlm", dest="genlm", action="store_false", help="skip genlm-control's AWRS"
+    )
+    parser.add_argument(
+        "--genlm-samples", type=int, default=8, help="genlm sequences per aligned LM"
+    )
+    parser.add_argument(
+        "--genlm-random-samples", type=int, default=2, help="genlm sequences, random LM"
+    )
+    parser.add_argument(
+        "--no-llguidance", dest="llguidance", action="store_false", help="skip llguidance"
+    )
+    parser.add_argument("--llguidance-sizes", type=int, nargs="*", default=list(LLG_SIZES))
+    parser.add_argument(
+        "--llguidance-beams", type=int, default=200, help="beams timed for llguidance"
+    )
     parser.add_argument("--json", action="store_true", help="print the headline numbers on stdout")
     common.add_out(parser)
     args = parser.parse_args(argv)
@@ -404,9 +619,15 @@ def main(argv: list[str] | None = None) -> int:
         },
         "sizes": {},
     }
+    results["meta"]["llguidance"] = llg.version()
+    results["meta"]["genlm_control"] = genlm.version()
     for n in sorted(args.sizes):
         results["sizes"][str(n)] = run_size(n, args)
+    if args.awrs:
+        run_awrs(args, results)
     results["meta"]["load_average_after"] = common.load_average()
+    results["meta"]["peak_rss_mib"] = peak_rss_mib()
+    results["notes"] = notes(args, results)
     results["headline"] = headline(results)
     common.write_results(args.out, "decode", results, markdown=write_markdown, plot=write_plot)
     log(f"wrote {args.out / 'decode.json'}, decode.md, decode.png")

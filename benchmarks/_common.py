@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -237,3 +238,24 @@ def write_results(
 def unique(values: Iterable[Any]) -> list[Any]:
     """``values`` without repeats, in first-seen order."""
     return list(dict.fromkeys(values))
+
+
+def relevo_bin() -> str:
+    """The ``relevo`` script next to this interpreter (the venv's)."""
+    return str(Path(sys.executable).with_name("relevo"))
+
+
+def run_logged(cmd: list[str], log_path: Path) -> tuple[float, str]:
+    """Run ``cmd`` (stderr to ``log_path``); its wall seconds and stdout. Raises on failure."""
+    import shlex
+    import subprocess
+
+    print("$", shlex.join(cmd), file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = log_path.read_text("utf-8", errors="replace")[-2000:]
+        raise RuntimeError(f"{shlex.join(cmd)} failed (rc {proc.returncode}):\n{tail}")
+    return wall, proc.stdout

@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,20 +56,8 @@ LETTERS = {
 }
 
 
-def relevo_bin() -> str:
-    return str(Path(sys.executable).with_name("relevo"))
-
-
-def run(cmd: list[str], log_path: Path) -> tuple[float, str]:
-    print("$", shlex.join(cmd), file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, check=False)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        tail = log_path.read_text("utf-8", errors="replace")[-2000:]
-        raise RuntimeError(f"{shlex.join(cmd)} failed (rc {proc.returncode}):\n{tail}")
-    return wall, proc.stdout
+relevo_bin = common.relevo_bin
+run = common.run_logged
 
 
 def evaluate(ds: str, embedder: str, domain: str | None, logs: Path, tag: str) -> dict[str, Any]:

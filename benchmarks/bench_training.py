@@ -20,9 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -44,21 +42,8 @@ TARGETS = {"scifact": 0.70, "nfcorpus": 0.34}
 HYBRID_TARGET = {"scifact": 0.74}
 
 
-def relevo_bin() -> str:
-    return str(Path(sys.executable).with_name("relevo"))
-
-
-def run(cmd: list[str], log_path: Path) -> tuple[float, str]:
-    """Run ``cmd`` (stderr to ``log_path``); its wall seconds and stdout. Raises on failure."""
-    print("$", shlex.join(cmd), file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, check=False)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        tail = log_path.read_text("utf-8", errors="replace")[-2000:]
-        raise RuntimeError(f"{shlex.join(cmd)} failed (rc {proc.returncode}):\n{tail}")
-    return wall, proc.stdout
+relevo_bin = common.relevo_bin
+run = common.run_logged
 
 
 def evaluate(dataset: Path, pipeline: str, embedder: str, log_dir: Path) -> dict[str, Any]:

@@ -202,6 +202,28 @@ CHATML_TEMPLATE = (
 )
 
 
+def tiny_sentence_transformer(
+    path: Path, texts: Sequence[str], *, max_seq_length: int = 48
+) -> Path:
+    """Save :func:`tiny_bert` wrapped as a sentence-transformers model (mean pooling) at ``path``.
+
+    Needs torch, transformers and sentence-transformers; returns ``path``.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:  # pragma: no cover - older sentence-transformers
+        from sentence_transformers.models import Pooling, Transformer  # type: ignore[no-redef]
+
+    bert = tiny_bert(path.parent / f"{path.name}-bert", texts)
+    encoder = Transformer(str(bert), max_seq_length=max_seq_length)
+    dim = getattr(encoder, "get_embedding_dimension", None) or encoder.get_word_embedding_dimension
+    model = SentenceTransformer(modules=[encoder, Pooling(dim(), "mean")], device="cpu")
+    model.save(str(path))
+    return path
+
+
 def _tiny_llama_config(vocab_size: int, **tokens: Any) -> Any:
     from transformers import LlamaConfig
 
@@ -338,6 +360,7 @@ __all__ = [
     "tiny_causal_lm",
     "tiny_corpus",
     "tiny_llama",
+    "tiny_sentence_transformer",
     "write_beir_dataset",
 ]
 

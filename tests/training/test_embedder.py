@@ -14,10 +14,10 @@ from relevo.testing import (
     FakePlugin,
     WordOverlapReranker,
     tiny_corpus,
+    tiny_sentence_transformer,
     tiny_train_queries,
     write_beir_dataset,
 )
-from relevo.testing import tiny_bert as build_tiny_bert
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sentence_transformers")
@@ -33,21 +33,9 @@ TEXTS = [d.content for d in tiny_corpus()]
 @pytest.fixture(scope="module")
 def tiny_st(tmp_path_factory) -> Path:
     """A tiny BERT wrapped as a sentence-transformers model with mean pooling."""
-    from sentence_transformers import SentenceTransformer
-
-    try:  # sentence-transformers >= 6
-        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    except ImportError:
-        from sentence_transformers.models import Pooling, Transformer
-
-    root = tmp_path_factory.mktemp("st")
-    bert = build_tiny_bert(root / "bert", TEXTS + [q for q, _ in TRAIN_QUERIES.values()])
-    encoder = Transformer(str(bert), max_seq_length=48)
-    dim = getattr(encoder, "get_embedding_dimension", None) or encoder.get_word_embedding_dimension
-    pooling = Pooling(dim(), "mean")
-    model = SentenceTransformer(modules=[encoder, pooling], device="cpu")
-    model.save(str(root / "tiny-st"))
-    return root / "tiny-st"
+    return tiny_sentence_transformer(
+        tmp_path_factory.mktemp("st") / "tiny-st", TEXTS + [q for q, _ in TRAIN_QUERIES.values()]
+    )
 
 
 @pytest.fixture(scope="module")

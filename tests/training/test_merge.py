@@ -12,8 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from relevo import ConfigError, Engine
-from relevo.testing import FakePlugin, tiny_corpus
-from relevo.testing import tiny_bert as build_tiny_bert
+from relevo.testing import FakePlugin, tiny_corpus, tiny_sentence_transformer
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sentence_transformers")
@@ -42,20 +41,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def tiny_st(tmp_path_factory) -> Path:
     """A tiny BERT wrapped as a sentence-transformers model with mean pooling."""
-    from sentence_transformers import SentenceTransformer
-
-    try:  # sentence-transformers >= 6
-        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    except ImportError:
-        from sentence_transformers.models import Pooling, Transformer
-
-    root = tmp_path_factory.mktemp("st")
-    bert = build_tiny_bert(root / "bert", TEXTS)
-    encoder = Transformer(str(bert), max_seq_length=48)
-    dim = getattr(encoder, "get_embedding_dimension", None) or encoder.get_word_embedding_dimension
-    model = SentenceTransformer(modules=[encoder, Pooling(dim(), "mean")], device="cpu")
-    model.save(str(root / "tiny-st"))
-    return root / "tiny-st"
+    return tiny_sentence_transformer(tmp_path_factory.mktemp("st") / "tiny-st", TEXTS)
 
 
 @pytest.fixture(scope="module")

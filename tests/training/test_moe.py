@@ -10,8 +10,13 @@ import pytest
 from click.testing import CliRunner
 
 from relevo import ConfigError, Document, Engine, RequestError
-from relevo.testing import FakePlugin, tiny_corpus, tiny_train_queries, write_beir_dataset
-from relevo.testing import tiny_bert as build_tiny_bert
+from relevo.testing import (
+    FakePlugin,
+    tiny_corpus,
+    tiny_sentence_transformer,
+    tiny_train_queries,
+    write_beir_dataset,
+)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sentence_transformers")
@@ -35,20 +40,10 @@ DOMAIN_B = ["q7", "q8", "q9", "q10"]  # plants, economy
 
 @pytest.fixture(scope="module")
 def tiny_st(tmp_path_factory) -> Path:
-    from sentence_transformers import SentenceTransformer
-
-    try:  # sentence-transformers >= 6
-        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    except ImportError:
-        from sentence_transformers.models import Pooling, Transformer
-
-    root = tmp_path_factory.mktemp("st")
-    bert = build_tiny_bert(root / "bert", TEXTS + [q for q, _ in QUERIES.values()])
-    encoder = Transformer(str(bert), max_seq_length=48)
-    dim = getattr(encoder, "get_embedding_dimension", None) or encoder.get_word_embedding_dimension
-    model = SentenceTransformer(modules=[encoder, Pooling(dim(), "mean")], device="cpu")
-    model.save(str(root / "tiny-st"))
-    return root / "tiny-st"
+    """A tiny BERT wrapped as a sentence-transformers model with mean pooling."""
+    return tiny_sentence_transformer(
+        tmp_path_factory.mktemp("st") / "tiny-st", TEXTS + [q for q, _ in QUERIES.values()]
+    )
 
 
 def dataset(root: Path, qids: list[str]) -> Path:

@@ -16,6 +16,7 @@ from .engine.components import (
     NegativeMiner,
     PairwiseReranker,
     PointwiseReranker,
+    QueryGenerator,
     Reranker,
 )
 from .engine.engine import Engine
@@ -67,6 +68,7 @@ __all__ = [
     "PairwiseReranker",
     "PluginError",
     "PointwiseReranker",
+    "QueryGenerator",
     "RegistrationError",
     "Reranker",
     "RelevoError",

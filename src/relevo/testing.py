@@ -16,7 +16,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .engine.components import Embedder, EmbedKind, ListwiseReranker, PointwiseReranker
+from .engine.components import (
+    Embedder,
+    EmbedKind,
+    ListwiseReranker,
+    PointwiseReranker,
+    QueryGenerator,
+)
 from .engine.hookspecs import hookimpl
 from .engine.types import Document
 
@@ -84,6 +90,51 @@ class ReverseListwiseReranker(ListwiseReranker):
         return list(range(len(docs)))[::-1]
 
 
+class FirstWordsQueryGenerator(QueryGenerator):
+    """A stand-in query writer: ``words`` consecutive words of the document from a seeded offset.
+
+    Deterministic for a seed, instant, and its queries retrieve their source lexically,
+    which is what tests of the synthetic-query host need (tests only).
+    """
+
+    name: ClassVar[str] = "first-words"
+
+    def __init__(self, words: int = 4, **_: Any) -> None:
+        self.words = words
+        self.calls = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "words": self.words}
+
+    def generate(self, docs: Sequence[str], seed: Sequence[int]) -> list[str]:
+        self.calls += 1
+        rng = np.random.default_rng([int(s) for s in seed])
+        out = []
+        for d in docs:
+            words = d.split()
+            start = int(rng.integers(0, max(1, len(words) - self.words + 1)))
+            out.append(" ".join(words[start : start + self.words]))
+        return out
+
+
+class OracleReranker(PointwiseReranker):
+    """Scores 1 for the document text ``answers[query]`` and 0 otherwise (``invert``: -1 and 0).
+
+    A stand-in reranker that agrees with (or inverts) a dev set's known answers (tests only).
+    """
+
+    name: ClassVar[str] = "oracle"
+
+    def __init__(self, answers: Mapping[str, str] | None = None, *, invert: bool = False) -> None:
+        self.answers = dict(answers or {})
+        self.invert = invert
+
+    def score(self, query: str, docs: Sequence[str]) -> list[float]:
+        target = self.answers.get(query)
+        sign = -1.0 if self.invert else 1.0
+        return [sign if d == target else 0.0 for d in docs]
+
+
 class FakePlugin:
     """A plugin object registering the fakes above under their names."""
 
@@ -99,6 +150,10 @@ class FakePlugin:
     def register_rerankers(self, register: Any) -> None:
         register(WordOverlapReranker)
         register(ReverseListwiseReranker)
+
+    @hookimpl
+    def register_query_generators(self, register: Any) -> None:
+        register(FirstWordsQueryGenerator, description="seeded spans of the document (tests only)")
 
 
 def tiny_corpus() -> list[Document]:
@@ -353,7 +408,9 @@ __all__ = [
     "tiny_train_queries",
     "CHATML_TEMPLATE",
     "FakePlugin",
+    "FirstWordsQueryGenerator",
     "HashingEmbedder",
+    "OracleReranker",
     "ReverseListwiseReranker",
     "WordOverlapReranker",
     "tiny_bert",

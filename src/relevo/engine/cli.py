@@ -301,6 +301,26 @@ def search_cmd(
 _STRATEGY_KEYS = ("strategy", "window", "stride", "passes", "pairwise_method", "interpolate")
 
 
+class InterpolateType(click.ParamType):
+    """``--interpolate``: a weight in [0, 1] or ``auto``."""
+
+    name = "W|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float | str:
+        if isinstance(value, float):
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        try:
+            w = float(text)
+        except ValueError:
+            self.fail(f"{value!r} is neither a weight in [0, 1] nor 'auto'.", param, ctx)
+        if not 0.0 <= w <= 1.0:
+            self.fail(f"{w} is not in [0, 1].", param, ctx)
+        return w
+
+
 def strategy_options(f: Any) -> Any:
     """The reranking-strategy options shared by ``relevo eval`` and ``relevo rerank``.
 
@@ -311,6 +331,7 @@ def strategy_options(f: Any) -> Any:
     @functools.wraps(f)
     def gathered(*args: Any, **kwargs: Any) -> Any:
         kwargs["strategy_kw"] = {key: kwargs.pop(key) for key in _STRATEGY_KEYS}
+        kwargs["dev_queries"] = kwargs.pop("dev_queries")
         return f(*args, **kwargs)
 
     options = [
@@ -344,9 +365,16 @@ def strategy_options(f: Any) -> Any:
         ),
         click.option(
             "--interpolate",
-            type=click.FloatRange(0.0, 1.0),
+            type=InterpolateType(),
             help="Blend with the first stage: W * reranker + (1 - W) * first stage "
-            "(min-max normalised; ranks for listwise/pairwise).",
+            "(min-max normalised; ranks for listwise/pairwise). `auto`: choose W (or no "
+            "reranking) on synthetic dev queries of this corpus, without labels.",
+        ),
+        click.option(
+            "--dev-queries",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Synthetic dev queries (`relevo generate-queries`) for --interpolate auto "
+            "(default: 64 generated once per corpus and cached).",
         ),
     ]
     for option in reversed(options):
@@ -458,6 +486,7 @@ def eval_cmd(
     reranker: str | None,
     rerank_options: tuple[str, ...],
     strategy_kw: dict[str, Any],
+    dev_queries: Path | None,
     depth: int,
     pairwise_top_k: int,
     compare: tuple[Path, Path] | None,
@@ -502,6 +531,7 @@ def eval_cmd(
             reranker_options=opts,
             reranking=RerankOptions(depth=depth, top_k=pairwise_top_k, **strategy_kw),
             progress=adv,
+            dev_queries=dev_queries,
         )
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -510,6 +540,14 @@ def eval_cmd(
         f"{report['dataset']} [{split}] {report['pipeline']}: nDCG@10 {report['ndcg@10']:.4f}  MRR@10 {report['mrr@10']:.4f}  "
         f"Recall@100 {report['recall@100']:.4f}  ({report['queries']} queries, {report['seconds']:.1f}s)"
     )
+    if "interpolate_auto" in report:
+        est = report["interpolate_auto"]
+        chosen = est["curve"][f"{est['weight']:.1f}"]
+        line += (
+            f"\n  --interpolate auto: weight {est['weight']:.1f} on {est['dev_queries']} synthetic dev "
+            f"queries (dev MRR@10 {est['first_stage']:.4f} first stage -> {chosen:.4f})"
+            + ("; reranking skipped" if not est["rerank"] else "")
+        )
     if reranker:
         fs, cost = report["first_stage"], report["cost"]
         line += (
@@ -585,22 +623,54 @@ def rerank_cmd(
     reranker: str,
     rerank_options: tuple[str, ...],
     strategy_kw: dict[str, Any],
+    dev_queries: Path | None,
     depth: int,
     k: int,
     reorder: bool,
     as_json: bool,
 ) -> None:
-    """Search DIR for QUERY and rerank the top --depth candidates."""
+    """Search DIR for QUERY and rerank the top --depth candidates.
+
+    `--interpolate auto --dev-queries FILE` first scores the reranker on the synthetic
+    dev queries of this index's corpus and blends at the weight they support (or does
+    not rerank).
+    """
+    from .errors import ConfigError
     from .rerank import RerankOptions, reorder_for_context
 
     engine = _engine(ctx)
     collection = engine.load(directory)
     candidates = collection.search(query, depth)
     opts = _parse_kv(rerank_options)
-    runner = RerankOptions(depth=depth, top_k=k, **strategy_kw).runner(
-        engine.reranker(reranker, **opts)
-    )
-    result = runner(query, candidates)
+    component = engine.reranker(reranker, **opts)
+    options = RerankOptions(depth=depth, top_k=k, **strategy_kw)
+    estimate = None
+    if options.interpolate == "auto":
+        from dataclasses import replace
+
+        from .autotune import estimate_interpolation
+        from .synthetic import read_synthetic_queries
+
+        if dev_queries is None:
+            raise ConfigError(
+                "--interpolate auto needs this corpus's synthetic dev queries here: "
+                "`relevo generate-queries CORPUS --out dev.jsonl --sample 64`, then --dev-queries dev.jsonl."
+            )
+        dev = read_synthetic_queries(dev_queries)
+        found = collection.search_batch([q.text for q in dev], depth, with_text=True)
+        rows = [(q.text, h, q.source_id) for q, h in zip(dev, found, strict=True)]
+        estimate = estimate_interpolation(
+            replace(options, interpolate=None).runner(component), rows, depth=depth,
+            source=str(dev_queries),
+        )  # fmt: skip
+        options = replace(options, interpolate=estimate.weight)
+    if estimate is not None and not estimate.rerank:
+        from .components import Cost
+        from .rerank import RerankResult
+
+        result = RerankResult(candidates, Cost(), strategy="skipped (--interpolate auto: 0)")
+    else:
+        result = options.runner(component)(query, candidates)
     hits = result.hits[:k]
     if reorder:
         hits = reorder_for_context(hits)
@@ -611,6 +681,8 @@ def rerank_cmd(
             "hits": [h.to_dict() for h in hits],
             "reordered": reorder,
         }
+        if estimate is not None:
+            payload["interpolate_auto"] = estimate.to_dict()
         click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
         return
     for h in hits:

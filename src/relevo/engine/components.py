@@ -710,6 +710,36 @@ class ConstrainedDecoder(Component):
         """Token ids allowed after ``prefix`` for sequence ``batch_id``."""
 
 
+class QueryGenerator(Component):
+    """Writes search queries for documents (synthetic training and dev queries).
+
+    Subclasses write :meth:`generate`: one query per document text, sampled with a
+    generator seeded by ``seed`` so a batch's queries depend only on the batch and the
+    seed. ``examples`` are up to 8 ``(document, query)`` pairs of the target task
+    (few-shot prompting, Promptagator); without them a generic prompt is used. The
+    host (:func:`relevo.engine.synthetic.generate_queries`) batches documents, cleans
+    the output, resumes interrupted runs and checks every query round trip.
+
+    Attributes:
+        batch_size: documents per :meth:`generate` call the host uses by default.
+    """
+
+    batch_size: ClassVar[int] = 16
+
+    def load(self) -> None:  # noqa: B027 - optional hook
+        """Load weights now (otherwise the first :meth:`generate` does)."""
+
+    @abstractmethod
+    def generate(self, docs: Sequence[str], seed: Sequence[int]) -> list[str]:
+        """One raw query per text of ``docs`` (the host keeps its first line)."""
+
+    def fingerprint(self) -> str:
+        """Changes whenever the queries would change (weights, prompt, sampling)."""
+        import json
+
+        return json.dumps(self.describe(), sort_keys=True)
+
+
 __all__ = [
     "Component",
     "ConstrainedDecoder",
@@ -721,5 +751,6 @@ __all__ = [
     "NegativeMiner",
     "PairwiseReranker",
     "PointwiseReranker",
+    "QueryGenerator",
     "Reranker",
 ]

@@ -18,6 +18,7 @@ from .components import (
     Embedder,
     Index,
     NegativeMiner,
+    QueryGenerator,
     Reranker,
     embed_documents,
     index_items,
@@ -127,6 +128,12 @@ class Engine:
         """A new hard-negative miner, e.g. ``miner("adaptive-margin", teacher="cross-encoder:DIR")``."""
         obj = self.registry.create("negative_miner", name, **options)
         assert isinstance(obj, NegativeMiner)  # noqa: S101 - registry checked the base class
+        return obj
+
+    def query_generator(self, name: str, **options: Any) -> QueryGenerator:
+        """A new query generator, e.g. ``query_generator("smollm2", examples=[(doc, query)])``."""
+        obj = self.registry.create("query_generator", name, **options)
+        assert isinstance(obj, QueryGenerator)  # noqa: S101 - registry checked the base class
         return obj
 
     # -- building -------------------------------------------------------------------------

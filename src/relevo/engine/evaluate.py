@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -254,6 +254,28 @@ def collection_for(
     return collection, seconds, False
 
 
+def corpus_collection(
+    engine: Engine,
+    corpus: str | os.PathLike[str],
+    pipeline: str,
+    *,
+    embedder: str = "minilm",
+) -> Collection:
+    """The cached collection of ``pipeline`` over a corpus file or BEIR folder.
+
+    The same cache entry ``relevo eval`` uses for that corpus, so round-trip checks and
+    dev sets over a dataset reuse its indexes.
+    """
+    path = resolve_corpus(corpus)
+    stages, fusion = parse_pipeline(pipeline, engine.registry, embedder)
+    name = (path.parent.name if path.name.startswith("corpus.") else path.stem) or "corpus"
+    dataset = Dataset(
+        path.parent if path.name.startswith("corpus.") else path.parent / name, path, {}, {}, ""
+    )
+    collection, _, _ = collection_for(engine, dataset, stages, embedder=embedder, fusion=fusion)
+    return collection
+
+
 def first_stage_from_run(
     dataset: Dataset, run_path: Path, qids: Sequence[str], depth: int
 ) -> tuple[list[list[Hit]], float]:
@@ -334,28 +356,33 @@ def _first_stage(
 
 
 def _rerank_all(
-    engine: Engine,
     dataset: Dataset,
     first: Mapping[str, list[Hit]],
     name: str,
-    reranker_options: Mapping[str, Any],
+    reranker: Any,
+    load_seconds: float,
     options: RerankOptions,
     progress: Any,
+    *,
+    skip: bool = False,
 ) -> tuple[dict[str, list[Hit]], dict[str, Any]]:
-    """Rerank the top ``options.depth`` of every query; the rest keep their first-stage order."""
+    """Rerank the top ``options.depth`` of every query; the rest keep their first-stage order.
+
+    ``skip`` (``--interpolate auto`` found that reranking does not help): the first
+    stage is returned as it is and the settings say so.
+    """
     from .runinfo import reranker_facts
 
-    reranker = engine.reranker(name, **dict(reranker_options))
     runner = options.runner(reranker)
-    # Weights load before the clock starts, so seconds per query are steady-state
-    # (the load is reported on its own).
-    t_load = time.perf_counter()
-    reranker.load()
-    load_seconds = time.perf_counter() - t_load
     depth = options.depth
     total, repairs = Cost(), Repairs()
     final: dict[str, list[Hit]] = {}
     for qid, hits in first.items():
+        if skip:
+            final[qid] = hits
+            if progress is not None:
+                progress(1)
+            continue
         res = runner(dataset.queries[qid], hits[:depth])
         tail = [
             Hit(id=h.id, score=h.score, rank=depth + i + 1, title=h.title, text=h.text)
@@ -377,6 +404,7 @@ def _rerank_all(
         "pairwise_method": options.pairwise_method if strategy == "pairwise" else None,
         "pairwise_top_k": options.top_k if strategy == "pairwise" else None,
         "interpolate": options.interpolate,
+        "skipped": skip,
         "repairs": repairs.to_dict(),
         "load_seconds": load_seconds,
         "model": reranker_facts(reranker),
@@ -387,6 +415,36 @@ def _rerank_all(
         "cost": total.to_dict(),
         "seconds_per_query": total.seconds / n if n else 0.0,
     }
+
+
+def _auto_interpolation(
+    engine: Engine,
+    dataset: Dataset,
+    reranker: Any,
+    options: RerankOptions,
+    *,
+    pipeline: str,
+    embedder: str,
+    dev_queries: str | Path | None,
+) -> Any:
+    """``--interpolate auto``: the weight the corpus's synthetic dev set supports."""
+    from .autotune import dev_candidates, estimate_interpolation
+    from .synthetic import cached_dev_set, read_synthetic_queries
+
+    if dev_queries is not None:
+        dev = read_synthetic_queries(dev_queries)
+        source = str(dev_queries)
+    else:
+        dev, path = cached_dev_set(engine, dataset.corpus)
+        source = str(path)
+    rows = dev_candidates(
+        engine, dataset.corpus, [(q.text, q.source_id) for q in dev],
+        pipeline=pipeline, depth=options.depth, embedder=embedder,
+    )  # fmt: skip
+    runner = replace(options, interpolate=None).runner(reranker)
+    estimate = estimate_interpolation(runner, rows, depth=options.depth, source=source)
+    estimate.extra["pipeline"] = pipeline
+    return estimate
 
 
 def evaluate(
@@ -406,6 +464,7 @@ def evaluate(
     reranker_options: Mapping[str, Any] | None = None,
     reranking: RerankOptions | None = None,
     progress: Any = None,
+    dev_queries: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a first stage (a pipeline or a TREC run file), optionally reranked.
 
@@ -425,6 +484,9 @@ def evaluate(
         reranker_options: keyword options for the reranker's constructor.
         reranking: strategy, depth, window... (default :class:`RerankOptions`).
         progress: ``advance(n)`` called once per reranked query.
+        dev_queries: synthetic queries with their source documents (``relevo
+            generate-queries``) for ``interpolate="auto"``; default: a small set generated
+            once per corpus and cached (:func:`relevo.engine.synthetic.cached_dev_set`).
 
     Returns:
         The report: ``ndcg@10``, ``mrr@10``, ``recall@100``, ``queries``, ``seconds`` and
@@ -459,9 +521,27 @@ def evaluate(
         "stages": facts["stages"],
     }
     final = first
+    if rerank is None and options.interpolate is not None:
+        raise ConfigError("--interpolate blends a reranker with the first stage: give --rerank.")
     if rerank is not None:
+        reranker = engine.reranker(rerank, **dict(reranker_options or {}))
+        # Weights load before the clock starts, so seconds per query are steady-state
+        # (the load is reported on its own).
+        t_load = time.perf_counter()
+        reranker.load()
+        load_seconds = time.perf_counter() - t_load
+        skip = False
+        if options.interpolate == "auto":
+            estimate = _auto_interpolation(
+                engine, dataset, reranker, options,
+                pipeline=pipeline if run is None else "bm25", embedder=embedder,
+                dev_queries=dev_queries,
+            )  # fmt: skip
+            report["interpolate_auto"] = estimate.to_dict()
+            skip = not estimate.rerank
+            options = replace(options, interpolate=estimate.weight)
         final, rerank_facts = _rerank_all(
-            engine, dataset, first, rerank, reranker_options or {}, options, progress
+            dataset, first, rerank, reranker, load_seconds, options, progress, skip=skip
         )
         report["first_stage"] = score_run(first, qrels, rel_level=rel_level)
         report.update(rerank_facts)
@@ -512,6 +592,7 @@ def evaluate(
 
 __all__ = [
     "Dataset",
+    "corpus_collection",
     "evaluate",
     "first_stage_from_run",
     "load_dataset",

@@ -137,6 +137,21 @@ def register_indexes(register: Register) -> None:
 
 
 @hookspec
+def register_query_generators(register: Register) -> None:
+    """Register :class:`relevo.QueryGenerator` subclasses.
+
+    A query generator writes ``generate(docs, seed) -> queries``: one query per document
+    text, deterministic for a seed. ``relevo generate-queries --model NAME``, ``relevo
+    adapt`` and ``--interpolate auto`` use them; the host cleans, deduplicates and
+    round-trip filters what they write (:mod:`relevo.engine.synthetic`).
+
+    Args:
+        register: the host's :class:`Register` callable for this kind; call it once per
+            component (``register(cls, name, options=..., description=...)``).
+    """
+
+
+@hookspec
 def register_commands(cli: click.Group, helpers: CommandHelpers) -> None:
     """Add subcommands to the ``relevo`` click group.
 
@@ -166,5 +181,6 @@ __all__ = [
     "register_embedders",
     "register_indexes",
     "register_negative_miners",
+    "register_query_generators",
     "register_rerankers",
 ]

@@ -48,6 +48,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "relevo.plugins.miners",
     "relevo.plugins.server",
     "relevo.plugins.merge",
+    "relevo.plugins.adapt",
 )
 ENV_LOAD = "RELEVO_LOAD_PLUGINS"
 ENV_DISABLE = "RELEVO_DISABLE_PLUGINS"

@@ -20,6 +20,7 @@ from .components import (
     NegativeMiner,
     PairwiseReranker,
     PointwiseReranker,
+    QueryGenerator,
 )
 from .errors import ConfigError, RegistrationError, UnknownComponentError
 
@@ -49,6 +50,7 @@ KINDS: dict[str, Kind] = {
         ),
         Kind("decoder", "register_decoders", (ConstrainedDecoder,)),
         Kind("index", "register_indexes", (Index,)),
+        Kind("query_generator", "register_query_generators", (QueryGenerator,)),
     )
 }
 

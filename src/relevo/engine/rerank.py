@@ -166,7 +166,9 @@ class RerankOptions:
             the reranker's ``window_size``, half of it, one pass).
         pairwise_method: ``allpairs``, ``sort`` or ``sliding`` (pairwise strategy).
         top_k: positions PRP sort / sliding settle.
-        interpolate: blend with the first stage (see the module docstring).
+        interpolate: blend with the first stage (see the module docstring); ``"auto"``
+            asks the caller to choose the weight on a synthetic dev set
+            (:mod:`relevo.engine.autotune`; ``relevo eval`` does).
     """
 
     strategy: str | None = None
@@ -176,9 +178,13 @@ class RerankOptions:
     passes: int = 1
     pairwise_method: str = "sliding"
     top_k: int = 10
-    interpolate: float | None = None
+    interpolate: float | str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.interpolate, str) and self.interpolate != "auto":
+            raise ConfigError(
+                f"interpolate is a weight in [0, 1] or 'auto', got {self.interpolate!r}."
+            )
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
             raise ConfigError(f"rerank depth must be a positive integer, got {self.depth!r}.")
 
@@ -209,7 +215,7 @@ class Reranking:
         passes: int = 1,
         pairwise_method: str = "sliding",
         top_k: int = 10,
-        interpolate: float | None = None,
+        interpolate: float | str | None = None,
     ) -> None:
         self.reranker = reranker
         self.strategy = strategy or self.default_strategy(reranker)
@@ -241,9 +247,14 @@ class Reranking:
             )
         self.pairwise_method = pairwise_method
         self.top_k = top_k
-        if interpolate is not None and not 0.0 <= interpolate <= 1.0:
+        if interpolate == "auto":
+            raise ConfigError(
+                "interpolate='auto' is resolved by the caller (relevo eval / "
+                "relevo.engine.autotune.estimate_interpolation) before reranking; give a weight here."
+            )
+        if interpolate is not None and not 0.0 <= float(interpolate) <= 1.0:
             raise ConfigError(f"interpolate is the reranker's weight in [0, 1], got {interpolate}.")
-        self.interpolate = interpolate
+        self.interpolate: float | None = None if interpolate is None else float(interpolate)
 
     @staticmethod
     def default_strategy(reranker: Reranker) -> str:

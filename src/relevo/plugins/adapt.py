@@ -52,7 +52,7 @@ def _doc_progress(
         yield progress
 
 
-def _generation_options(f: Any) -> Any:
+def _generation_options(f: Any, *, filter_embedder: bool = True) -> Any:
     options = [
         click.option(
             "--model",
@@ -104,14 +104,22 @@ def _generation_options(f: Any) -> Any:
             default="minilm",
             show_default=True,
             help="Embedder of dense filter pipelines.",
-        ),
+        )
+        if filter_embedder
+        else None,
         click.option(
             "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."
         ),
     ]
     for option in reversed(options):
-        f = option(f)
+        if option is not None:
+            f = option(f)
     return f
+
+
+def _adapt_generation_options(f: Any) -> Any:
+    """The generation options without ``--embedder`` (adapt's names the bi-encoder)."""
+    return _generation_options(f, filter_embedder=False)
 
 
 def _gen_config(corpus: Path, out: Path, opts: dict[str, Any]) -> Any:
@@ -198,7 +206,7 @@ def _adapt_command(helpers: CommandHelpers) -> click.Command:
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
         help="Synthetic queries from `relevo generate-queries` (default: generate them into OUT).",
     )
-    @_generation_options
+    @_adapt_generation_options
     @click.option(
         "--miner",
         default="static",
@@ -211,6 +219,14 @@ def _adapt_command(helpers: CommandHelpers) -> click.Command:
         default="bm25",
         show_default=True,
         help="Pipeline the negatives are mined from and the reranker is judged on.",
+    )
+    @click.option(
+        "--loss",
+        type=click.Choice(["auto", "margin-mse", "mnrl"]),
+        default="auto",
+        show_default=True,
+        help="margin-mse: learn the teacher's margins; mnrl: the synthetic pairs; auto: "
+        "margin-mse when the dev set says the teacher helps on this corpus, else mnrl.",
     )
     @click.option(
         "--max-steps",
@@ -275,15 +291,12 @@ def _adapt_command(helpers: CommandHelpers) -> click.Command:
         as_json = opts.pop("as_json")
         gen_keys = (
             "model", "examples", "per_doc", "sample", "seed", "batch_size", "filter_pipeline",
-            "filter_k", "embedder", "device",
+            "filter_k", "device",
         )  # fmt: skip
         gen = {k: opts.pop(k) for k in gen_keys}
-        embedder = gen.pop("embedder")
-        gen["embedder"] = "minilm"
         cfg = AdaptConfig(
             corpus=_corpus(helpers, corpus),
             out=out,
-            embedder=embedder,
             miner_options=helpers.parse_options(opts.pop("miner_options")),
             seed=gen["seed"],
             device=gen["device"],
@@ -298,7 +311,7 @@ def _adapt_command(helpers: CommandHelpers) -> click.Command:
         if as_json:
             click.echo(json.dumps(report, indent=2, ensure_ascii=False))
             return
-        click.echo(f"adapted models in {out}:")
+        click.echo(f"adapted models in {out} (bi-encoder loss {report['loss']['used']}):")
         for name, path in report["outputs"].items():
             click.echo(f"  {name}: {path}")
         for name, est in report.get("interpolate_auto", {}).items():

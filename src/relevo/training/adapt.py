@@ -15,8 +15,8 @@ GPL-style (Wang et al. 2022) with Promptagator's round-trip filter:
    it on this corpus (:func:`relevo.engine.autotune.estimate_interpolation`).
 5. **Bi-encoder.** ``relevo train embedder`` on ``OUT/data``: negatives mined from
    ``first_stage`` with ``miner``; ``margin-mse`` against the teacher's (query, positive,
-   negative) margins when there is a teacher (the pseudo-labels), else MNRL on the
-   synthetic pairs. Output ``OUT/embedder``.
+   negative) margins (the pseudo-labels) when the teacher helps on the dev set (or
+   ``loss="margin-mse"``), else MNRL on the synthetic pairs. Output ``OUT/embedder``.
 6. **Cross-encoder** (``train_reranker``): the teacher (a ``cross-encoder:DIR``, or
    MiniLM without one) fine-tuned on the synthetic pairs with mined negatives; output
    ``OUT/reranker``, and its own dev estimate.
@@ -73,6 +73,11 @@ class AdaptConfig:
         generation: settings of the generation when ``queries`` is not given.
         miner / miner_options: negative miner for the synthetic queries.
         first_stage: pipeline negatives are mined from and rerankers are judged on.
+        loss: ``margin-mse`` (learn the teacher's margins), ``mnrl`` (the synthetic pairs
+            with in-batch and mined negatives), or ``auto``: margin-mse when the dev set
+            says the teacher helps on this corpus (its ``--interpolate auto`` weight is
+            above 0), else mnrl — a teacher that reorders this corpus's candidates worse
+            than the first stage would only teach its mistakes.
         max_steps / train_batch_size / lr: the bi-encoder's training.
         train_reranker / reranker_steps: fine-tune the cross-encoder too.
         reranker_model: the cross-encoder ``train_reranker`` starts from (default: the
@@ -91,6 +96,7 @@ class AdaptConfig:
     miner: str = "static"
     miner_options: dict[str, Any] = field(default_factory=dict)
     first_stage: str = "bm25"
+    loss: str = "auto"
     max_steps: int = 100
     train_batch_size: int = 32
     lr: float = 2e-5
@@ -110,6 +116,10 @@ class AdaptConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
         if self.train_batch_size < 2:
             raise ConfigError("train_batch_size must be >= 2 (in-batch negatives).")
+        if self.loss not in ("auto", "margin-mse", "mnrl"):
+            raise ConfigError(f"loss must be auto, margin-mse or mnrl, not {self.loss!r}.")
+        if self.loss == "margin-mse" and not self.reranker:
+            raise ConfigError("--loss margin-mse learns a teacher's margins: give --reranker.")
         if self.dev_size < 0:
             raise ConfigError(f"dev_size must be >= 0, got {self.dev_size}.")
 
@@ -315,13 +325,23 @@ def adapt(
             engine, cfg.reranker, dev_rows, depth=cfg.depth, source=str(out / DEV_FILE)
         )
     # -- bi-encoder ---------------------------------------------------------------------
+    loss = cfg.loss
+    if loss == "auto":
+        teacher_est = report["interpolate_auto"].get("teacher")
+        if not cfg.reranker:
+            loss = "mnrl"
+        elif teacher_est is None:  # no dev set to judge the teacher: trust it (GPL)
+            loss = "margin-mse"
+        else:
+            loss = "margin-mse" if teacher_est["weight"] > 0 else "mnrl"
+    report["loss"] = {"asked": cfg.loss, "used": loss}
     emb_out = out / "embedder"
     ecfg = EmbedderConfig(
         datasets=[data],
         out=emb_out,
         base=cfg.embedder_base(),
-        loss="margin-mse" if cfg.reranker else "mnrl",
-        teacher=cfg.reranker,
+        loss=loss,
+        teacher=cfg.reranker if loss == "margin-mse" else None,
         miner=cfg.miner,
         miner_options=dict(cfg.miner_options),
         first_stage=cfg.first_stage,
@@ -357,6 +377,8 @@ def adapt(
             miner=cfg.miner,
             miner_options=dict(cfg.miner_options),
             max_queries=None,
+            # 4 query groups of 8 per step, fewer when there are fewer training queries
+            batch_size=8 * max(1, min(4, len(train))),
         )
         report["reranker"] = _train_once(
             lambda resume, overwrite: train_cross_encoder(

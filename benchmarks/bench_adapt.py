@@ -1,0 +1,345 @@
+"""Label-free adaptation: synthetic queries, ``relevo adapt`` and ``--interpolate auto``.
+
+    .venv/bin/python benchmarks/bench_adapt.py [--datasets scifact nfcorpus trec-dl-2019]
+        [--sample 600] [--steps 100] [--reranker-steps 50] [--work DIR]
+
+For every dataset, no label of it is used for training or tuning:
+
+1. ``relevo generate-queries DATASET --sample N`` (SmolLM2, generic prompt, BM25
+   round-trip check, top 20): synthetic queries, docs/s and the kept fraction.
+2. ``relevo adapt DATASET --queries ... --reranker cross-encoder:OTHER --train-reranker``:
+   OTHER is a cross-encoder trained by ``relevo train reranker`` on the *other* datasets'
+   train splits (SciFact -> NFCorpus-only, NFCorpus -> SciFact-only, TREC DL -> both);
+   100 synthetic queries are held out as the corpus's dev set.
+3. Scored on the full test split (TREC DL 2019: the BM25 top-100 run, qrels at level 2):
+   BM25; hybrid (BM25 + MiniLM, relevo's RRF); OTHER over BM25 plain, blended 0.5 and
+   ``--interpolate auto`` (the weight :func:`relevo.engine.autotune.estimate_interpolation`
+   picks on the held-out synthetic queries — what ``relevo eval --interpolate auto
+   --dev-queries`` runs); the adapted bi-encoder alone and in the hybrid; the adapted
+   cross-encoder over BM25 and over the adapted hybrid (auto). "adapted pipeline" is
+   fixed in advance: adapted hybrid reranked by the adapted cross-encoder at the auto
+   weight.
+
+Every reranker scores each query's candidates once; the blends at all weights
+(``WEIGHTS``) come from that one pass through
+:func:`relevo.engine.rerank.interpolate_with_first_stage` — the function ``--interpolate``
+uses — so the true nDCG@10 curve over weights sits next to the dev curve and the auto
+choice. Writes ``benchmarks/results/adapt.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import _common as C
+
+OTHER_CE = {"scifact": "ce-nfcorpus-only", "nfcorpus": "ce-scifact-only", "trec-dl-2019": "ce-star"}
+DEPTH = {"scifact": 30, "nfcorpus": 30, "trec-dl-2019": 100}
+REL_LEVEL = {"trec-dl-2019": 2}
+RUN_FILE = {"trec-dl-2019": "runs/bm25_top100.trec"}
+PUBLISHED = {  # BM25 nDCG@10 (BEIR paper, Anserini; TREC DL 2019 BM25 default)
+    "scifact": 0.665,
+    "nfcorpus": 0.325,
+    "trec-dl-2019": 0.506,
+}
+
+
+def models_dir() -> Path:
+    from relevo.engine.cache import cache_dir
+
+    return cache_dir() / "models"
+
+
+def generate(ds: str, root: Path, work: Path, sample: int) -> dict[str, Any]:
+    out = work / ds / "queries.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.is_file():
+        cmd = [C.relevo_bin(), "generate-queries", str(root), "--out", str(out)]
+        cmd += ["--sample", str(sample), "--seed", "42"]
+        C.run_logged(cmd, work / ds / "generate.log")
+    return json.loads(out.with_name("queries.report.json").read_text("utf-8"))
+
+
+def run_adapt(ds: str, root: Path, work: Path, steps: int, ce_steps: int) -> dict[str, Any]:
+    out = work / ds / "adapt"
+    teacher = f"cross-encoder:{models_dir() / OTHER_CE[ds]}"
+    cmd = [C.relevo_bin(), "adapt", str(root), "--out", str(out)]
+    cmd += ["--queries", str(work / ds / "queries.jsonl"), "--reranker", teacher]
+    cmd += ["--train-reranker", "--max-steps", str(steps), "--reranker-steps", str(ce_steps)]
+    cmd += ["--dev-queries", "100", "--depth", str(DEPTH[ds]), "--json"]
+    C.run_logged(cmd, work / ds / "adapt.log")
+    return json.loads((out / "relevo-adapt.json").read_text("utf-8"))
+
+
+def first_stage(
+    engine: Any, dataset: Any, qids: list[str], pipeline: str, embedder: str
+) -> dict[str, list]:
+    from relevo.engine.evaluate import collection_for, first_stage_from_run, parse_pipeline
+
+    name = dataset.path.name
+    if pipeline == "bm25" and name in RUN_FILE:
+        hits, _ = first_stage_from_run(dataset, dataset.path / RUN_FILE[name], qids, 100)
+        return dict(zip(qids, hits, strict=True))
+    stages, fusion = parse_pipeline(pipeline, engine.registry, embedder)
+    collection, _, _ = collection_for(engine, dataset, stages, embedder=embedder, fusion=fusion)
+    hits = collection.search_batch([dataset.queries[q] for q in qids], 100, with_text=True)
+    return dict(zip(qids, hits, strict=True))
+
+
+def score(run: dict[str, list], dataset: Any) -> dict[str, float]:
+    from relevo.engine.evaluate import score_run
+
+    level = REL_LEVEL.get(dataset.path.name, 1)
+    return score_run(run, dataset.qrels, rel_level=level)
+
+
+def rerank_curve(
+    engine: Any,
+    dataset: Any,
+    first: dict[str, list],
+    reranker: str,
+    depth: int,
+    dev_rows: list,
+) -> dict[str, Any]:
+    """One reranking pass; nDCG@10 at every weight, the dev estimate, and the auto row."""
+    from relevo.engine.autotune import WEIGHTS, estimate_interpolation
+    from relevo.engine.rerank import RerankOptions, interpolate_with_first_stage
+
+    component = engine.reranker(reranker)
+    component.load()
+    runner = RerankOptions(depth=depth).runner(component)
+    t0 = time.perf_counter()
+    reranked = {q: runner(dataset.queries[q], hits[:depth]).hits for q, hits in first.items()}
+    seconds = time.perf_counter() - t0
+    true_curve = {}
+    for w in WEIGHTS:
+        run = {
+            q: interpolate_with_first_stage(reranked[q], hits[:depth], w, scored=True)
+            + hits[depth:]
+            for q, hits in first.items()
+        }
+        true_curve[w] = score(run, dataset)["ndcg@10"]
+    est = estimate_interpolation(runner, dev_rows, depth=depth)
+    best = max(true_curve, key=lambda w: (true_curve[w], -w))
+    return {
+        "reranker": reranker,
+        "depth": depth,
+        "seconds_per_query": seconds / max(len(first), 1),
+        "plain": true_curve[1.0],
+        "blended_0.5": true_curve[0.5],
+        "auto": true_curve[est.weight],
+        "auto_weight": est.weight,
+        "true_best_weight": best,
+        "true_best": true_curve[best],
+        "true_curve": {f"{w:.1f}": v for w, v in true_curve.items()},
+        "dev_curve": {f"{w:.1f}": v for w, v in est.curve.items()},
+        "dev_queries": est.dev_queries,
+    }
+
+
+def evaluate_dataset(ds: str, root: Path, work: Path, adapted: dict[str, Any]) -> dict[str, Any]:
+    from relevo import Engine
+    from relevo.engine.autotune import dev_candidates
+    from relevo.engine.evaluate import load_dataset
+    from relevo.engine.synthetic import read_synthetic_queries
+
+    engine = Engine()
+    dataset = load_dataset(root, split="test")
+    qids = list(dataset.queries)
+    depth = DEPTH[ds]
+    dev = [(q.text, q.source_id) for q in read_synthetic_queries(adapted["queries"]["dev_file"])]
+    emb = adapted["outputs"]["embedder"]
+    row: dict[str, Any] = {"dataset": ds, "queries": len(qids), "depth": depth}
+    bm25 = first_stage(engine, dataset, qids, "bm25", "minilm")
+    row["bm25"] = score(bm25, dataset)
+    hybrid = first_stage(engine, dataset, qids, "hybrid", "minilm")
+    row["hybrid"] = score(hybrid, dataset)
+    row["adapted_dense"] = score(first_stage(engine, dataset, qids, "dense", emb), dataset)
+    adapted_hybrid = first_stage(engine, dataset, qids, "hybrid", emb)
+    row["adapted_hybrid"] = score(adapted_hybrid, dataset)
+    dev_bm25 = dev_candidates(engine, dataset.corpus, dev, pipeline="bm25", depth=depth)
+    dev_hybrid = dev_candidates(
+        engine, dataset.corpus, dev, pipeline="hybrid", depth=depth, embedder=emb
+    )
+    other = f"cross-encoder:{models_dir() / OTHER_CE[ds]}"
+    row["other_ce"] = rerank_curve(engine, dataset, bm25, other, depth, dev_bm25)
+    mine = adapted["outputs"]["reranker"]
+    row["adapted_ce"] = rerank_curve(engine, dataset, bm25, mine, depth, dev_bm25)
+    row["adapted_pipeline"] = rerank_curve(engine, dataset, adapted_hybrid, mine, depth, dev_hybrid)
+    return row
+
+
+def markdown(payload: dict[str, Any], path: Path) -> None:
+    rows = payload["rows"]
+    lines = [
+        "# Adapting to a corpus with no labels (nDCG@10, full test splits)",
+        "",
+        "No label of the evaluated dataset is used for training or tuning. `other CE`: a "
+        "cross-encoder trained by relevo on the other datasets' train splits. `auto`: the "
+        "weight `--interpolate auto` chose on 100 held-out synthetic queries (0 = do not "
+        "rerank). `adapted`: after `relevo adapt` (synthetic queries, mined negatives, the "
+        "other CE as MarginMSE teacher when the dev set trusts it, cross-encoder fine-tuned "
+        "on the synthetic pairs). `adapted pipeline` (fixed in advance): adapted hybrid "
+        "reranked by the adapted CE at its auto weight.",
+        "",
+    ]
+    headers = ["dataset", "BM25", "hybrid", "other CE", "other CE 0.5", "other CE auto (w)",
+               "adapted dense", "adapted hybrid", "adapted CE auto (w)", "adapted pipeline (w)"]  # fmt: skip
+    body = []
+    for r in rows:
+        o, a, p = r["other_ce"], r["adapted_ce"], r["adapted_pipeline"]
+        body.append([
+            r["dataset"], f"{r['bm25']['ndcg@10']:.4f}", f"{r['hybrid']['ndcg@10']:.4f}",
+            f"{o['plain']:.4f}", f"{o['blended_0.5']:.4f}", f"{o['auto']:.4f} ({o['auto_weight']:.1f})",
+            f"{r['adapted_dense']['ndcg@10']:.4f}", f"{r['adapted_hybrid']['ndcg@10']:.4f}",
+            f"{a['auto']:.4f} ({a['auto_weight']:.1f})", f"{p['auto']:.4f} ({p['auto_weight']:.1f})",
+        ])  # fmt: skip
+    lines += C.md_table(headers, body, right=range(1, len(headers)))
+    if rows:
+        mean = lambda f: sum(f(r) for r in rows) / len(rows)  # noqa: E731
+        gain = mean(lambda r: r["adapted_pipeline"]["auto"] - r["hybrid"]["ndcg@10"])
+        lines += [
+            "",
+            f"Mean gain of the adapted pipeline over the un-adapted hybrid: {gain:+.4f} nDCG@10.",
+        ]
+        worst = min(
+            min(r[k]["auto"] - (r["bm25"]["ndcg@10"] if k != "adapted_pipeline" else r["adapted_hybrid"]["ndcg@10"])
+                for k in ("other_ce", "adapted_ce", "adapted_pipeline"))
+            for r in rows
+        )  # fmt: skip
+        lines += [f"Worst `auto` minus its own first stage over all rows: {worst:+.4f}."]
+    lines += ["", "## Does the auto weight track the true best weight?", ""]
+    headers = [
+        "dataset",
+        "reranker",
+        "auto w",
+        "true best w",
+        "nDCG@10 at auto",
+        "at true best",
+        "gap",
+    ]
+    body = []
+    for r in rows:
+        for key in ("other_ce", "adapted_ce", "adapted_pipeline"):
+            x = r[key]
+            body.append([r["dataset"], key, f"{x['auto_weight']:.1f}", f"{x['true_best_weight']:.1f}",
+                         f"{x['auto']:.4f}", f"{x['true_best']:.4f}", f"{x['auto'] - x['true_best']:+.4f}"])  # fmt: skip
+    lines += C.md_table(headers, body, right=range(2, len(headers)))
+    lines += ["", "## Synthetic queries", ""]
+    headers = [
+        "dataset",
+        "documents",
+        "generated",
+        "kept",
+        "kept %",
+        "docs/s",
+        "bi-encoder loss",
+        "sample",
+    ]
+    body = []
+    for r in rows:
+        g, ad = r["generation"], r["adapt"]
+        sample = g["sample_kept"][0]["text"] if g["sample_kept"] else ""
+        body.append([r["dataset"], g["documents_used"], g["generated"], g["kept"],
+                     f"{g['kept_fraction']:.0%}", g["docs_per_second"], ad["loss"]["used"], sample[:90]])  # fmt: skip
+    lines += C.md_table(headers, body, right=range(1, 6))
+    lines += ["", f"Published BM25 nDCG@10 for reference: {PUBLISHED}. Machine: {payload['meta']['machine']}.",
+              "", f"Produced by `{payload['meta']['command']}`."]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+
+
+def plot(payload: dict[str, Any], path: Path) -> None:
+    plt = C.pyplot()
+    rows = payload["rows"]
+    fig, axes = plt.subplots(1, 1 + len(rows), figsize=(5 + 4 * len(rows), 4.2))
+    ax = axes[0] if len(rows) else axes
+    names = ["BM25", "hybrid", "other CE auto", "adapted hybrid", "adapted pipeline"]
+    width = 0.8 / len(names)
+    for i, n in enumerate(names):
+        vals = []
+        for r in rows:
+            vals.append({
+                "BM25": r["bm25"]["ndcg@10"], "hybrid": r["hybrid"]["ndcg@10"],
+                "other CE auto": r["other_ce"]["auto"], "adapted hybrid": r["adapted_hybrid"]["ndcg@10"],
+                "adapted pipeline": r["adapted_pipeline"]["auto"],
+            }[n])  # fmt: skip
+        ax.bar([j + i * width for j in range(len(rows))], vals, width, label=n)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], [r["dataset"] for r in rows])
+    ax.set_ylabel("nDCG@10")
+    ax.legend(fontsize=7)
+    for k, r in enumerate(rows, 1):
+        a = axes[k]
+        for key, color in (("other_ce", "tab:red"), ("adapted_ce", "tab:green")):
+            x = r[key]
+            ws = [float(w) for w in x["true_curve"]]
+            a.plot(ws, list(x["true_curve"].values()), color=color, label=f"{key} test nDCG@10")
+            a.plot(
+                ws, list(x["dev_curve"].values()), color=color, ls="--", label=f"{key} dev MRR@10"
+            )
+            a.axvline(x["auto_weight"], color=color, ls=":")
+        a.set_title(r["dataset"])
+        a.set_xlabel("reranker weight")
+        a.legend(fontsize=6)
+    fig.tight_layout()
+    C.save_figure(fig, path)
+
+
+def main() -> None:
+    ap = C.parser(__doc__, summary_only=True)
+    C.add_datasets(ap, ["scifact", "nfcorpus", "trec-dl-2019"])
+    ap.add_argument("--sample", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--reranker-steps", type=int, default=50)
+    ap.add_argument("--work", type=Path, default=None, help="default: <cache>/adapt-bench")
+    ap.add_argument("--fresh", action="store_true", help="re-score datasets scored before")
+    C.add_out(ap)
+    args = ap.parse_args()
+    C.quiet_transformers()
+    from relevo.engine.cache import cache_dir
+
+    work = args.work or cache_dir() / "adapt-bench"
+    rows = []
+    for ds in args.datasets:
+        root = C.datasets_dir() / ds
+        gen = generate(ds, root, work, args.sample)
+        adapted = run_adapt(ds, root, work, args.steps, args.reranker_steps)
+        cached = work / ds / "row.json"
+        if (
+            cached.is_file()
+            and not args.fresh
+            and cached.stat().st_mtime > (work / ds / "adapt" / "relevo-adapt.json").stat().st_mtime
+        ):
+            row = json.loads(cached.read_text("utf-8"))  # scored after the last adapt run
+        else:
+            row = evaluate_dataset(ds, root, work, adapted)
+            cached.write_text(json.dumps(row), "utf-8")
+        row["generation"] = {k: gen[k] for k in ("documents_used", "generated", "kept", "kept_fraction",
+                                                  "docs_per_second", "dropped", "sample_kept")}  # fmt: skip
+        row["adapt"] = {
+            k: adapted.get(k)
+            for k in ("queries", "loss", "embedder", "reranker", "interpolate_auto", "seconds")
+        }
+        rows.append(row)
+        print(
+            json.dumps({k: row[k] for k in ("dataset", "bm25", "hybrid", "adapted_hybrid")}),
+            file=sys.stderr,
+            flush=True,
+        )
+        payload = {
+            "meta": {
+                "machine": C.machine_line(),
+                "command": "python benchmarks/bench_adapt.py " + " ".join(sys.argv[1:]),
+                "sample": args.sample, "steps": args.steps, "reranker_steps": args.reranker_steps,
+                "other_ce": OTHER_CE, "published_bm25": PUBLISHED,
+            },
+            "rows": rows,
+        }  # fmt: skip
+        C.write_results(args.out, "adapt", payload, markdown=markdown, plot=plot)
+
+
+if __name__ == "__main__":
+    main()

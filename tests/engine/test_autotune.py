@@ -143,10 +143,14 @@ def test_eval_refuses_interpolate_without_a_reranker(engine, corpus_dir):
 
 
 def test_cli_accepts_auto_and_rejects_nonsense(run, corpus_dir, tmp_path):
-    result = run("eval", str(corpus_dir), "--rerank", "word-overlap", "--interpolate", "2", ok=False)
+    result = run(
+        "eval", str(corpus_dir), "--rerank", "word-overlap", "--interpolate", "2", ok=False
+    )
     assert result.exit_code == 2 and "not in [0, 1]" in result.output
     dev = tmp_path / "dev.jsonl"
-    dev.write_text(json.dumps({"_id": "s", "text": "interest rates rise", "source_id": "d12"}) + "\n")
+    dev.write_text(
+        json.dumps({"_id": "s", "text": "interest rates rise", "source_id": "d12"}) + "\n"
+    )
     result = run(
         "eval", str(corpus_dir), "--rerank", "word-overlap", "--depth", "6",
         "--interpolate", "auto", "--dev-queries", str(dev), "--json",

@@ -31,9 +31,7 @@ def corpus(tmp_path: Path) -> Path:
     return path
 
 
-def test_round_trip_keeps_a_query_that_finds_its_source_and_drops_one_that_does_not(
-    engine, corpus
-):
+def test_round_trip_keeps_a_query_that_finds_its_source_and_drops_one_that_does_not(engine, corpus):
     good = SyntheticQuery("a", "systems programming language memory safety", "d5")
     bad = SyntheticQuery("b", "systems programming language memory safety", "d10")
     kept, dropped, facts = round_trip_filter(engine, corpus, [good, bad], pipeline="bm25", k=1)
@@ -74,9 +72,13 @@ def test_report_counts_and_the_file_is_beir_queries(engine, corpus, tmp_path):
     report, _ = _run(engine, corpus, out, filter_k=1)
     rows = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
     assert report["kept"] == len(rows) > 0
-    assert report["kept"] + report["dropped"]["round_trip"] + report["dropped"]["duplicate"] + (
-        report["dropped"]["empty"]
-    ) == report["generated"]
+    assert (
+        report["kept"]
+        + report["dropped"]["round_trip"]
+        + report["dropped"]["duplicate"]
+        + (report["dropped"]["empty"])
+        == report["generated"]
+    )
     assert all({"_id", "text", "source_id", "round_trip_rank"} <= set(r) for r in rows)
     assert all(r["round_trip_rank"] == 1 for r in rows)  # k=1
     saved = json.loads(report_path(out).read_text("utf-8"))
@@ -115,7 +117,9 @@ def test_existing_output_is_not_replaced_without_overwrite(engine, corpus, tmp_p
 def test_sample_and_short_documents(engine, tmp_path):
     path = tmp_path / "c.jsonl"
     rows = [{"_id": "empty", "text": ""}, {"_id": "short", "text": "two words"}]
-    rows += [{"_id": f"é{i}", "text": f"document number {i} about topic {i} here"} for i in range(9)]
+    rows += [
+        {"_id": f"é{i}", "text": f"document number {i} about topic {i} here"} for i in range(9)
+    ]
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", "utf-8")
     report, _ = _run(engine, path, tmp_path / "q.jsonl", sample=4, filter_pipeline=None)
     assert report["documents_too_short"] == 2 and report["documents_used"] == 4
@@ -130,7 +134,9 @@ def test_bad_inputs_are_clear_errors(engine, corpus, tmp_path):
     bad.write_text('{"query": "x"}\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="document"):
         read_examples(bad)
-    bad.write_text("".join(json.dumps({"query": "q", "document": "d"}) + "\n" for _ in range(9)), "utf-8")
+    bad.write_text(
+        "".join(json.dumps({"query": "q", "document": "d"}) + "\n" for _ in range(9)), "utf-8"
+    )
     with pytest.raises(ConfigError, match="at most 8"):
         read_examples(bad)
     plain = tmp_path / "plain.jsonl"

@@ -35,7 +35,8 @@ def corpus(tmp_path: Path) -> Path:
     path = tmp_path / "corpus.jsonl"
     path.write_text(
         "".join(
-            json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in tiny_corpus()
+            json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n"
+            for d in tiny_corpus()
         ),
         encoding="utf-8",
     )
@@ -47,7 +48,9 @@ def _config(corpus: Path, out: Path, models: tuple[Path, Path], **kw) -> AdaptCo
     opts = dict(
         embedder=f"sentence-transformers:{st}",
         reranker="word-overlap",
-        generation=QueryGenConfig(corpus=corpus, out=out / "queries.jsonl", model="first-words", per_doc=2),
+        generation=QueryGenConfig(
+            corpus=corpus, out=out / "queries.jsonl", model="first-words", per_doc=2
+        ),
         max_steps=2,
         train_batch_size=4,
         train_reranker=True,

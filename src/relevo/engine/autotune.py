@@ -82,11 +82,9 @@ def parse_interpolate(value: str | float | None) -> float | str | None:
     try:
         w = float(text)
     except ValueError:
-        raise ConfigError(
-            f"--interpolate takes a weight in [0, 1] or `auto`, not {value!r}."
-        ) from None
+        raise ConfigError(f"{value!r} is neither a weight in [0, 1] nor 'auto'.") from None
     if not 0.0 <= w <= 1.0:
-        raise ConfigError(f"--interpolate is the reranker's weight in [0, 1], got {w}.")
+        raise ConfigError(f"{w} is not in [0, 1].")
     return w
 
 

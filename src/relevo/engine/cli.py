@@ -307,18 +307,15 @@ class InterpolateType(click.ParamType):
     name = "W|auto"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> float | str:
-        if isinstance(value, float):
-            return value
-        text = str(value).strip().lower()
-        if text == "auto":
-            return "auto"
+        from .autotune import parse_interpolate
+        from .errors import ConfigError
+
         try:
-            w = float(text)
-        except ValueError:
-            self.fail(f"{value!r} is neither a weight in [0, 1] nor 'auto'.", param, ctx)
-        if not 0.0 <= w <= 1.0:
-            self.fail(f"{w} is not in [0, 1].", param, ctx)
-        return w
+            parsed = parse_interpolate(value)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+        assert parsed is not None  # noqa: S101 - click passes no None to convert
+        return parsed
 
 
 def strategy_options(f: Any) -> Any:

@@ -112,3 +112,28 @@ def test_split_dev_holds_out_whole_documents():
     assert len(dev) == 4  # a fifth at most
     assert not {q.source_id for q in dev} & {q.source_id for q in train}
     assert split_dev(qs, 0, seed=1) == (qs, [])
+
+
+def test_adapt_command(hermetic, corpus, models, tmp_path):
+    import click
+    from click.testing import CliRunner
+
+    from relevo.engine.commands import CommandHelpers, RelevoGroup
+    from relevo.plugins import adapt as plugin
+
+    @click.group(cls=RelevoGroup)
+    def root() -> None:
+        pass
+
+    plugin.register_commands(root, CommandHelpers())
+    out = tmp_path / "cli"
+    args = ["adapt", str(corpus), "--out", str(out), "--model", "first-words", "--per-doc", "2"]
+    args += ["--embedder", f"sentence-transformers:{models[0]}", "--reranker", "word-overlap"]
+    args += ["--max-steps", "2", "--batch-size-train", "4", "--dev-queries", "4", "--device", "cpu"]
+    result = CliRunner().invoke(root, args, obj={"engine": hermetic})
+    assert result.exit_code == 0, result.output
+    assert "training the bi-encoder 2/2" in result.output
+    assert f"sentence-transformers:{out / 'embedder'}" in result.stdout
+    assert "--interpolate auto for teacher" in result.stdout
+    bad = CliRunner().invoke(root, [*args[:4], "--loss", "margin-mse"], obj={"engine": hermetic})
+    assert bad.exit_code == 1 and "--reranker" in bad.output and "Traceback" not in bad.output

@@ -303,11 +303,13 @@ def _adapt_command(helpers: CommandHelpers) -> click.Command:
             generation=_gen_config(Path(corpus), out / "queries.jsonl", gen),
             **opts,
         )
-        with (
-            helpers.training_progress("adapting") as on_step,
-            _doc_progress(helpers, "writing queries") as progress,
-        ):
-            report = adapt(cfg, engine=helpers.engine(), progress=progress, on_step=on_step)
+        with _doc_progress(helpers, "writing queries") as progress:
+            report = adapt(
+                cfg,
+                engine=helpers.engine(),
+                progress=progress,
+                training_progress=helpers.training_progress,
+            )
         if as_json:
             click.echo(json.dumps(report, indent=2, ensure_ascii=False))
             return

@@ -29,12 +29,14 @@ training from its checkpoint; ``overwrite`` retrains the models.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -261,8 +263,19 @@ def adapt(
     engine: Engine | None = None,
     progress: Callable[[int, int], Any] | None = None,
     on_step: Callable[[Any], None] | None = None,
+    training_progress: Callable[[str], ContextManager[Callable[[Any], None]]] | None = None,
 ) -> dict[str, Any]:
-    """Run the loop of the module docstring; returns (and writes) the report."""
+    """Run the loop of the module docstring; returns (and writes) the report.
+
+    Args:
+        cfg: the run's settings.
+        engine: miners, teacher and first stages come from it (default: a new Engine).
+        progress: ``progress(done, total)`` while queries are generated.
+        on_step: called after every optimizer step of either training.
+        training_progress: ``training_progress(description)`` -> a context manager
+            yielding an ``on_step`` for one training (the CLI's progress bars); used
+            instead of ``on_step`` when given.
+    """
     from ..engine.autotune import dev_candidates
     from ..engine.corpus import read_corpus
     from .embedder import EmbedderConfig, train_embedder
@@ -352,14 +365,15 @@ def adapt(
         seed=cfg.seed,
         device=cfg.device,
     )
-    report["embedder"] = _train_once(
-        lambda resume, overwrite: train_embedder(
-            ecfg, resume=resume, overwrite=overwrite, engine=engine, on_step=on_step
-        ),
-        emb_out,
-        "relevo-embedder.json",
-        cfg.overwrite,
-    )
+    with _stepper(training_progress, "training the bi-encoder", on_step) as step:
+        report["embedder"] = _train_once(
+            lambda resume, overwrite: train_embedder(
+                ecfg, resume=resume, overwrite=overwrite, engine=engine, on_step=step
+            ),
+            emb_out,
+            "relevo-embedder.json",
+            cfg.overwrite,
+        )
     report["outputs"]["embedder"] = f"sentence-transformers:{emb_out}"
     # -- cross-encoder ------------------------------------------------------------------
     if cfg.train_reranker:
@@ -380,14 +394,15 @@ def adapt(
             # 4 query groups of 8 per step, fewer when there are fewer training queries
             batch_size=8 * max(1, min(4, len(train))),
         )
-        report["reranker"] = _train_once(
-            lambda resume, overwrite: train_cross_encoder(
-                ccfg, resume=resume, overwrite=overwrite, engine=engine, on_step=on_step
-            ),
-            ce_out,
-            "relevo-reranker.json",
-            cfg.overwrite,
-        )
+        with _stepper(training_progress, "training the cross-encoder", on_step) as step:
+            report["reranker"] = _train_once(
+                lambda resume, overwrite: train_cross_encoder(
+                    ccfg, resume=resume, overwrite=overwrite, engine=engine, on_step=step
+                ),
+                ce_out,
+                "relevo-reranker.json",
+                cfg.overwrite,
+            )
         report["outputs"]["reranker"] = f"cross-encoder:{ce_out}"
         if dev_rows:
             report["interpolate_auto"]["reranker"] = estimate_for(
@@ -400,6 +415,16 @@ def adapt(
     report["seconds"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(out / REPORT_FILE, report)
     return report
+
+
+def _stepper(
+    factory: Callable[[str], ContextManager[Callable[[Any], None]]] | None,
+    description: str,
+    on_step: Callable[[Any], None] | None,
+) -> ContextManager[Callable[[Any], None] | None]:
+    if factory is not None:
+        return factory(description)
+    return contextlib.nullcontext(on_step)
 
 
 def _train_once(

@@ -7,9 +7,10 @@ is blended with the first stage at each weight of :data:`WEIGHTS` exactly as
 ``--interpolate W`` blends (:func:`relevo.engine.rerank.interpolate_with_first_stage`).
 The weight whose blend ranks the source documents best (MRR@10) is chosen; among equal
 scores the largest weight wins, and a weight is only chosen when it beats the first
-stage alone (weight 0) by more than ``min_gain`` — otherwise the answer is *do not
-rerank*, so a reranker that disagrees with the corpus is switched off rather than
-trusted.
+stage alone (weight 0) by more than ``min_gain`` (default: half a reciprocal-rank
+point per dev query, i.e. more than one query moving from first to second place) —
+otherwise the answer is *do not rerank*, so a reranker that disagrees with the corpus
+is switched off rather than trusted.
 
 The dev set is biased towards queries the first stage already answers (a query is kept
 when the round-trip check finds its source), which makes the estimate conservative: it
@@ -159,22 +160,33 @@ def dev_candidates(
     return [(q, h, src) for (q, src), h in zip(dev, hits, strict=True)]
 
 
+def default_min_gain(dev_queries: int) -> float:
+    """The smallest dev gain that counts: more than one query moving from rank 1 to rank 2."""
+    return 0.5 / max(dev_queries, 1)
+
+
 def estimate_interpolation(
     runner: Reranking,
     dev: Sequence[tuple[str, Sequence[Hit], str]],
     *,
     depth: int,
-    min_gain: float = 0.0,
+    min_gain: float | None = None,
     source: str = "",
     progress: Callable[[int], Any] | None = None,
 ) -> InterpolationEstimate:
-    """Score the dev set at every weight of :data:`WEIGHTS` and choose one."""
+    """Score the dev set at every weight of :data:`WEIGHTS` and choose one.
+
+    ``min_gain`` (MRR@10 over weight 0) defaults to :func:`default_min_gain`: a weight
+    that wins by less than one query's move from first to second place is noise.
+    """
     if not dev:
         raise ConfigError(
             "--interpolate auto found no usable dev query (synthetic queries with a source "
             "document in this corpus); generate some with `relevo generate-queries`."
         )
     t0 = time.perf_counter()
+    if min_gain is None:
+        min_gain = default_min_gain(len(dev))
     curve = dev_curve(runner, dev, depth=depth, progress=progress)
     weight = choose_weight(curve, min_gain=min_gain)
     est = InterpolationEstimate(
@@ -200,6 +212,7 @@ __all__ = [
     "WEIGHTS",
     "InterpolationEstimate",
     "choose_weight",
+    "default_min_gain",
     "dev_candidates",
     "dev_curve",
     "estimate_interpolation",

@@ -15,8 +15,9 @@ GPL-style (Wang et al. 2022) with Promptagator's round-trip filter:
    it on this corpus (:func:`relevo.engine.autotune.estimate_interpolation`).
 5. **Bi-encoder.** ``relevo train embedder`` on ``OUT/data``: negatives mined from
    ``first_stage`` with ``miner``; ``margin-mse`` against the teacher's (query, positive,
-   negative) margins (the pseudo-labels) when the teacher helps on the dev set (or
-   ``loss="margin-mse"``), else MNRL on the synthetic pairs. Output ``OUT/embedder``.
+   negative) margins (the pseudo-labels) when the teacher alone ranks the dev set at
+   least as well as the first stage (or ``loss="margin-mse"``), else MNRL on the
+   synthetic pairs. Output ``OUT/embedder``.
 6. **Cross-encoder** (``train_reranker``): the teacher (a ``cross-encoder:DIR``, or
    MiniLM without one) fine-tuned on the synthetic pairs with mined negatives; output
    ``OUT/reranker``, and its own dev estimate.
@@ -77,9 +78,9 @@ class AdaptConfig:
         first_stage: pipeline negatives are mined from and rerankers are judged on.
         loss: ``margin-mse`` (learn the teacher's margins), ``mnrl`` (the synthetic pairs
             with in-batch and mined negatives), or ``auto``: margin-mse when the dev set
-            says the teacher helps on this corpus (its ``--interpolate auto`` weight is
-            above 0), else mnrl — a teacher that reorders this corpus's candidates worse
-            than the first stage would only teach its mistakes.
+            says the teacher *alone* ranks this corpus's candidates at least as well as
+            the first stage (MarginMSE copies the teacher's raw scores, not a blend),
+            else mnrl — a teacher worse than BM25 here would only teach its mistakes.
         max_steps / train_batch_size / lr: the bi-encoder's training.
         train_reranker / reranker_steps: fine-tune the cross-encoder too.
         reranker_model: the cross-encoder ``train_reranker`` starts from (default: the
@@ -345,8 +346,9 @@ def adapt(
             loss = "mnrl"
         elif teacher_est is None:  # no dev set to judge the teacher: trust it (GPL)
             loss = "margin-mse"
-        else:
-            loss = "margin-mse" if teacher_est["weight"] > 0 else "mnrl"
+        else:  # MarginMSE copies the teacher's own scores: judge the teacher alone
+            alone, first = teacher_est["curve"]["1.0"], teacher_est["curve"]["0.0"]
+            loss = "margin-mse" if alone >= first else "mnrl"
     report["loss"] = {"asked": cfg.loss, "used": loss}
     emb_out = out / "embedder"
     ecfg = EmbedderConfig(

@@ -226,7 +226,8 @@ def _adapt_command(helpers: CommandHelpers) -> click.Command:
         default="auto",
         show_default=True,
         help="margin-mse: learn the teacher's margins; mnrl: the synthetic pairs; auto: "
-        "margin-mse when the dev set says the teacher helps on this corpus, else mnrl.",
+        "margin-mse when the teacher alone ranks the held-out queries at least as well "
+        "as the first stage, else mnrl.",
     )
     @click.option(
         "--max-steps",

@@ -108,6 +108,12 @@ def index_group() -> None:
     is_flag=True,
     help="Replace an existing relevo index directory (never anything else).",
 )
+@click.option(
+    "--host-mem",
+    metavar="SIZE",
+    help="Memory the build may use (8G, 512M, bytes); default: the available RAM.",
+)
+@click.option("--no-plan", is_flag=True, help="Skip the memory check (`relevo plan`) run first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.pass_context
 def index_build(
@@ -120,22 +126,39 @@ def index_build(
     options: tuple[str, ...],
     limit: int | None,
     overwrite: bool,
+    host_mem: str | None,
+    no_plan: bool,
     as_json: bool,
 ) -> None:
-    """Build an index directory from a BEIR corpus.jsonl[.gz] (or a folder holding one)."""
+    """Build an index directory from a BEIR corpus.jsonl[.gz] (or a folder holding one).
+
+    Before any work, the memory planner predicts the build's peak and serving bytes
+    from the corpus's line count and text sizes and refuses a build that cannot fit,
+    naming the alternatives (`--no-plan` skips the check).
+    """
     from .collection import check_replaceable
 
     # Checked before the (possibly long) build; Collection.save checks again.
     check_replaceable(out, overwrite=overwrite)
     engine = _engine(ctx)
     _route_domain(engine, domain, embedder)
+    index_options = _parse_options(options, "--option")
+    if not no_plan:
+        from .planner import check_build, parse_size
+
+        check_build(
+            engine.registry,
+            corpus,
+            stages=list(indexes),
+            embedder=embedder,
+            index_options=index_options,
+            embedder_defaults=engine.embedder_defaults,
+            limit=limit,
+            host_mem=parse_size(host_mem) if host_mem else None,
+        )
     t0 = time.perf_counter()
     collection = engine.index(
-        corpus,
-        stages=list(indexes),
-        embedder=embedder,
-        index_options=_parse_options(options, "--option"),
-        limit=limit,
+        corpus, stages=list(indexes), embedder=embedder, index_options=index_options, limit=limit
     )
     engine.save(collection, out, overwrite=overwrite)
     seconds = time.perf_counter() - t0
@@ -147,6 +170,57 @@ def index_build(
         click.echo(
             f"indexed {len(collection)} documents into {out} ({', '.join(collection.stages)}) in {seconds:.1f}s"
         )
+
+
+@cli.command("plan")
+@click.option("--docs", required=True, type=click.IntRange(min=1), help="Number of documents.")
+@click.option(
+    "--dim", type=click.IntRange(min=1), help="Vector dimension (default: the embedder's)."
+)
+@click.option(
+    "--index",
+    "indexes",
+    multiple=True,
+    default=("bm25",),
+    show_default=True,
+    help="Index format, as for `index build`; repeat to plan several stages.",
+)
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    help="Index option KEY=VALUE (STAGE.KEY=VALUE with several --index).",
+)
+@click.option("--embedder", default="minilm", show_default=True, help="Embedder of dense formats.")
+@click.option("--avg-words", type=click.FloatRange(min=0, min_open=True), help="Words a document.")
+@click.option(
+    "--avg-bytes",
+    type=click.FloatRange(min=0, min_open=True),
+    help="UTF-8 bytes of title + text a document (default 6.5 a word; 200 words).",
+)
+@click.option(
+    "--host-mem", metavar="SIZE", help="Host memory (8G, 512M, bytes); default: available."
+)
+@click.option("--gpu-mem", metavar="SIZE", help="GPU memory; plans device=auto formats on the GPU.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.pass_context
+def plan_cmd(ctx: click.Context, as_json: bool, **args: Any) -> None:
+    """Predict the host (and GPU) bytes of building and serving an index, and whether they fit.
+
+    Counts vectors, index structures, BM25 postings, the docstore and the build's peak
+    (the embedding matrix beside the index being filled, training samples); exits 1
+    when the peak or serving exceeds --host-mem, listing alternatives (IVF-PQ, float16
+    storage, shards). --json prints {"docs", "dim", "index", "options", "host":
+    {"build_peak", "build_phase", "serving", "parts"}, "gpu", "disk", "fits", "limit",
+    "alternatives", "stages", "notes"}. The model and its known error are described in
+    relevo.engine.planner.
+    """
+    from .planner import plan_command, render_table
+
+    result = plan_command(_engine(ctx).registry, **args)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else render_table(result))
+    if not result.fits:
+        ctx.exit(1)
 
 
 @index_group.command("add")

@@ -176,9 +176,23 @@ def evaluate_dataset(ds: str, root: Path, work: Path, adapted: dict[str, Any]) -
         engine, dataset.corpus, dev, pipeline="hybrid", depth=depth, embedder=emb
     )
     other = f"cross-encoder:{models_dir() / OTHER_CE[ds]}"
-    row["other_ce"] = rerank_curve(engine, dataset, bm25, other, depth, dev_bm25)
     mine = adapted["outputs"]["reranker"]
-    row["adapted_ce"] = rerank_curve(engine, dataset, bm25, mine, depth, dev_bm25)
+    # A reranking pass over BM25 depends only on the reranker's weights and the dev set:
+    # reuse one from an earlier scoring of this dataset when neither changed since.
+    prev_path = work / ds / "row.prev.json"
+    prev = json.loads(prev_path.read_text("utf-8")) if prev_path.is_file() else {}
+    for key, spec in (("other_ce", other), ("adapted_ce", mine)):
+        folder = Path(spec.split(":", 1)[1])
+        old = prev.get(key)
+        fresh = (
+            old is not None
+            and old.get("reranker") == spec
+            and old.get("dev_set") == [list(x) for x in dev]
+            and prev_path.stat().st_mtime > (folder / "relevo-reranker.json").stat().st_mtime
+        )
+        row[key] = old if fresh else rerank_curve(engine, dataset, bm25, spec, depth, dev_bm25)
+        row[key]["dev_set"] = [list(x) for x in dev]
+        row[key]["reused"] = bool(fresh)
     row["adapted_pipeline"] = rerank_curve(engine, dataset, adapted_hybrid, mine, depth, dev_hybrid)
     return row
 

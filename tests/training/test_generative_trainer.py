@@ -345,6 +345,12 @@ def test_train_generative_command(train_set, lm, tmp_path):
     assert "trained 2 steps" in result.output
     assert f"docid-trie.model={out} --option docid-trie.docid=prefix" in result.output
     assert json.loads((out / REPORT_FILE).read_text())["docid"] == "prefix"
+    # the index reads the trained docid option from the folder; an explicit one wins
+    from relevo import Engine
+
+    engine = Engine(load_entrypoints=False)
+    assert build(engine, out).stages["docid-trie"].index.docid == "prefix"
+    assert build(engine, out, docid="title").stages["docid-trie"].index.docid == "title"
     again = CliRunner().invoke(root, args)
     assert again.exit_code == 1 and "--overwrite" in again.output
     assert "Traceback" not in again.output

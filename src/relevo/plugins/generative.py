@@ -54,11 +54,48 @@ DECODINGS = ("beam", "diverse", "awrs")
 MAX_BEAMS = 100
 
 
+_INDEX_DEFAULTS: dict[str, Any] = {
+    "docid": "title",
+    "max_words": 12,
+    "prompt": DEFAULT_PROMPT,
+    "branching": 10,
+    "leaf": 100,
+    "embedder": "minilm",
+    "seed": 0,
+}
+
+
+def _as_int(value: Any) -> int:
+    """An integer option as given (bad values reach the range checks below unchanged)."""
+    return value  # type: ignore[no-any-return,unused-ignore]
+
+
+def _trained_index_options(model: str) -> dict[str, Any]:
+    """The docid-trie options a ``relevo train generative`` folder was trained for, if any."""
+    import json
+    from pathlib import Path
+
+    report = Path(model).expanduser() / "relevo-generative.json"
+    if not report.is_file():
+        return {}
+    try:
+        found = json.loads(report.read_text("utf-8")).get("index_options") or {}
+    except (OSError, ValueError):
+        return {}
+    return (
+        {k: v for k, v in found.items() if k in _INDEX_DEFAULTS} if isinstance(found, dict) else {}
+    )
+
+
 class DocidTrieIndex(Index):
     """Generative retrieval: an LM generates identifiers under a prefix-trie constraint.
 
     Args:
-        docid: ``title``, ``prefix`` or ``semantic`` (see the module doc).
+        docid: ``title``, ``prefix`` or ``semantic`` (see the module doc). Unset options
+            (``docid``, ``max_words``, ``prompt``, ``branching``, ``leaf``, ``embedder``,
+            ``seed``) take the values in the model folder's ``relevo-generative.json``
+            when it has one, else the defaults (title, 12, the default prompt, 10, 100,
+            minilm, 0).
         model: causal LM that generates (``smollm2``, a Hugging Face id or folder, a
             ``relevo train generative`` output).
         max_words: words per ``title`` / ``prefix`` identifier.
@@ -80,22 +117,40 @@ class DocidTrieIndex(Index):
     def __init__(
         self,
         *,
-        docid: str = "title",
+        docid: str | None = None,
         model: str = "smollm2",
-        max_words: int = 12,
+        max_words: int | None = None,
         beams: int = 10,
         decoding: str = "beam",
         groups: int = 2,
         diversity: float = 0.5,
         samples: int = 32,
-        prompt: str = DEFAULT_PROMPT,
-        branching: int = 10,
-        leaf: int = 100,
-        embedder: str = "minilm",
+        prompt: str | None = None,
+        branching: int | None = None,
+        leaf: int | None = None,
+        embedder: str | None = None,
         device: str = "auto",
-        seed: int = 0,
+        seed: int | None = None,
         **options: Any,
     ) -> None:
+        # Options left unset take the values the model was trained with (its
+        # relevo-generative.json), so a model trained with --docid prefix searches prefix
+        # identifiers without repeating the option; then the defaults.
+        trained = _trained_index_options(model)
+        picked = {
+            "docid": docid, "max_words": max_words, "prompt": prompt, "branching": branching,
+            "leaf": leaf, "embedder": embedder, "seed": seed,
+        }  # fmt: skip
+        for key, value in picked.items():
+            if value is None:
+                picked[key] = trained.get(key, _INDEX_DEFAULTS[key])
+        docid, prompt, embedder = (
+            str(picked["docid"]),
+            str(picked["prompt"]),
+            str(picked["embedder"]),
+        )
+        max_words, branching = _as_int(picked["max_words"]), _as_int(picked["branching"])
+        leaf, seed = _as_int(picked["leaf"]), _as_int(picked["seed"])
         if docid not in DOCIDS:
             raise ConfigError(
                 f"docid-trie: docid must be one of {', '.join(DOCIDS)}, not {docid!r}."

@@ -155,6 +155,27 @@ def dist_version(name: str) -> str | None:
         return None
 
 
+# -- synthetic vectors ------------------------------------------------------------------------
+
+
+def clustered_unit_vectors(n: int, dim: int, seed: Any, centers: int = 1000) -> Any:
+    """``n`` unit vectors around ``centers`` random unit centres (seeded; numpy array).
+
+    A corpus with structure, so approximate indexes meet clusters rather than uniform
+    noise. The centres depend only on ``dim`` (seed 0); ``seed`` (an int or tuple) picks
+    the points, so corpus blocks and queries drawn with other seeds share the clusters.
+    """
+    import numpy as np
+
+    c = np.random.default_rng(0).standard_normal((centers, dim)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    rng = np.random.default_rng(seed)
+    x = c[rng.integers(0, centers, n)]
+    x += 0.35 * rng.standard_normal((n, dim), dtype=np.float32) / np.sqrt(dim)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
 # -- command line -----------------------------------------------------------------------------
 
 

@@ -153,9 +153,16 @@ class LookupEmbedder(Embedder):
         self.table = table
         self.dim = dim
         self.normalized = True
+        self._batches: dict[tuple[str, ...], np.ndarray] = {}
 
     def embed_batch(self, texts: Sequence[str], *, kind: EmbedKind) -> np.ndarray:
-        return np.stack([self.table[t] for t in texts])
+        # A repeated batch (every timed repeat) is one dict look-up: the stand-in for
+        # the model costs next to nothing, so what is timed is the engine's own work.
+        key = tuple(texts)
+        out = self._batches.get(key)
+        if out is None:
+            out = self._batches[key] = np.stack([self.table[t] for t in texts])
+        return out
 
 
 def synthetic_like(real: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -171,6 +178,11 @@ def synthetic_like(real: np.ndarray, n: int, seed: int) -> np.ndarray:
 def each(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
     """One call per item: the single-query loop."""
     return [fn(x) for x in items]
+
+
+def read_all(search: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
+    """A batch search whose every Hit is read."""
+    return [list(hits) for hits in search(*args, **kwargs)]
 
 
 def recall(pos: np.ndarray, ref: np.ndarray) -> float:
@@ -237,6 +249,15 @@ def bench_search(
         fns_single[f"{name} Collection.search_batch"] = partial(
             each, partial(collection.search, k=k, stages=[name], with_text=False), q_texts
         )
+        # The same, reading every Hit object (Collection results make them on first read).
+        fns_batch[f"{name} Collection + hits read"] = partial(
+            read_all, collection.search_batch, q_texts, k, stages=[name], with_text=False
+        )
+        fns_single[f"{name} Collection + hits read"] = partial(
+            each,
+            lambda q, name=name: list(collection.search(q, k, stages=[name], with_text=False)),
+            q_texts,
+        )
         _, pos = index.search(q_vecs, k)
         hits = collection.search_batch(q_texts, k, stages=[name], with_text=False)
         id_to_pos = {d: i for i, d in enumerate(doc_ids[:n])}
@@ -255,11 +276,15 @@ def bench_search(
     }
     for name in FORMATS:
         bare_b, bare_s = t_batch[f"{name} bare"], t_single[f"{name} bare"]
-        for path in ("Index.search", "Collection.search_batch"):
+        idx_b, idx_s = t_batch[f"{name} Index.search"], t_single[f"{name} Index.search"]
+        for path in ("Index.search", "Collection.search_batch", "Collection + hits read"):
             label = f"{name} {path}"
             systems[label]["batch_overhead_pct"] = 100 * (t_batch[label] / bare_b - 1)
             systems[label]["single_overhead_pct"] = 100 * (t_single[label] / bare_s - 1)
             systems[label]["single_overhead_us"] = 1e6 * (t_single[label] - bare_s) / nq
+            if path != "Index.search":  # the issue's target: <= 5% batch, <= 20 µs single
+                systems[label]["over_index_batch_pct"] = 100 * (t_batch[label] / idx_b - 1)
+                systems[label]["over_index_single_us"] = 1e6 * (t_single[label] - idx_s) / nq
     return {
         "n_docs": n,
         "dim": dim,
@@ -294,6 +319,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "single-query QPS",
         "overhead",
         "per query",
+        "over Index.search (batch / single)",
         "recall@k",
     ]
     table = []
@@ -303,19 +329,28 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         ob = f"{row['batch_overhead_pct']:+.1f}%" if "batch_overhead_pct" in row else ""
         os_ = f"{row['single_overhead_pct']:+.1f}%" if "single_overhead_pct" in row else ""
         us = f"{row['single_overhead_us']:+.1f} µs" if "single_overhead_us" in row else ""
+        over = (
+            f"{row['over_index_batch_pct']:+.1f}% / {row['over_index_single_us']:+.1f} µs"
+            if "over_index_batch_pct" in row
+            else ""
+        )
         table.append(
-            [label, f"{row['batch_qps']:,.0f}", ob, f"{row['single_qps']:,.0f}", os_, us]
+            [label, f"{row['batch_qps']:,.0f}", ob, f"{row['single_qps']:,.0f}", os_, us, over]
             + [f"{rec:.3f}"]
         )
-    lines += common.md_table(headers, table, right=range(1, 7))
+    lines += common.md_table(headers, table, right=range(1, 8))
     lines += [
         "",
         "- *bare*: the faiss object inside the relevo index (or `torch.topk(Q @ X.T)` on the same "
         "tensor) called directly; *overhead* compares each relevo path with its own bare call; "
         "*per query*: extra time per query in the single-query loop.",
         "- *Collection.search_batch*: the engine's public path with precomputed query vectors "
-        "(a lookup embedder), ids and scores only (`with_text=False`); single-query rows use "
-        "`Collection.search`.",
+        "(a lookup embedder: one dict look-up per batch), ids and scores only "
+        "(`with_text=False`); single-query rows use `Collection.search`. Its results are "
+        "`Hits` sequences that make their `Hit` objects on first read; *Collection + hits "
+        "read* also reads every `Hit` (what a caller iterating the results pays).",
+        "- *over Index.search*: the engine's own cost, the issue-13 target being ≤ 5% (batch) "
+        "and ≤ 20 µs per query (single).",
     ]
     e = results.get("embedding")
     if e:
@@ -353,7 +388,7 @@ def write_plot(results: dict[str, Any], path: Path) -> None:
     labels = list(systems)
     panels = 3 if results.get("embedding") else 2
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5.5))
-    colors = ["#777777"] + [c for c in ("#1f77b4", "#ff7f0e", "#2ca02c") for _ in range(3)]
+    colors = ["#777777"] + [c for c in ("#1f77b4", "#ff7f0e", "#2ca02c") for _ in range(4)]
     for ax, key, title in (
         (axes[0], "batch_qps", "batch (all queries in one call)"),
         (axes[1], "single_qps", "one query per call"),

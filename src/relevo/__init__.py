@@ -40,7 +40,7 @@ from .engine.errors import (
     UnknownComponentError,
 )
 from .engine.hookspecs import hookimpl
-from .engine.types import Document, Hit
+from .engine.types import Document, Hit, Hits
 from .engine.version import __version__
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "Document",
     "Embedder",
     "Hit",
+    "Hits",
     "Index",
     "IndexBusyError",
     "IndexFormatError",

@@ -430,3 +430,46 @@ def test_gpu_flat_and_ivf_match_cpu(data, tmp_path, brute_force, assert_exact, r
     hnsw = make("faiss-hnsw", device="auto")  # no GPU HNSW in faiss: stays on the CPU
     hnsw.add(docs)
     assert hnsw.describe()["device_used"] == "cpu"
+
+
+def test_gpu_float16_tempmem_and_forced_cpu(data, monkeypatch):
+    """gpu_float16 / gpu_tempmem reach faiss' cloner and resources; RELEVO_DEVICE=cpu keeps
+    an ``auto`` index on the CPU (CPU stand-ins for faiss-gpu, as above)."""
+    import relevo.indexes.faiss_index as module
+
+    seen: dict[str, object] = {}
+
+    class FakeResources:
+        def setTempMemory(self, n):  # noqa: N802 - faiss' name
+            seen["tempmem"] = n
+
+    class FakeClonerOptions:
+        useFloat16 = False
+
+    def to_gpu(res, device, index, options=None):
+        seen["float16"] = options.useFloat16
+        return faiss.clone_index(index)
+
+    monkeypatch.setattr(module, "_gpu_resources", None)
+    monkeypatch.setattr(faiss, "StandardGpuResources", FakeResources, raising=False)
+    monkeypatch.setattr(faiss, "GpuClonerOptions", FakeClonerOptions, raising=False)
+    monkeypatch.setattr(faiss, "GpuParameterSpace", faiss.ParameterSpace, raising=False)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", to_gpu, raising=False)
+    monkeypatch.setattr(faiss, "index_gpu_to_cpu", faiss.clone_index, raising=False)
+    docs, _ = data
+    index = make("faiss-flat", gpu_float16=True, gpu_tempmem=256 << 20)
+    index.add(docs)
+    assert seen == {"tempmem": 256 << 20, "float16": True}
+    assert index.describe()["device_used"] == "cuda:0"
+    assert make("faiss-flat").options.get("gpu_float16") is None  # defaults stay out of manifests
+
+    seen.clear()
+    monkeypatch.setenv("RELEVO_DEVICE", "cpu")
+    forced = make("faiss-flat", gpu_float16=True)
+    forced.add(docs)
+    assert forced.describe()["device_used"] == "cpu" and seen == {}
+
+    for bad in ({"gpu_float16": "yes"}, {"gpu_tempmem": -1}, {"gpu_tempmem": 1.5}):
+        with pytest.raises(ConfigError, match="gpu_"):
+            make("faiss-flat", **bad)

@@ -63,7 +63,7 @@ from .manifest import (
     verify_files,
     write_manifest,
 )
-from .types import Hit
+from .types import Hit, Hits
 from .writes import WritableCollection
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -352,7 +352,7 @@ class Collection(WritableCollection):
         with_text: bool = True,
         filter: Mapping[str, Any] | Filter | None = None,  # noqa: A002 - the API's word
         domain: str | None = None,
-    ) -> list[list[Hit]]:
+    ) -> list[Hits]:
         """Search many queries at once (batched encoding and index search).
 
         Args:
@@ -388,7 +388,7 @@ class Collection(WritableCollection):
         with_text: bool,
         allowed: np.ndarray | None,
         domain: str | None = None,
-    ) -> list[list[Hit]]:
+    ) -> list[Hits]:
         names = list(stages) if stages else list(self.stages)
         unknown = [n for n in names if n not in self.stages]
         if unknown:
@@ -405,7 +405,7 @@ class Collection(WritableCollection):
         per_stage = {
             n: self._stage_rankings(self.stages[n], queries, fetch, allowed, domain) for n in names
         }
-        results: list[list[Hit]] = []
+        results: list[Hits] = []
         for qi in range(len(queries)):
             ranked = self.fusion.fuse({n: per_stage[n][qi] for n in names}, k)
             hits = []
@@ -425,7 +425,7 @@ class Collection(WritableCollection):
                         stages=stage_ranks,
                     )
                 )
-            results.append(hits)
+            results.append(Hits.of(hits))
         return results
 
     def _single_stage_hits(
@@ -436,24 +436,14 @@ class Collection(WritableCollection):
         with_text: bool,
         allowed: np.ndarray | None,
         domain: str | None = None,
-    ) -> list[list[Hit]]:
-        """Hits straight from one stage's arrays: rows by position, no id round trip."""
+    ) -> list[Hits]:
+        """Hits straight from one stage's arrays: rows by position, no id round trip,
+        :class:`Hit` objects made only when a caller reads them."""
         scores, pos = self._stage_arrays(stage, queries, k, allowed, domain)
         rows = self.docstore.rows_view()
-        results: list[list[Hit]] = []
-        for srow, prow in zip(scores[:, :k].tolist(), pos[:, :k].tolist(), strict=True):
-            hits: list[Hit] = []
-            for s, p in zip(srow, prow, strict=True):
-                if p < 0:
-                    continue
-                doc = rows[p]
-                hits.append(
-                    Hit(doc.id, s, len(hits) + 1, doc.title, doc.text)
-                    if with_text
-                    else Hit(doc.id, s, len(hits) + 1)
-                )
-            results.append(hits)
-        return results
+        if scores.shape[1] > k:
+            scores, pos = scores[:, :k], pos[:, :k]
+        return [Hits(scores, pos, i, rows, with_text) for i in range(scores.shape[0])]
 
     def score_documents(
         self, queries: Sequence[str], doc_ids: Sequence[Sequence[str]]
@@ -492,7 +482,7 @@ class Collection(WritableCollection):
             out.append([None if p is None else next(it) for p in row])
         return out
 
-    def search(self, query: str, k: int = 10, **kwargs: Any) -> list[Hit]:
+    def search(self, query: str, k: int = 10, **kwargs: Any) -> Hits:
         """Search one query; see :meth:`search_batch` for the options."""
         if not isinstance(query, str):
             raise RequestError(f"query must be a string, got {type(query).__name__}.")

@@ -113,19 +113,15 @@ class Embedder(Component):
             if not isinstance(t, str):
                 raise RequestError(f"text #{i} is {type(t).__name__}, expected str")
         size = batch_size or self.batch_size
+        if len(texts) <= size:  # one batch (a query, a small request): nothing to sort
+            return self._checked(self.embed_batch(texts, kind=kind), len(texts))
         # Sorting by length keeps padding small inside a batch: the longest texts
         # go first so a memory problem shows up on the first batch, not the last.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out: np.ndarray | None = None
         for start in range(0, len(order), size):
             idx = order[start : start + size]
-            vecs = np.asarray(
-                self.embed_batch([texts[i] for i in idx], kind=kind), dtype=np.float32
-            )
-            if vecs.ndim != 2 or vecs.shape[0] != len(idx):
-                raise DimensionError(
-                    f"embedder {self.name!r} returned shape {vecs.shape} for a batch of {len(idx)} texts"
-                )
+            vecs = self._checked(self.embed_batch([texts[i] for i in idx], kind=kind), len(idx))
             if out is None:
                 out = np.empty((len(texts), vecs.shape[1]), dtype=np.float32)
             elif vecs.shape[1] != out.shape[1]:
@@ -137,6 +133,15 @@ class Embedder(Component):
                 progress(len(idx))
         assert out is not None  # noqa: S101 - texts is non-empty, so one batch ran
         return out
+
+    def _checked(self, vecs: Any, n: int) -> np.ndarray:
+        """One batch's output as float32 ``(n, dim)``, or a :class:`DimensionError`."""
+        vecs = np.asarray(vecs, dtype=np.float32)
+        if vecs.ndim != 2 or vecs.shape[0] != n:
+            raise DimensionError(
+                f"embedder {self.name!r} returned shape {vecs.shape} for a batch of {n} texts"
+            )
+        return vecs
 
 
 def index_items(index: Index, docs: Sequence[Document]) -> list[Any]:
@@ -402,9 +407,8 @@ class Index(Component):
         else:
             blocked = self._tombstones
             n_blocked = self._n_deleted
-        empty = (np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64))
         if total == 0 or nq == 0 or n_blocked == total:
-            return empty
+            return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
         if allowed is not None and self.filters_natively:
             fetch = min(k, total - n_blocked)
             scores, pos = self._search_allowed(queries, fetch, ~blocked)
@@ -415,7 +419,7 @@ class Index(Component):
         pos = np.asarray(pos, dtype=np.int64)
         if n_blocked:
             keep = (pos >= 0) & ~blocked[np.clip(pos, 0, None)]
-            out_s, out_p = empty
+            out_s, out_p = np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
             for i in range(nq):
                 sel = np.flatnonzero(keep[i])[:k]
                 out_s[i, : len(sel)] = scores[i, sel]

@@ -56,6 +56,7 @@ import numpy as np
 from ..engine.components import Index
 from ..engine.deps import require
 from ..engine.errors import ConfigError, CorruptIndexError, RequestError
+from ..models.devices import auto_device_override
 from .csr import require_finite
 
 log = logging.getLogger(__name__)
@@ -82,12 +83,16 @@ def faiss_has_gpu(faiss: Any) -> bool:
         return False
 
 
-def _shared_gpu_resources(faiss: Any) -> Any:
+def _shared_gpu_resources(faiss: Any, tempmem: int | None = None) -> Any:
     # StandardGpuResources reserves scratch memory on the device; one per process is
-    # what faiss recommends, and it is safe to share between indexes.
+    # what faiss recommends, and it is safe to share between indexes. ``tempmem`` (bytes)
+    # sizes that scratch space (faiss' default: ~18% of the GPU's memory); it only takes
+    # effect before the first GPU index of the process is made.
     global _gpu_resources
     if _gpu_resources is None:
         _gpu_resources = faiss.StandardGpuResources()
+        if tempmem is not None:
+            _gpu_resources.setTempMemory(int(tempmem))
     return _gpu_resources
 
 
@@ -147,7 +152,12 @@ class FaissIndex(Index):
         ef_search: HNSW candidate-list size at search time.
         ef_construction: HNSW candidate-list size while building.
         nlist: fixed number of IVF cells instead of the size-derived default.
-        device: ``"auto"`` (GPU when faiss has one), ``"cpu"`` or ``"cuda"``.
+        device: ``"auto"`` (GPU when faiss has one; ``$RELEVO_DEVICE=cpu`` / ``relevo
+            --cpu`` keep it on the CPU), ``"cpu"`` or ``"cuda"``.
+        gpu_float16: on the GPU, store flat / IVF-Flat vectors in float16 (half the GPU
+            memory; scores to ~1e-3). IVF-PQ always uses float16 lookup tables there.
+        gpu_tempmem: bytes of GPU scratch memory faiss reserves (default: faiss' ~18%
+            of the device); lower it when several processes share a GPU.
         dim: expected vector dimension (otherwise taken from the first add).
     """
 
@@ -166,6 +176,8 @@ class FaissIndex(Index):
         ef_construction: int = 80,
         nlist: int | None = None,
         device: str = "auto",
+        gpu_float16: bool = False,
+        gpu_tempmem: int | None = None,
         dim: int | None = None,
     ) -> None:
         if not factory or not isinstance(factory, str):
@@ -190,6 +202,18 @@ class FaissIndex(Index):
                 raise ConfigError(f"faiss index: {opt} must be a positive integer, not {value!r}")
         if nlist is not None and (not isinstance(nlist, (int, np.integer)) or nlist < 1):
             raise ConfigError(f"faiss index: nlist must be a positive integer, not {nlist!r}")
+        if not isinstance(gpu_float16, (bool, np.bool_)):
+            raise ConfigError(
+                f"faiss index: gpu_float16 must be true or false, not {gpu_float16!r}"
+            )
+        if gpu_tempmem is not None and (
+            not isinstance(gpu_tempmem, (int, np.integer))
+            or isinstance(gpu_tempmem, bool)
+            or gpu_tempmem < 0
+        ):
+            raise ConfigError(
+                f"faiss index: gpu_tempmem must be a number of bytes (>= 0), not {gpu_tempmem!r}"
+            )
         super().__init__(
             factory=factory,
             metric=metric,
@@ -198,6 +222,8 @@ class FaissIndex(Index):
             ef_construction=int(ef_construction),
             nlist=nlist,
             device=device,
+            **({"gpu_float16": True} if gpu_float16 else {}),
+            **({"gpu_tempmem": int(gpu_tempmem)} if gpu_tempmem is not None else {}),
             dim=dim,
         )
         self.factory = factory
@@ -207,6 +233,8 @@ class FaissIndex(Index):
         self.ef_construction = int(ef_construction)
         self.nlist = None if nlist is None else int(nlist)
         self.device = device
+        self.gpu_float16 = bool(gpu_float16)
+        self.gpu_tempmem = None if gpu_tempmem is None else int(gpu_tempmem)
         self.resolved_factory: str | None = None
         self.device_used: str | None = None
         self._index: Any = None
@@ -228,7 +256,7 @@ class FaissIndex(Index):
         return faiss.METRIC_INNER_PRODUCT if self.metric == "ip" else faiss.METRIC_L2
 
     def _want_gpu(self, faiss: Any) -> bool:
-        if self.device == "cpu":
+        if self.device == "cpu" or (self.device == "auto" and auto_device_override() == "cpu"):
             return False
         has_gpu = faiss_has_gpu(faiss)
         if self.device == "cuda" and not has_gpu:
@@ -256,8 +284,11 @@ class FaissIndex(Index):
             # GPU IVF-PQ needs float16 lookup tables to fit many sub-quantizers in shared
             # memory; flat storage keeps the default (float32, exact).
             options.useFloat16 = True
+        elif self.gpu_float16:
+            options.useFloat16 = True
         try:
-            gpu_index = faiss.index_cpu_to_gpu(_shared_gpu_resources(faiss), 0, cpu_index, options)
+            resources = _shared_gpu_resources(faiss, self.gpu_tempmem)
+            gpu_index = faiss.index_cpu_to_gpu(resources, 0, cpu_index, options)
         except RuntimeError as exc:
             if self.device == "cuda":
                 raise ConfigError(

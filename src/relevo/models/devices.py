@@ -6,11 +6,28 @@ so constructors can check their options cheaply; resolution imports torch.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ..engine.errors import ConfigError
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+#: Environment variable naming what ``device="auto"`` means (``cpu`` forces the CPU
+#: everywhere: ``relevo --cpu`` sets it); explicit devices are left alone.
+DEVICE_ENV = "RELEVO_DEVICE"
+
+
+def auto_device_override() -> str | None:
+    """``$RELEVO_DEVICE`` when set (validated), else ``None``."""
+    value = os.environ.get(DEVICE_ENV, "").strip().lower()
+    if not value or value == "auto":
+        return None
+    ok = value in ("cpu", "cuda", "mps") or (value.startswith("cuda:") and value[5:].isdigit())
+    if not ok:
+        raise ConfigError(
+            f"{DEVICE_ENV}={value!r}: use cpu, cuda, cuda:N, mps or auto (or unset it)."
+        )
+    return value
 
 
 def check_device(device: Any) -> str:
@@ -30,6 +47,8 @@ def resolve_device(device: str, *, what: str | None = None) -> str:
             ``mps`` asked for where torch has no MPS backend.
     """
     device = check_device(device)
+    if device == "auto":
+        device = auto_device_override() or "auto"
     if device == "cpu":
         return device
     from .deps import require
@@ -68,4 +87,32 @@ def torch_dtype(torch: Any, device: str, dtype: str) -> Any:
     return torch.float32
 
 
-__all__ = ["DTYPES", "check_device", "check_dtype", "resolve_device", "torch_dtype"]
+def encoder_dtype(device: str, dtype: str) -> str:
+    """The dtype name an encoder (bi-encoder, cross-encoder) runs in on a resolved device.
+
+    ``auto``: float16 on CUDA (encoders lose nothing measurable in it and it has more
+    mantissa than bfloat16), float32 elsewhere. Half precision on the CPU is refused:
+    it is slower there, not faster.
+    """
+    dtype = check_dtype(dtype)
+    on_gpu = device.startswith("cuda")
+    if dtype == "auto":
+        return "float16" if on_gpu else "float32"
+    if dtype != "float32" and not on_gpu:
+        raise ConfigError(
+            f"dtype={dtype!r} needs a CUDA device (this one runs on {device}); "
+            "use dtype='auto' or 'float32'."
+        )
+    return dtype
+
+
+__all__ = [
+    "DEVICE_ENV",
+    "DTYPES",
+    "auto_device_override",
+    "check_device",
+    "check_dtype",
+    "encoder_dtype",
+    "resolve_device",
+    "torch_dtype",
+]

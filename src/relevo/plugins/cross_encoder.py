@@ -25,7 +25,8 @@ from ..engine.cache import cache_dir
 from ..engine.components import PointwiseReranker
 from ..engine.errors import ConfigError
 from ..engine.hookspecs import Register, hookimpl
-from ..models import check_device, require, resolve_device
+from ..models import check_device, check_dtype, require, resolve_device
+from ..models.devices import encoder_dtype
 from ..models.hf import load_sequence_classifier
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,6 +61,8 @@ class CrossEncoderReranker(PointwiseReranker):
         max_length: tokens per pair (default: the training length, else the tokenizer's, at most 512).
         batch_size: pairs per forward pass.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+        dtype: ``auto`` (float16 on CUDA, float32 elsewhere), ``float32``, ``float16``
+            or ``bfloat16`` (the last two on CUDA only).
 
     The score is the raw logit of a one-label model; for a two-label model it is the
     logit of label 1 minus that of label 0.
@@ -76,6 +79,7 @@ class CrossEncoderReranker(PointwiseReranker):
         max_length: int | None = None,
         batch_size: int = 32,
         device: str = "auto",
+        dtype: str = "auto",
     ) -> None:
         if not isinstance(model, str) or not model:
             raise ConfigError(
@@ -89,6 +93,8 @@ class CrossEncoderReranker(PointwiseReranker):
         self.model_id, self.path = resolve_model(model)
         self.batch_size = batch_size  # type: ignore[misc]  # instance override of the class default
         self.device_option = check_device(device)
+        self.dtype_option = check_dtype(dtype)
+        self.dtype_used: str | None = None
         self._max_length = max_length
         self.training: dict[str, Any] | None = None
         if self.path is not None and (self.path / REPORT_FILE).is_file():
@@ -110,8 +116,14 @@ class CrossEncoderReranker(PointwiseReranker):
         require("torch", "transformers", extra="st", what=self.name)
         source = str(self.path) if self.path is not None else self.model_id
         self._device = resolve_device(self.device_option)
-        log.info("loading cross-encoder %s on %s", source, self._device)
+        dtype = encoder_dtype(self._device, self.dtype_option)
+        log.info("loading cross-encoder %s on %s (%s)", source, self._device, dtype)
         tokenizer, model = load_sequence_classifier(source, self._device, what=self.name)
+        if dtype != "float32":
+            import torch
+
+            model = model.to(getattr(torch, dtype))
+        self.dtype_used = dtype
         if model.config.num_labels not in (1, 2):
             raise ConfigError(
                 f"cross-encoder {self.model_id!r} has {model.config.num_labels} labels; a reranker needs 1 (or 2)."
@@ -163,6 +175,8 @@ class CrossEncoderReranker(PointwiseReranker):
             "path": str(self.path) if self.path else None,
             "max_length": self._max_length,
             "batch_size": self.batch_size,
+            "device": self._device if self._model is not None else self.device_option,
+            "dtype": self.dtype_used or self.dtype_option,
         }
 
 

@@ -21,8 +21,9 @@ import numpy as np
 from ..engine.components import Embedder, EmbedKind
 from ..engine.errors import ConfigError
 from ..engine.hookspecs import Register, hookimpl
-from ..models import MINILM, check_device, resolve_device, weights_digest
+from ..models import MINILM, check_device, check_dtype, resolve_device, weights_digest
 from ..models.bi_encoders import load_sentence_transformer, st_model_path
+from ..models.devices import encoder_dtype
 
 if TYPE_CHECKING:  # pragma: no cover
     import click
@@ -43,6 +44,8 @@ class SentenceTransformerEmbedder(Embedder):
         normalize: L2-normalise vectors (inner product = cosine).
         max_length: truncate inputs to this many tokens (default: the model's).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+        dtype: ``auto`` (float16 on CUDA, float32 elsewhere), ``float32``, ``float16``
+            or ``bfloat16`` (the last two on CUDA only).
         batch_size: texts per forward pass.
     """
 
@@ -59,6 +62,7 @@ class SentenceTransformerEmbedder(Embedder):
         normalize: bool = True,
         max_length: int | None = None,
         device: str = "auto",
+        dtype: str = "auto",
         batch_size: int = 32,
     ) -> None:
         if not isinstance(model, str) or not model:
@@ -71,6 +75,8 @@ class SentenceTransformerEmbedder(Embedder):
         self.normalized = bool(normalize)
         self._max_length = max_length
         self.device_option = check_device(device)
+        self.dtype_option = check_dtype(dtype)
+        self.dtype_used: str | None = None
         self.batch_size = batch_size  # type: ignore[misc]  # instance override of the class default
         self._model: Any = None
         self.path: Path | None = st_model_path(model)
@@ -80,9 +86,14 @@ class SentenceTransformerEmbedder(Embedder):
     def model(self) -> Any:
         if self._model is None:
             source = str(self.path) if self.path is not None else self.model_id
-            self._model = load_sentence_transformer(
-                source, resolve_device(self.device_option), model_id=self.model_id
-            )
+            device = resolve_device(self.device_option)
+            dtype = encoder_dtype(device, self.dtype_option)
+            model = load_sentence_transformer(source, device, model_id=self.model_id)
+            if dtype != "float32":
+                import torch
+
+                model = model.to(getattr(torch, dtype))
+            self._model, self.dtype_used = model, dtype
             if self._max_length is not None:
                 self._model.max_seq_length = int(self._max_length)
         return self._model
@@ -131,6 +142,11 @@ class SentenceTransformerEmbedder(Embedder):
             str(self.normalized),
             str(self._max_length),
         ]
+        # Half-precision vectors differ from float32 ones in the 3rd-4th digit: they get
+        # their own cache entries (float32 keeps the key it always had).
+        dtype = encoder_dtype(resolve_device(self.device_option), self.dtype_option)
+        if dtype != "float32":
+            parts.append(dtype)
         return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 

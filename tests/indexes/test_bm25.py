@@ -229,6 +229,8 @@ PAYLOAD_FILES = [
     "scores.data.npy",
     "scores.indices.npy",
     "scores.indptr.npy",
+    "scores.max.npy",
+    "scores.min.npy",
     "tf.data.npy",
     "tf.indices.npy",
     "tf.indptr.npy",

@@ -80,3 +80,17 @@ def test_minilm_float16_on_cuda_matches_float32() -> None:
     assert half.dtype_used == "float16" and full.dtype_used == "float32"
     assert float(np.min(np.sum(a * b, axis=1))) > 0.999
     assert half.fingerprint() != full.fingerprint()
+
+
+def test_cli_cpu_flag_sets_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from click.testing import CliRunner
+
+    from relevo.engine.cli import cli
+
+    monkeypatch.delenv("RELEVO_DEVICE", raising=False)
+    result = CliRunner().invoke(cli, ["--cpu", "plugins"])
+    assert result.exit_code == 0, result.output
+    assert os.environ.get("RELEVO_DEVICE") == "cpu"
+    monkeypatch.delenv("RELEVO_DEVICE")

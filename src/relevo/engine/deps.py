@@ -11,6 +11,10 @@ from types import ModuleType
 
 from .errors import MissingDependencyError
 
+#: Environment variable naming what ``device="auto"`` means for every component
+#: (``cpu`` forces the CPU; ``relevo --cpu`` sets it). Read by :mod:`relevo.models.devices`.
+DEVICE_ENV = "RELEVO_DEVICE"
+
 #: Import name -> the name pip knows it by, where they differ.
 _PIP_NAMES = {
     "sklearn": "scikit-learn",

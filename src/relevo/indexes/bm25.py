@@ -20,15 +20,33 @@ The raw term frequencies and document lengths are kept too, so :meth:`BM25Index.
 can be called again: idf and avgdl change with every addition, so the contribution
 matrix is rebuilt from them.
 
-scipy and PyStemmer (the ``relevo[bm25]`` extra) are imported on first use.
+Search runs a compiled kernel when numba is importable (``backend="auto"``, see
+:mod:`relevo.indexes.bm25_kernels`: exact MaxScore, or term-at-a-time), else the scipy
+product above; both return the same top k, scores and tie order.
+
+Global statistics (:class:`BM25Statistics`): an index over one shard of a corpus scores
+its documents exactly as an index over the whole corpus once the shards' merged
+:meth:`BM25Index.local_statistics` (or :func:`corpus_statistics` of the whole corpus)
+are set with :meth:`BM25Index.set_global_statistics`. They stay fixed through adds
+and removals until set again (``None`` goes back to the index's own live statistics),
+and are saved with the index.
+
+Loading memory-maps every payload array (``BM25Index.load(..., mmap=True)``, the
+default) and hands back the pages its checks read, so a loaded index is resident only
+where queries touch it.
+
+scipy and PyStemmer (the ``relevo[bm25]`` extra) are imported on first use; numba (in
+the same extra) is optional.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -48,6 +66,7 @@ from .csr import (
     keep_columns,
     load_array,
     product,
+    release_pages,
     save_arrays,
     select_topk,
 )
@@ -95,6 +114,17 @@ STOPWORDS_EN: tuple[str, ...] = (
 )
 
 METHODS = ("lucene", "okapi", "atire")
+
+#: Query backends: ``"auto"`` is the compiled kernels where numba imports (MaxScore
+#: from :data:`MAXSCORE_MIN_DOCS` rows on, term-at-a-time below), else ``"scipy"``;
+#: ``"numba"`` always tries MaxScore; ``"numba-taat"`` always runs term-at-a-time.
+BACKENDS = ("auto", "numba", "numba-taat", "scipy")
+
+#: ``backend="auto"`` uses MaxScore from this many rows on, term-at-a-time below.
+MAXSCORE_MIN_DOCS = 50_000
+
+#: Postings whose contributions are computed (in float64) per step of a rebuild.
+_REBUILD_CHUNK = 1 << 20
 
 _STOP_EN = frozenset(STOPWORDS_EN)
 
@@ -241,6 +271,100 @@ def _lookup(cols: np.ndarray, data: np.ndarray, want: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class BM25Statistics:
+    """Corpus statistics BM25 scores with: document count, total length, document frequencies.
+
+    Shards of one corpus each report :meth:`BM25Index.local_statistics`; their
+    :meth:`merge` (or :func:`corpus_statistics` over the whole corpus) set on every shard
+    with :meth:`BM25Index.set_global_statistics` makes each shard score its documents
+    as one index over the whole corpus would.
+
+    Attributes:
+        n_docs: number of live documents.
+        total_length: sum of the live documents' lengths, in tokens.
+        doc_freq: term -> number of live documents containing it (terms with 0 omitted).
+    """
+
+    n_docs: int
+    total_length: int
+    doc_freq: Mapping[str, int] = field(hash=False)
+
+    def __post_init__(self) -> None:
+        for name in ("n_docs", "total_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ConfigError(
+                    f"bm25 statistics: {name} must be a non-negative integer, got {value!r}"
+                )
+        df = dict(self.doc_freq)
+        for term, count in df.items():
+            if (
+                not isinstance(term, str)
+                or isinstance(count, bool)
+                or not isinstance(count, (int, np.integer))
+                or not 0 < count <= self.n_docs
+            ):
+                raise ConfigError(
+                    f"bm25 statistics: doc_freq[{term!r}] = {count!r} must be an integer in "
+                    f"1..n_docs ({self.n_docs}); build statistics with corpus_statistics() "
+                    "or BM25Index.local_statistics()"
+                )
+        object.__setattr__(self, "n_docs", int(self.n_docs))
+        object.__setattr__(self, "total_length", int(self.total_length))
+        object.__setattr__(self, "doc_freq", {t: int(c) for t, c in df.items()})
+
+    def merge(self, *others: BM25Statistics) -> BM25Statistics:
+        """The statistics of the union of disjoint document sets (counts add up)."""
+        df: Counter[str] = Counter(self.doc_freq)
+        n, total = self.n_docs, self.total_length
+        for other in others:
+            if not isinstance(other, BM25Statistics):
+                raise RequestError(
+                    f"BM25Statistics.merge takes BM25Statistics, got {type(other).__name__}"
+                )
+            df.update(other.doc_freq)
+            n += other.n_docs
+            total += other.total_length
+        return BM25Statistics(n, total, dict(df))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form; :meth:`from_dict` inverts it."""
+        return {
+            "n_docs": self.n_docs,
+            "total_length": self.total_length,
+            "doc_freq": dict(self.doc_freq),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BM25Statistics:
+        if not isinstance(data, Mapping) or set(data) != {"n_docs", "total_length", "doc_freq"}:
+            raise ConfigError(
+                "bm25 statistics: expected a mapping with keys n_docs, total_length and "
+                f"doc_freq, got {sorted(data) if isinstance(data, Mapping) else type(data).__name__}"
+            )
+        if not isinstance(data["doc_freq"], Mapping):
+            raise ConfigError("bm25 statistics: doc_freq must be a mapping of term -> count")
+        return cls(data["n_docs"], data["total_length"], data["doc_freq"])
+
+
+def corpus_statistics(texts: Iterable[str], tokenizer: Tokenizer | None = None) -> BM25Statistics:
+    """:class:`BM25Statistics` of ``texts`` in one streaming pass, building no index.
+
+    Tokenize with the tokenizer of the indexes the statistics are for (default
+    :class:`Tokenizer`); texts may be a generator. A text may also be a list of tokens.
+    """
+    tok = tokenizer or Tokenizer()
+    df: Counter[str] = Counter()
+    n = total = 0
+    for i, text in enumerate(texts):
+        tokens = tok.tokenize_one(text) if isinstance(text, str) else _token_list(text, i, "text")
+        n += 1
+        total += len(tokens)
+        df.update(set(tokens))
+    return BM25Statistics(n, total, dict(df))
+
+
 class BM25Index(Index):
     """Lexical BM25 index over texts (``input = "text"``).
 
@@ -253,6 +377,7 @@ class BM25Index(Index):
         lowercase, token_pattern, stopwords, stemmer: the :class:`Tokenizer` options.
         tokenizer: a ready :class:`Tokenizer` (or its ``to_dict()``) instead of the
             four options above.
+        backend: query kernel, one of :data:`BACKENDS`; all give identical results.
 
     Scores add up over query tokens, a token repeated in the query counting each time.
     Query tokens absent from the index are ignored; documents sharing no token with
@@ -276,7 +401,14 @@ class BM25Index(Index):
         stopwords: bool = True,
         stemmer: str | None = "english",
         tokenizer: Tokenizer | Mapping[str, Any] | None = None,
+        backend: str = "auto",
     ) -> None:
+        if backend not in BACKENDS:
+            raise ConfigError(
+                f"bm25: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+            )
+        if backend.startswith("numba"):
+            require("numba", extra="bm25", what=f"bm25 backend {backend!r}")
         if method not in METHODS:
             raise ConfigError(
                 f"bm25: unknown method {method!r}; choose one of {', '.join(METHODS)}"
@@ -308,8 +440,15 @@ class BM25Index(Index):
         self.b = float(b)
         self.method = method
         self.epsilon = float(epsilon)
+        self.backend = backend
+        extra = {} if backend == "auto" else {"backend": backend}
         super().__init__(
-            k1=self.k1, b=self.b, method=method, epsilon=self.epsilon, tokenizer=tok.to_dict()
+            k1=self.k1,
+            b=self.b,
+            method=method,
+            epsilon=self.epsilon,
+            tokenizer=tok.to_dict(),
+            **extra,
         )
         self.vocab: dict[str, int] = {}
         self._terms: list[str] = []
@@ -319,8 +458,12 @@ class BM25Index(Index):
         self._tf_indptr = np.zeros(1, np.int64)
         self._doc_lengths = np.zeros(0, np.int32)
         self._scores: Any = None  # term-major CSR (terms x docs) of float32 contributions
+        # Largest / smallest contribution per term (MaxScore bounds), None until needed.
+        self._bounds: tuple[np.ndarray, np.ndarray] | None = None
         self._avgdl = 0.0
-        self._idf = np.zeros(0, np.float64)
+        self._idf: np.ndarray | None = np.zeros(0, np.float64)  # None: not computed yet
+        self._global: BM25Statistics | None = None
+        self._scratch = threading.local()
         # Writes only mark the contributions stale; the next search (or save) rebuilds
         # them once, so a batch of adds and removals costs one rebuild, not one each.
         self._stale = False
@@ -328,15 +471,22 @@ class BM25Index(Index):
 
     @property
     def avgdl(self) -> float:
-        """Average length (in tokens) of the live documents."""
+        """Average length (in tokens) of the live documents (of the corpus, with global statistics)."""
         self._fresh()
+        self._ensure_stats()
         return self._avgdl
 
     @property
     def idf(self) -> np.ndarray:
         """Idf per vocabulary term over the live documents (0 for terms none of them has)."""
         self._fresh()
+        self._ensure_stats()
+        assert self._idf is not None  # noqa: S101 - _ensure_stats set it
         return self._idf
+
+    def _ensure_stats(self) -> None:
+        if self._idf is None:  # a loaded index computes them on first use, not on load
+            self._idf, _, self._avgdl = self._live_stats()
 
     def _fresh(self) -> None:
         """Rebuild the contributions if writes happened since the last rebuild."""
@@ -345,6 +495,42 @@ class BM25Index(Index):
                 if self._stale:
                     self._rebuild_scores()
                     self._stale = False
+
+    # -- statistics -----------------------------------------------------------------
+    def local_statistics(self) -> BM25Statistics:
+        """:class:`BM25Statistics` of this index's live documents (global ones set or not)."""
+        live = self._live_rows()
+        per_posting = np.repeat(live, np.diff(self._tf_indptr))
+        df = np.bincount(self._tf_indices[per_posting], minlength=len(self._terms))
+        terms = self._terms
+        return BM25Statistics(
+            int(live.sum()),
+            int(self._doc_lengths[live].sum(dtype=np.int64)),
+            {terms[i]: int(df[i]) for i in np.flatnonzero(df)},
+        )
+
+    @property
+    def global_statistics(self) -> BM25Statistics | None:
+        """The statistics set by :meth:`set_global_statistics`, or None (local ones are used)."""
+        return self._global
+
+    def set_global_statistics(self, stats: BM25Statistics | None) -> None:
+        """Score with corpus-wide statistics instead of this index's own (None: back to local).
+
+        idf then uses ``stats.doc_freq`` and ``stats.n_docs`` (okapi's ``epsilon * mean
+        idf`` is over ``stats``' whole vocabulary) and avgdl is ``stats.total_length /
+        stats.n_docs``. They stay fixed through later adds and removals until set again,
+        and are saved with the index. A term some live document here has but
+        ``stats.doc_freq`` lacks keeps its local document frequency.
+        """
+        if stats is not None and not isinstance(stats, BM25Statistics):
+            raise RequestError(
+                "bm25: set_global_statistics takes BM25Statistics (or None), got "
+                f"{type(stats).__name__}; build them with corpus_statistics() or "
+                "BM25Statistics.merge() of the shards' local_statistics()"
+            )
+        self._global = stats
+        self._stale = True
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), **self.options}
@@ -392,7 +578,10 @@ class BM25Index(Index):
         self._doc_lengths = np.concatenate([self._doc_lengths, lengths.astype(np.int32)])
         self._stale = True
 
-    def _idf_of(self, df: np.ndarray, n_docs: int) -> np.ndarray:
+    def _idf_of(
+        self, df: np.ndarray, n_docs: int, vocabulary_df: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Idf of document frequencies ``df``; okapi's mean is over ``vocabulary_df`` (default ``df``)."""
         df = df.astype(np.float64)
         if self.method == "lucene":
             return np.log1p((n_docs - df + 0.5) / (df + 0.5))
@@ -401,8 +590,13 @@ class BM25Index(Index):
         # okapi: rank_bm25.BM25Okapi._calc_idf, including its mean over the raw
         # (possibly negative) idfs of the whole vocabulary.
         idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
-        if idf.size:
-            eps = self.epsilon * (idf.sum() / idf.size)
+        if vocabulary_df is None:
+            vocab_idf = idf
+        else:
+            vdf = vocabulary_df.astype(np.float64)
+            vocab_idf = np.log(n_docs - vdf + 0.5) - np.log(vdf + 0.5)
+        if vocab_idf.size:
+            eps = self.epsilon * (vocab_idf.sum() / vocab_idf.size)
             idf[idf < 0] = eps
         return idf
 
@@ -423,10 +617,25 @@ class BM25Index(Index):
         n_terms = len(self._terms)
         live = self._live_rows()
         n_live = int(live.sum())
-        per_posting = np.repeat(live, np.diff(self._tf_indptr))
-        df = np.bincount(self._tf_indices[per_posting], minlength=n_terms)
+        if live.all():
+            df = np.bincount(self._tf_indices, minlength=n_terms)
+        else:
+            per_posting = np.repeat(live, np.diff(self._tf_indptr))
+            df = np.bincount(self._tf_indices[per_posting], minlength=n_terms)
         present = df > 0  # a fresh build's vocabulary: terms some live document has
         idf = np.zeros(n_terms, np.float64)
+        stats = self._global
+        if stats is not None:
+            # Corpus-wide statistics: df and N of the whole corpus for every local term.
+            get = stats.doc_freq.get
+            gdf = np.fromiter((get(t, 0) for t in self._terms), np.int64, count=n_terms)
+            gdf = np.where(gdf > 0, gdf, df)  # a term the statistics lack keeps its own df
+            n = max(stats.n_docs, int(gdf.max(initial=0)))
+            if present.any():
+                vocab = np.fromiter(stats.doc_freq.values(), np.int64, count=len(stats.doc_freq))
+                idf[present] = self._idf_of(gdf[present], n, vocab)
+            avgdl = stats.total_length / stats.n_docs if stats.n_docs else 0.0
+            return idf, n, avgdl
         if present.any():
             idf[present] = self._idf_of(df[present], n_live)
         total = float(self._doc_lengths[live].sum())
@@ -435,21 +644,34 @@ class BM25Index(Index):
     def _rebuild_scores(self) -> None:
         n_docs = len(self._doc_lengths)
         n_terms = len(self._terms)
-        tf = self._tf_data.astype(np.float64)
         self._idf, _, self._avgdl = self._live_stats()
-        doc_of = np.repeat(np.arange(n_docs), np.diff(self._tf_indptr))
+        idf = self._idf
         if self._avgdl > 0:
             norm = self.k1 * (1.0 - self.b + self.b * self._doc_lengths / self._avgdl)
         else:  # only empty documents: no postings, nothing to normalise
             norm = np.full(n_docs, self.k1)
-        contrib = self._idf[self._tf_indices] * (tf * (self.k1 + 1.0) / (tf + norm[doc_of]))
-        doc_major = csr(
-            contrib.astype(np.float32), self._tf_indices, self._tf_indptr, (n_docs, n_terms)
-        )
+        # float64 arithmetic, as before, but a chunk of postings at a time: the float64
+        # temporaries stay a few MB instead of 8 bytes x postings each.
+        indptr = self._tf_indptr
+        nnz = int(indptr[-1])
+        contrib = np.empty(nnz, np.float32)
+        k1p1 = self.k1 + 1.0
+        doc_starts = np.asarray(indptr)
+        for lo in range(0, nnz, _REBUILD_CHUNK):
+            hi = min(lo + _REBUILD_CHUNK, nnz)
+            d_lo = int(np.searchsorted(doc_starts, lo, side="right")) - 1
+            d_hi = int(np.searchsorted(doc_starts, hi, side="left"))
+            starts = np.clip(doc_starts[d_lo : d_hi + 1], lo, hi) - lo
+            doc_of = np.repeat(np.arange(d_lo, d_hi, dtype=np.int64), np.diff(starts))
+            tf = self._tf_data[lo:hi].astype(np.float64)
+            contrib[lo:hi] = idf[self._tf_indices[lo:hi]] * (tf * k1p1 / (tf + norm[doc_of]))
+        doc_major = csr(contrib, self._tf_indices, self._tf_indptr, (n_docs, n_terms))
         # csr -> csc is a C-level transpose; the CSC arrays of (docs x terms) are the
         # CSR arrays of (terms x docs), one row per term, documents sorted within it.
         csc = doc_major.tocsc()
+        del doc_major, contrib
         self._scores = csr(csc.data, csc.indices, csc.indptr, (n_terms, n_docs))
+        self._bounds = None
         logger.debug("bm25: %d documents, %d terms, %d postings", n_docs, n_terms, len(csc.data))
 
     def remove(self, positions: Sequence[int] | np.ndarray) -> int:
@@ -460,11 +682,19 @@ class BM25Index(Index):
         return newly
 
     @classmethod
-    def load(cls, directory: Path, params: Mapping[str, Any]) -> BM25Index:
-        index = super().load(directory, params)
+    def load(cls, directory: Path, params: Mapping[str, Any], *, mmap: bool = True) -> BM25Index:
+        """Load an index saved by :meth:`save`.
+
+        Args:
+            mmap: memory-map the payload arrays (read-only; pages are read on demand,
+                so resident memory grows only with what queries touch) instead of
+                reading them into memory. Writes (add, remove) copy what they change.
+        """
+        index = super().load(directory, {**params, "_mmap": bool(mmap)})
         assert isinstance(index, BM25Index)  # noqa: S101 - cls.load_payload built it
-        # The saved contributions already use the live statistics; restore the attributes.
-        index._idf, _, index._avgdl = index._live_stats()
+        # The saved contributions already use the live statistics; idf and avgdl are
+        # recomputed from the tf arrays on first use only (a pass over all postings).
+        index._idf = None
         return index
 
     def _count(self) -> int:
@@ -486,7 +716,18 @@ class BM25Index(Index):
     def _search(
         self, queries: Sequence[str | Sequence[str]], k: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        return self._search_tokens(self._tokens_of(queries), k)
+        tokens = self._tokens_of(queries)
+        n_dead = self._n_deleted
+        if not n_dead:
+            return self._search_tokens(tokens, k)
+        # The host asks for k + (removed rows) to filter them afterwards; dropping them
+        # here instead keeps the top-k small (what MaxScore prunes with).
+        live_k = max(1, min(k, self._count()) - n_dead)
+        s, p = self._search_tokens(tokens, live_k, ~self._tombstones)
+        if live_k < k:
+            s = np.pad(s, ((0, 0), (0, k - live_k)), constant_values=-np.inf)
+            p = np.pad(p, ((0, 0), (0, k - live_k)), constant_values=-1)
+        return s, p
 
     def _search_allowed(
         self, queries: Sequence[str | Sequence[str]], k: int, allowed: np.ndarray
@@ -544,6 +785,10 @@ class BM25Index(Index):
             return out_s, out_p
         q_indptr, q_terms = self._query_matrix(queries)
         kk = min(k, n_docs)
+        kernels = self._kernels()
+        if kernels is not None:
+            self._search_compiled(kernels, q_indptr, q_terms, kk, allowed, out_s, out_p)
+            return out_s, out_p
         # Bounds the product's output buffer (int32 + float32 per cell) to ~128 MB.
         chunk = max(1, CHUNK_CELLS // n_docs)
         for start in range(0, nq, chunk):
@@ -555,6 +800,75 @@ class BM25Index(Index):
                 res = keep_columns(res, allowed)
             select_topk(res, kk, out_s[start:stop], out_p[start:stop])
         return out_s, out_p
+
+    def _kernels(self) -> Any:
+        """The compiled kernels for this index's backend, or None for the scipy path."""
+        if self.backend == "scipy":
+            return None
+        from . import bm25_kernels
+
+        if self.backend == "auto" and (
+            os.environ.get("RELEVO_BM25_BACKEND") == "scipy" or not bm25_kernels.available()
+        ):
+            return None
+        return bm25_kernels.load()
+
+    def _term_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._bounds is None:
+            from .bm25_kernels import term_bounds
+
+            self._bounds = term_bounds(self._scores.indptr, self._scores.data)
+        return self._bounds
+
+    def _search_compiled(
+        self,
+        kernels: Any,
+        q_indptr: np.ndarray,
+        q_terms: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        out_s: np.ndarray,
+        out_p: np.ndarray,
+    ) -> None:
+        from .bm25_kernels import STRATEGIES
+
+        scores = self._scores
+        n_docs = scores.shape[1]
+        hi, lo = self._term_bounds()
+        # Per-thread scratch for term-at-a-time: a dense accumulator, marks, touched list.
+        scratch = getattr(self._scratch, "buffers", None)
+        if scratch is None or len(scratch[0]) != n_docs:
+            scratch = (
+                np.zeros(n_docs, np.float32),
+                np.zeros(n_docs, np.bool_),
+                np.empty(n_docs, np.int64),
+            )
+            self._scratch.buffers = scratch
+        # Below ~50k documents the dense term-at-a-time pass beats MaxScore's per-document
+        # bookkeeping (benchmarks/results/bm25-scale.md: 7.1k vs 5.7k QPS at 20k docs,
+        # 0.9k vs 2.1k at 100k).
+        taat = self.backend == "numba-taat" or (
+            self.backend != "numba" and n_docs < MAXSCORE_MIN_DOCS
+        )
+        strategy = STRATEGIES["taat" if taat else "auto"]
+        use_allowed = allowed is not None
+        mask = np.ascontiguousarray(allowed) if use_allowed else np.ones(1, np.bool_)
+        kernels.search(
+            np.ascontiguousarray(q_indptr, dtype=np.int64),
+            np.ascontiguousarray(q_terms, dtype=np.int64),
+            scores.indptr,
+            scores.indices,
+            scores.data,
+            hi,
+            lo,
+            k,
+            mask,
+            use_allowed,
+            strategy,
+            *scratch,
+            out_s,
+            out_p,
+        )
 
     # -- persistence ----------------------------------------------------------------
     def save_payload(self, directory: Path) -> dict[str, Any]:
@@ -573,8 +887,17 @@ class BM25Index(Index):
             "tf.indptr": self._tf_indptr,
             "doc_lengths": self._doc_lengths,
         }
+        hi, lo = self._term_bounds()
+        arrays["scores.max"], arrays["scores.min"] = hi, lo
         save_arrays(directory, arrays)
+        extra: dict[str, Any] = {"term_bounds": True}
+        if self._global is not None:
+            (directory / "global_stats.json").write_text(
+                json.dumps(self._global.to_dict(), ensure_ascii=False), "utf-8"
+            )
+            extra["global_statistics"] = "global_stats.json"
         return {
+            **extra,
             "k1": self.k1,
             "b": self.b,
             "method": self.method,
@@ -589,6 +912,7 @@ class BM25Index(Index):
     @classmethod
     def load_payload(cls, directory: Path, params: Mapping[str, Any]) -> BM25Index:
         directory = Path(directory)
+        mmap = bool(params.get("_mmap", True))
         try:
             index = cls(
                 k1=params["k1"],
@@ -621,27 +945,56 @@ class BM25Index(Index):
         if len(vocab) != len(terms):
             raise bad("vocab.json", "terms are not unique")
 
-        tf_indptr = load_array(directory, "tf.indptr", np.int64, n_docs + 1)
+        tf_indptr = load_array(directory, "tf.indptr", np.int64, n_docs + 1, mmap=mmap)
         nnz = int(tf_indptr[-1])
-        tf_data = load_array(directory, "tf.data", np.int32, nnz)
-        tf_indices = load_array(directory, "tf.indices", np.int32, nnz)
-        doc_lengths = load_array(directory, "doc_lengths", np.int32, n_docs)
-        s_indptr = load_array(directory, "scores.indptr", (np.int32, np.int64), n_terms + 1)
-        s_data = load_array(directory, "scores.data", np.float32, nnz)
-        s_indices = load_array(directory, "scores.indices", s_indptr.dtype, nnz)
+        tf_data = load_array(directory, "tf.data", np.int32, nnz, mmap=mmap)
+        tf_indices = load_array(directory, "tf.indices", np.int32, nnz, mmap=mmap)
+        doc_lengths = load_array(directory, "doc_lengths", np.int32, n_docs, mmap=mmap)
+        s_indptr = load_array(
+            directory, "scores.indptr", (np.int32, np.int64), n_terms + 1, mmap=mmap
+        )
+        s_data = load_array(directory, "scores.data", np.float32, nnz, mmap=mmap)
+        s_indices = load_array(directory, "scores.indices", s_indptr.dtype, nnz, mmap=mmap)
         # Search hands these arrays to C code without bounds checks: check them all.
         check_csr(directory, "tf", tf_indptr, tf_indices, n_terms)
         check_csr(directory, "scores", s_indptr, s_indices, n_docs)
+        bounds = None
+        if params.get("term_bounds"):
+            hi = load_array(directory, "scores.max", np.float32, n_terms, mmap=False)
+            lo = load_array(directory, "scores.min", np.float32, n_terms, mmap=False)
+            bounds = (hi, lo)
+        stats = None
+        if params.get("global_statistics"):
+            name = "global_stats.json"
+            try:
+                raw = json.loads((directory / name).read_text("utf-8"))
+                stats = BM25Statistics.from_dict(raw)
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, ConfigError) as exc:
+                raise bad(name, f"unreadable or invalid ({exc})") from exc
+        # The checks read every page once; hand them back so that a loaded index is
+        # resident only where queries touch it.
+        for arr in (tf_data, tf_indices, tf_indptr, doc_lengths, s_data, s_indices, s_indptr):
+            release_pages(arr)
         index.vocab = vocab
         index._terms = terms
         index._tf_data, index._tf_indices, index._tf_indptr = tf_data, tf_indices, tf_indptr
         index._doc_lengths = doc_lengths
         index._deleted = np.zeros(n_docs, dtype=bool)  # Index.load restores the tombstones
-        total = float(doc_lengths.sum())
-        index._avgdl = total / n_docs if n_docs else 0.0
-        index._idf = index._idf_of(np.bincount(tf_indices, minlength=n_terms), n_docs)
+        index._global = stats
+        index._idf = None  # computed on first use (Index.load restores the tombstones first)
         index._scores = csr(s_data, s_indices, s_indptr, (n_terms, n_docs))
+        index._bounds = bounds
         return index
 
 
-__all__ = ["DEFAULT_TOKEN_PATTERN", "METHODS", "STOPWORDS_EN", "BM25Index", "Tokenizer", "tokenize"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_TOKEN_PATTERN",
+    "METHODS",
+    "STOPWORDS_EN",
+    "BM25Index",
+    "BM25Statistics",
+    "Tokenizer",
+    "corpus_statistics",
+    "tokenize",
+]

@@ -12,6 +12,7 @@ scipy (the ``relevo[bm25]`` extra) is imported on first use.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Mapping
 from pathlib import Path
@@ -169,6 +170,31 @@ def load_array(
     return arr
 
 
+def release_pages(arr: np.ndarray) -> None:
+    """Drop a read-only memory-mapped array's pages from this process's resident set.
+
+    Checking a mapped payload reads every page once; afterwards the pages are still
+    mapped (counted in RSS) though nothing needs them until a query does. The kernel
+    reads them back from the page cache or the file on the next access, so this is
+    safe for read-only mappings. A no-op for in-memory arrays and where the platform
+    has no ``madvise``.
+    """
+    import mmap as _mmap
+
+    base: Any = arr
+    while base is not None and not isinstance(base, _mmap.mmap):
+        base = (
+            getattr(base, "_mmap", None)
+            if isinstance(base, np.memmap)
+            else getattr(base, "base", None)
+        )
+    advice = getattr(_mmap, "MADV_DONTNEED", None)
+    if base is None or advice is None or not hasattr(base, "madvise"):
+        return
+    with contextlib.suppress(OSError, ValueError):  # a closed map, an exotic platform
+        base.madvise(advice)
+
+
 def require_finite(arr: np.ndarray, path: Path, *, chunk: int = 1 << 22) -> None:
     """Refuse NaN or infinite values in a float payload.
 
@@ -213,6 +239,7 @@ __all__ = [
     "load_array",
     "product",
     "raw_matmat",
+    "release_pages",
     "save_arrays",
     "select_topk",
 ]

@@ -9,12 +9,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..engine.deps import DEVICE_ENV  # what ``auto`` means; explicit devices are left alone
 from ..engine.errors import ConfigError
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-#: Environment variable naming what ``device="auto"`` means (``cpu`` forces the CPU
-#: everywhere: ``relevo --cpu`` sets it); explicit devices are left alone.
-DEVICE_ENV = "RELEVO_DEVICE"
 
 
 def auto_device_override() -> str | None:

@@ -1,0 +1,281 @@
+"""The numba-compiled BM25 kernels; imported only through :func:`relevo.indexes.bm25_kernels.load`.
+
+Module-level functions, so that numba's on-disk cache (``cache=True``) can key them.
+"""
+
+# mypy: ignore-errors
+# ruff: noqa: ANN001, ANN202
+
+from __future__ import annotations
+
+import functools
+
+import numba
+import numpy as np
+
+from .bm25_kernels import SLACK
+
+njit = functools.partial(numba.njit, cache=True, nogil=True)
+
+
+@njit
+def better(s1, d1, s2, d2):
+    return s1 > s2 or (s1 == s2 and d1 < d2)
+
+
+@njit
+def sift_down(hs, hp, i, n):
+    # The root holds the worst entry; children are better than their parent.
+    while True:
+        left = 2 * i + 1
+        if left >= n:
+            return
+        w = left
+        right = left + 1
+        if right < n and better(hs[left], hp[left], hs[right], hp[right]):
+            w = right
+        if better(hs[i], hp[i], hs[w], hp[w]):
+            hs[i], hs[w] = hs[w], hs[i]
+            hp[i], hp[w] = hp[w], hp[i]
+            i = w
+        else:
+            return
+
+
+@njit
+def push(hs, hp, size, k, s, d):
+    if size < k:
+        i = size
+        hs[i] = s
+        hp[i] = d
+        while i > 0:
+            parent = (i - 1) // 2
+            if better(hs[parent], hp[parent], hs[i], hp[i]):
+                hs[i], hs[parent] = hs[parent], hs[i]
+                hp[i], hp[parent] = hp[parent], hp[i]
+                i = parent
+            else:
+                break
+        return size + 1
+    if better(s, d, hs[0], hp[0]):
+        hs[0] = s
+        hp[0] = d
+        sift_down(hs, hp, 0, size)
+    return size
+
+
+@njit
+def emit(hs, hp, size, row_s, row_p):
+    n = size
+    while n > 0:
+        row_s[n - 1] = hs[0]
+        row_p[n - 1] = hp[0]
+        n -= 1
+        hs[0] = hs[n]
+        hp[0] = hp[n]
+        sift_down(hs, hp, 0, n)
+
+
+@njit
+def taat_one(terms, indptr, indices, data, k, allowed, use_allowed, acc, mark, touched, hs, hp):
+    # A document whose sum is exactly 0 is dropped (as scipy's product drops it), so
+    # acc != 0 is what "matched" means and no per-document mark is needed: ``mark`` is
+    # kept in the signature for callers but unused.
+    n_docs = len(acc)
+    total = 0
+    for j in range(len(terms)):
+        t = terms[j]
+        total += indptr[t + 1] - indptr[t]
+    size = 0
+    if total >= n_docs // 4:
+        # Dense: accumulate, then scan every document (cheaper than tracking them).
+        for j in range(len(terms)):
+            t = terms[j]
+            for p in range(indptr[t], indptr[t + 1]):
+                acc[indices[p]] += data[p]
+        for d in range(n_docs):
+            s = acc[d]
+            if s != 0:
+                acc[d] = 0
+                if size == k and s < hs[0]:
+                    continue
+                if not use_allowed or allowed[d]:
+                    size = push(hs, hp, size, k, s, d)
+        return size
+    # Sparse: remember first touches (acc was 0); fewer postings than documents, so
+    # the list never overflows. A document listed twice reads 0 the second time.
+    nt = 0
+    for j in range(len(terms)):
+        t = terms[j]
+        for p in range(indptr[t], indptr[t + 1]):
+            d = indices[p]
+            if acc[d] == 0:
+                touched[nt] = d
+                nt += 1
+            acc[d] += data[p]
+    for i in range(nt):
+        d = touched[i]
+        s = acc[d]
+        if s != 0:
+            acc[d] = 0
+            if size == k and s < hs[0]:
+                continue
+            if not use_allowed or allowed[d]:
+                size = push(hs, hp, size, k, s, d)
+    return size
+
+
+@njit
+def maxscore_one(terms, indptr, indices, data, term_max, k, allowed, use_allowed, hs, hp):
+    nt = len(terms)
+    uniq = np.empty(nt, np.int64)
+    mult = np.zeros(nt, np.int64)
+    slot = np.empty(nt, np.int64)
+    m = 0
+    for j in range(nt):
+        t = terms[j]
+        f = -1
+        for u in range(m):
+            if uniq[u] == t:
+                f = u
+                break
+        if f < 0:
+            uniq[m] = t
+            f = m
+            m += 1
+        mult[f] += 1
+        slot[j] = f
+    ub = np.empty(m, np.float64)
+    for u in range(m):
+        ub[u] = np.float64(term_max[uniq[u]]) * mult[u]
+    order = np.argsort(ub)
+    rank = np.empty(m, np.int64)
+    pos = np.empty(m, np.int64)
+    end = np.empty(m, np.int64)
+    prefix = np.empty(m, np.float64)
+    times = np.empty(m, np.float64)  # how often the query repeats the term
+    total = 0.0
+    for r in range(m):
+        u = order[r]
+        rank[u] = r
+        times[r] = mult[u]
+        t = uniq[u]
+        pos[r] = indptr[t]
+        end[r] = indptr[t + 1]
+        total += ub[u]
+        prefix[r] = total
+    qrank = np.empty(nt, np.int64)
+    for j in range(nt):
+        qrank[j] = rank[slot[j]]
+    val = np.zeros(m, np.float32)
+    has = np.zeros(m, np.bool_)
+    big = np.iinfo(np.int64).max
+    size = 0
+    theta = -np.inf
+    first = 0
+    while True:
+        d = big
+        for r in range(first, m):
+            if pos[r] < end[r]:
+                x = np.int64(indices[pos[r]])
+                if x < d:
+                    d = x
+        if d == big:
+            break
+        partial = 0.0
+        for r in range(first, m):
+            has[r] = False
+            p = pos[r]
+            if p < end[r] and indices[p] == d:
+                val[r] = data[p]
+                has[r] = True
+                partial += data[p] * times[r]
+                pos[r] = p + 1
+        if use_allowed and not allowed[d]:
+            continue
+        ok = True
+        for r in range(first - 1, -1, -1):
+            if (partial + prefix[r]) * SLACK < theta:
+                ok = False
+                break
+            has[r] = False
+            p = pos[r]
+            e = end[r]
+            if p < e and indices[p] < d:
+                step = 1
+                while p + step < e and indices[p + step] < d:
+                    p += step
+                    step *= 2
+                lo = p + 1
+                hi = min(p + step, e)
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if indices[mid] < d:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                p = lo
+            pos[r] = p
+            if p < e and indices[p] == d:
+                val[r] = data[p]
+                has[r] = True
+                partial += data[p] * times[r]
+        if not ok:
+            continue
+        s = np.float32(0.0)
+        for j in range(nt):
+            r = qrank[j]
+            if has[r]:
+                s += val[r]
+        if s == 0:
+            continue
+        size = push(hs, hp, size, k, s, d)
+        if size == k:
+            theta = np.float64(hs[0])
+            while first < m and prefix[first] * SLACK < theta:
+                first += 1
+    return size
+
+
+@njit
+def search(
+    q_indptr,
+    q_terms,
+    indptr,
+    indices,
+    data,
+    term_max,
+    term_min,
+    k,
+    allowed,
+    use_allowed,
+    strategy,
+    acc,
+    mark,
+    touched,
+    out_s,
+    out_p,
+):
+    # strategy: 0 auto (MaxScore where every contribution is >= 0), 1 MaxScore-or-TAAT
+    # is the same as auto, 2 always term-at-a-time.
+    hs = np.empty(k, np.float32)
+    hp = np.empty(k, np.int64)
+    for q in range(len(q_indptr) - 1):
+        terms = q_terms[q_indptr[q] : q_indptr[q + 1]]
+        if len(terms) == 0:
+            continue
+        use_max = strategy != 2
+        if use_max:
+            for j in range(len(terms)):
+                if term_min[terms[j]] < 0:
+                    use_max = False
+                    break
+        if use_max:
+            size = maxscore_one(
+                terms, indptr, indices, data, term_max, k, allowed, use_allowed, hs, hp
+            )
+        else:
+            size = taat_one(
+                terms, indptr, indices, data, k, allowed, use_allowed, acc, mark, touched, hs, hp
+            )
+        emit(hs, hp, size, out_s[q], out_p[q])

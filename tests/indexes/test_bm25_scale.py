@@ -1,0 +1,227 @@
+"""BM25 at scale: compiled kernels == scipy path, memory-mapped loads, global statistics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relevo.engine.errors import ConfigError, CorruptIndexError
+from relevo.indexes.bm25 import BM25Index, BM25Statistics, Tokenizer, corpus_statistics
+
+pytest.importorskip("numba")
+
+BACKENDS = ("numba", "numba-taat")
+
+
+def corpus(n_docs: int, vocab: int, seed: int, zipf: float = 1.3) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    return [
+        [f"t{i}" for i in np.minimum(rng.zipf(zipf, size=int(rng.integers(0, 40))), vocab) - 1]
+        for _ in range(n_docs)
+    ]
+
+
+def queries(n: int, vocab: int, seed: int) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    out = [
+        [f"t{i}" for i in rng.integers(0, vocab, size=int(rng.integers(0, 7)))] for _ in range(n)
+    ]
+    out.append(["t0", "t0", "t1", "t1", "t1", "nope"])  # repeated and unknown terms
+    out.append([])
+    return out
+
+
+def built(docs, **options) -> BM25Index:
+    index = BM25Index(**options)
+    index.add_tokenized(docs)
+    return index
+
+
+def same(a, b) -> None:
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-6)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    n_docs=st.integers(1, 120),
+    vocab=st.integers(2, 60),
+    k=st.sampled_from([1, 3, 10, 200]),
+    method=st.sampled_from(["lucene", "okapi", "atire"]),
+    epsilon=st.sampled_from([0.25, -0.5]),
+)
+def test_kernels_equal_scipy_path(seed, n_docs, vocab, k, method, epsilon):
+    docs = corpus(n_docs, vocab, seed)
+    qs = queries(12, vocab + 2, seed + 1)
+    rng = np.random.default_rng(seed + 2)
+    removed = rng.choice(n_docs, size=int(rng.integers(0, n_docs // 3 + 1)), replace=False)
+    allowed = rng.random(n_docs) < 0.6
+    ref = built(docs, method=method, epsilon=epsilon, backend="scipy")
+    ref.remove(removed)
+    want = ref.search_tokenized(qs, k)
+    want_f = (
+        ref.search_tokenized(qs, k) if not allowed.any() else ref.search(qs, k, allowed=allowed)
+    )
+    for backend in BACKENDS:
+        index = built(docs, method=method, epsilon=epsilon, backend=backend)
+        index.remove(removed)
+        same(index.search_tokenized(qs, k), want)
+        if allowed.any():
+            same(index.search(qs, k, allowed=allowed), want_f)
+    # Padding: more slots than matches come back as -inf / -1.
+    s, p = want
+    assert ((p == -1) == np.isneginf(s)).all()
+
+
+def test_kernels_with_ties_and_padding():
+    docs = [["a", "b"], ["b", "a"], ["a"], ["a"], ["c"], []] * 5  # many exact ties
+    qs = [["a"], ["a", "b"], ["c", "c"], ["zzz"], []]
+    want = built(docs, backend="scipy").search_tokenized(qs, 40)
+    for backend in BACKENDS:
+        got = built(docs, backend=backend).search_tokenized(qs, 40)
+        same(got, want)
+    assert (want[1][3] == -1).all() and np.isneginf(want[0][4]).all()
+
+
+def test_unknown_backend_is_a_config_error():
+    with pytest.raises(ConfigError, match="backend"):
+        BM25Index(backend="gpu")
+
+
+# -- memory-mapped load ---------------------------------------------------------------------
+def saved(tmp_path, index):
+    directory = tmp_path / "idx"
+    directory.mkdir()
+    params = index.save(directory)
+    return directory, json.loads(json.dumps(params))
+
+
+def mapped(arr) -> bool:
+    """True where ``arr`` is a view of a file mapping (not a copy in memory)."""
+    import mmap
+
+    base = arr
+    while base is not None:
+        if isinstance(base, (np.memmap, mmap.mmap)):
+            return True
+        base = getattr(base, "base", None)
+    return False
+
+
+def test_mmap_load_is_identical_and_mapped(tmp_path):
+    docs = corpus(300, 80, 3)
+    qs = queries(30, 82, 4)
+    index = built(docs)
+    index.remove([1, 5, 7])
+    want = index.search_tokenized(qs, 10)
+    directory, params = saved(tmp_path, index)
+    loaded = BM25Index.load(directory, params)
+    for arr in (loaded._scores.data, loaded._scores.indices, loaded._tf_data, loaded._tf_indices):
+        assert mapped(arr)
+    same(loaded.search_tokenized(qs, 10), want)
+    eager = BM25Index.load(directory, params, mmap=False)
+    assert not mapped(eager._scores.data)
+    same(eager.search_tokenized(qs, 10), want)
+    # Writes on a mapped index work (they copy what they change).
+    loaded.add_tokenized([["t0", "t1"]])
+    index.add_tokenized([["t0", "t1"]])
+    same(loaded.search_tokenized(qs, 10), index.search_tokenized(qs, 10))
+
+
+def test_truncated_payload_is_corrupt(tmp_path):
+    directory, params = saved(tmp_path, built(corpus(50, 20, 5)))
+    path = directory / "scores.data.npy"
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(CorruptIndexError, match="rebuild the index"):
+        BM25Index.load(directory, params)
+
+
+def test_index_saved_without_bounds_still_loads(tmp_path):
+    index = built(corpus(80, 30, 6))
+    qs = queries(10, 32, 7)
+    want = index.search_tokenized(qs, 5)
+    directory, params = saved(tmp_path, index)
+    for name in ("scores.max.npy", "scores.min.npy"):
+        (directory / name).unlink()
+    params.pop("term_bounds")  # the format before this change
+    same(BM25Index.load(directory, params).search_tokenized(qs, 5), want)
+
+
+# -- global statistics ----------------------------------------------------------------------
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n_shards=st.integers(1, 4),
+    method=st.sampled_from(["lucene", "okapi", "atire"]),
+)
+def test_sharded_topk_equals_single_index(seed, n_shards, method):
+    docs = corpus(150, 50, seed, zipf=1.5)
+    qs = queries(15, 52, seed + 1)
+    whole = built(docs, method=method, backend="scipy")
+    want_s, want_p = whole.search_tokenized(qs, 10)
+    shard_of = np.random.default_rng(seed).integers(0, n_shards, len(docs))
+    shards, rows = [], []
+    for s in range(n_shards):
+        rows.append(np.flatnonzero(shard_of == s))
+        shards.append(built([docs[i] for i in rows[-1]], method=method))
+    stats = shards[0].local_statistics().merge(*(x.local_statistics() for x in shards[1:]))
+    assert stats == whole.local_statistics()
+    for shard in shards:
+        shard.set_global_statistics(stats)
+    for qi, q in enumerate(qs):
+        hits = []
+        for shard, r in zip(shards, rows, strict=True):
+            s, p = shard.search_tokenized([q], 10)
+            hits += [(-float(a), int(r[b])) for a, b in zip(s[0], p[0], strict=True) if b >= 0]
+        hits.sort()
+        got_p = [d for _, d in hits[:10]]
+        got_s = [-a for a, _ in hits[:10]]
+        n = int((want_p[qi] >= 0).sum())
+        np.testing.assert_allclose(got_s, want_s[qi][:n], rtol=1e-5)
+        # Same documents in the same order, except among scores equal up to float32
+        # rounding (the shards sum the same contributions, rounded per index).
+        want_ids = want_p[qi][:n].tolist()
+        for rank in range(n):
+            if got_p[rank] != want_ids[rank]:
+                assert got_s[rank] == pytest.approx(float(want_s[qi][rank]), rel=1e-5)
+
+
+def test_statistics_round_trip_and_corpus_statistics():
+    texts = ["The cat sat", "a dog and a cat", "", "cats and dogs"]
+    tok = Tokenizer()
+    stats = corpus_statistics(iter(texts), tok)
+    index = BM25Index(tokenizer=tok)
+    index.add(texts)
+    assert stats == index.local_statistics()
+    assert BM25Statistics.from_dict(json.loads(json.dumps(stats.to_dict()))) == stats
+    with pytest.raises(ConfigError):
+        BM25Statistics.from_dict({"n_docs": 1, "total_length": 3, "doc_freq": {"x": 5}})
+    with pytest.raises(ConfigError):
+        BM25Statistics.from_dict({"n_docs": 1})
+
+
+def test_global_statistics_persist_and_stay_fixed(tmp_path):
+    docs = corpus(120, 40, 9)
+    qs = queries(12, 42, 10)
+    whole = built(docs)
+    stats = whole.local_statistics()
+    shard = built(docs[:60])
+    shard.set_global_statistics(stats)
+    want = shard.search_tokenized(qs, 10)
+    assert shard.avgdl == pytest.approx(stats.total_length / stats.n_docs)
+    directory, params = saved(tmp_path, shard)
+    loaded = BM25Index.load(directory, params)
+    assert loaded.global_statistics == stats
+    same(loaded.search_tokenized(qs, 10), want)
+    # Removals and adds keep the global statistics until they are set again.
+    loaded.remove([0, 1])
+    assert loaded.avgdl == pytest.approx(stats.total_length / stats.n_docs)
+    loaded.set_global_statistics(None)
+    local = built(docs[:60])
+    local.remove([0, 1])
+    same(loaded.search_tokenized(qs, 10), local.search_tokenized(qs, 10))

@@ -137,6 +137,7 @@ def worker(fmt: str, n: int, queries_path: Path, out_path: Path, threads: int) -
                 "bytes_per_vector": payload / n,
                 "batch_qps": len(q) / search_s,
                 "single_qps": single / single_s,
+                "load_average": [round(x, 2) for x in os.getloadavg()],
                 "describe": {k: v for k, v in index.describe().items() if k != "options"},
                 "params": {k: v for k, v in params.items() if isinstance(v, (int, float, str))},
             }
@@ -251,7 +252,9 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
     table = []
     for row in r["rows"]:
         if "error" in row:
-            table.append([row["format"], f"{row['docs']:,}", "failed", "", "", "", "", "", "", ""])
+            table.append(
+                [row["format"], f"{row['docs']:,}", "", "failed", "", "", "", "", "", "", ""]
+            )
             continue
         table.append(
             [
@@ -267,7 +270,7 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
                 f"{row['planned_over_measured']:.2f}",
             ]
         )
-    lines += common.md_table(head, table, right=range(1, 10))
+    lines += common.md_table(head, table, right=range(1, 11))
     ok = [row for row in r["rows"] if "error" not in row]
     if ok:
         worst = max(ok, key=lambda row: abs(row["planned_over_measured"] - 1))
@@ -335,9 +338,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--formats", nargs="+", default=list(FORMATS))
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of OUT/scale.json not measured now (other sizes / formats)",
+    )
     common.add_out(ap)
     args = ap.parse_args(argv)
     result = run(args)
+    old = args.out / "scale.json"
+    if args.merge and old.is_file():
+        now = {(row["format"], row["docs"]) for row in result["rows"]}
+        kept = [
+            {**row, "queries": row.get("queries", json.loads(old.read_text()).get("queries"))}
+            for row in json.loads(old.read_text())["rows"]
+            if (row["format"], row["docs"]) not in now
+        ]
+        result["rows"] = sorted(
+            kept + [{**row, "queries": args.queries} for row in result["rows"]],
+            key=lambda row: (
+                row["docs"],
+                FORMATS.index(row["format"]) if row["format"] in FORMATS else 99,
+            ),
+        )
+        result["merged"] = True
     md = common.write_results(args.out, "scale", result, markdown=write_markdown, plot=write_plot)
     print(md.read_text())
     return 0

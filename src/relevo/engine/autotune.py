@@ -157,7 +157,7 @@ def dev_candidates(
 
     collection = corpus_collection(engine, corpus, pipeline, embedder=embedder)
     hits = collection.search_batch([q for q, _ in dev], depth, with_text=True) if dev else []
-    return [(q, h, src) for (q, src), h in zip(dev, hits, strict=True)]
+    return [(q, list(h), src) for (q, src), h in zip(dev, hits, strict=True)]
 
 
 def default_min_gain(dev_queries: int) -> float:

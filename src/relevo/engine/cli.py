@@ -49,10 +49,20 @@ def _engine(ctx: click.Context) -> Engine:
 
 @click.group(cls=RelevoGroup)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option(
+    "--cpu",
+    "force_cpu",
+    is_flag=True,
+    help="Run everything on the CPU even where a GPU is visible (sets RELEVO_DEVICE=cpu).",
+)
 @click.version_option(package_name="relevo")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int) -> None:
+def cli(ctx: click.Context, verbose: int, force_cpu: bool) -> None:
     """relevo: plugin-based retrieval and reranking."""
+    if force_cpu:
+        from .deps import DEVICE_ENV
+
+        os.environ[DEVICE_ENV] = "cpu"
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # The CLI (never the library) quiets model-loading chatter unless asked for detail.
@@ -114,6 +124,25 @@ def index_group() -> None:
     help="Memory the build may use (8G, 512M, bytes); default: the available RAM.",
 )
 @click.option("--no-plan", is_flag=True, help="Skip the memory check (`relevo plan`) run first.")
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1),
+    help="Split the corpus into K contiguous shards, one collection each, searched as one "
+    "with exact merging (BM25 with corpus-wide statistics). Without --ray they are built "
+    "one after another in this process.",
+)
+@click.option(
+    "--ray",
+    "use_ray",
+    is_flag=True,
+    help="Build the shards in parallel Ray tasks (needs --shards; pip install 'relevo[ray]').",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDRESS",
+    help="Ray cluster to join (auto, ray://HOST:10001); default: start a local Ray instance. "
+    "On several machines DIR must be on a file system all of them see.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.pass_context
 def index_build(
@@ -128,24 +157,42 @@ def index_build(
     overwrite: bool,
     host_mem: str | None,
     no_plan: bool,
+    shards: int | None,
+    use_ray: bool,
+    ray_address: str | None,
     as_json: bool,
 ) -> None:
     """Build an index directory from a BEIR corpus.jsonl[.gz] (or a folder holding one).
 
     Before any work, the memory planner predicts the build's peak and serving bytes
     from the corpus's line count and text sizes and refuses a build that cannot fit,
-    naming the alternatives (`--no-plan` skips the check).
-    """
-    from .collection import check_replaceable
+    naming the alternatives (`--no-plan` skips the check). With --shards K it plans one
+    shard (the largest), which is what each task holds.
 
-    # Checked before the (possibly long) build; Collection.save checks again.
-    check_replaceable(out, overwrite=overwrite)
+    `--shards K [--ray [--ray-address ADDRESS]]` writes a sharded collection: K shard
+    collections plus a top manifest; `relevo search`, `eval` and `serve` load it like any
+    index directory and merge the shards' results exactly (read-only for now).
+    """
+    from .sharding import check_replaceable_sharded
+
+    if use_ray and shards is None:
+        raise click.UsageError("--ray builds shards in parallel: give --shards K as well.")
+    if ray_address is not None and not use_ray:
+        raise click.UsageError("--ray-address is for --ray builds; add --ray.")
+    # Checked before the (possibly long) build; the save checks again.
+    check_replaceable_sharded(out, overwrite=overwrite)
     engine = _engine(ctx)
     _route_domain(engine, domain, embedder)
     index_options = _parse_options(options, "--option")
     if not no_plan:
         from .planner import check_build, parse_size
 
+        plan_limit = limit
+        if shards:
+            from .planner_formats import Workload
+
+            n = Workload.from_corpus(corpus, limit=limit).docs
+            plan_limit = -(-n // shards) if n else limit  # the largest shard
         check_build(
             engine.registry,
             corpus,
@@ -153,10 +200,16 @@ def index_build(
             embedder=embedder,
             index_options=index_options,
             embedder_defaults=engine.embedder_defaults,
-            limit=limit,
+            limit=plan_limit,
             host_mem=parse_size(host_mem) if host_mem else None,
         )
     t0 = time.perf_counter()
+    if shards is not None:
+        _build_sharded(
+            engine, corpus, out, shards, list(indexes), embedder, index_options, limit,
+            overwrite, use_ray, ray_address, as_json, t0,
+        )  # fmt: skip
+        return
     collection = engine.index(
         corpus, stages=list(indexes), embedder=embedder, index_options=index_options, limit=limit
     )
@@ -170,6 +223,50 @@ def index_build(
         click.echo(
             f"indexed {len(collection)} documents into {out} ({', '.join(collection.stages)}) in {seconds:.1f}s"
         )
+
+
+def _build_sharded(
+    engine: Engine,
+    corpus: Path,
+    out: Path,
+    shards: int,
+    indexes: list[str],
+    embedder: str,
+    index_options: dict[str, dict[str, Any]],
+    limit: int | None,
+    overwrite: bool,
+    use_ray: bool,
+    ray_address: str | None,
+    as_json: bool,
+    t0: float,
+) -> None:
+    """``index build --shards K [--ray]``: build, save and report a sharded collection."""
+    from .shard_build import build_sharded
+
+    runner: Any = None
+    if use_ray:
+        from .ray_shards import RayRunner
+
+        runner = RayRunner(address=ray_address)
+    try:
+        collection = build_sharded(
+            engine, corpus, out, shards=shards, stages=indexes, embedder=embedder,
+            index_options=index_options, limit=limit, overwrite=overwrite, runner=runner,
+        )  # fmt: skip
+    finally:
+        if runner is not None:
+            runner.close()
+    seconds = time.perf_counter() - t0
+    if as_json:
+        click.echo(
+            json.dumps({**collection.manifest(), "path": str(out), "seconds": seconds}, indent=2)
+        )
+        return
+    how = f"{'Ray tasks' if use_ray else 'in this process'}"
+    click.echo(
+        f"indexed {len(collection)} documents into {out} ({', '.join(collection.stages)}) as "
+        f"{shards} shards ({how}) in {seconds:.1f}s"
+    )
 
 
 @cli.command("plan")
@@ -741,7 +838,7 @@ def rerank_cmd(
         from .components import Cost
         from .rerank import RerankResult
 
-        result = RerankResult(candidates, Cost(), strategy="skipped (--interpolate auto: 0)")
+        result = RerankResult(list(candidates), Cost(), strategy="skipped (--interpolate auto: 0)")
     else:
         result = options.runner(component)(query, candidates)
     hits = result.hits[:k]

@@ -176,7 +176,8 @@ def check_replaceable(path: str | Path, *, overwrite: bool) -> None:
         return
     try:
         man = read_manifest(live_directory(target))
-        is_collection = man.get("format") == FORMAT
+        # a sharded collection (relevo.engine.sharding.FORMAT) is a collection too
+        is_collection = man.get("format") in (FORMAT, "relevo-sharded-collection")
     except IndexFormatError:
         is_collection = (target / CURRENT).is_file()
     if not is_collection:

@@ -29,7 +29,7 @@ from .errors import ConfigError
 from .manager import PluginHost
 from .progress import progress_bar
 from .registry import Registry
-from .types import Document, Hit
+from .types import Document, Hits
 
 log = logging.getLogger(__name__)
 
@@ -249,12 +249,24 @@ class Engine:
 
         Dense stages get the embedder recorded in their manifest; passing ``embedder``
         asserts which one you expect, and a different one is refused with
-        :class:`~relevo.IndexMismatchError`.
+        :class:`~relevo.IndexMismatchError`. A sharded collection (``relevo index build
+        --shards K``) loads as a :class:`~relevo.engine.sharding.ShardedCollection`, whose
+        shards are loaded here and searched as one with the same search API (read-only).
         """
         given: dict[str, Embedder] = {}
         if embedder is not None:
             emb = self._as_embedder(embedder)
             given[getattr(emb, "instance_name", None) or emb.name] = emb
+        from .sharding import ShardedCollection, is_sharded
+
+        if is_sharded(path):
+            # Typed as a Collection for the callers: it has the search API, refuses writes.
+            return ShardedCollection.load(  # type: ignore[return-value]
+                Path(path),
+                self.registry,
+                embedders=given,
+                make_embedder=lambda name, opts: self.embedder(name, **opts),
+            )
         return Collection.load(
             Path(path),
             self.registry,
@@ -303,9 +315,9 @@ class Engine:
         k: int = 10,
         stages: Sequence[str] | None = None,
         filter: Mapping[str, Any] | None = None,  # noqa: A002 - the API's word
-    ) -> list[Hit]:
+    ) -> Hits:
         """Search one query in a collection (or a collection directory), optionally filtered."""
-        if not isinstance(collection, Collection):
+        if isinstance(collection, (str, os.PathLike)):  # a loaded sharded collection passes too
             collection = self.load(collection)
         return collection.search(query, k, stages=stages, filter=filter)
 

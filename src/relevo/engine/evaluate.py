@@ -316,7 +316,7 @@ def _first_stage(
     fetch: int,
     rebuild: bool,
     with_text: bool,
-) -> tuple[dict[str, list[Hit]], dict[str, Any]]:
+) -> tuple[dict[str, Sequence[Hit]], dict[str, Any]]:
     """Candidates per query from a run file or a (cached) pipeline, and facts for the report."""
     if run is not None:
         results, search_seconds = first_stage_from_run(dataset, Path(run), qids, fetch)
@@ -337,13 +337,11 @@ def _first_stage(
         engine, dataset, stages, embedder=embedder, rebuild=rebuild, fusion=fusion
     )
     t0 = time.perf_counter()
-    results = collection.search_batch(
-        [dataset.queries[q] for q in qids], fetch, with_text=with_text
-    )
+    found = collection.search_batch([dataset.queries[q] for q in qids], fetch, with_text=with_text)
     from .runinfo import collection_facts
 
     models, index = collection_facts(collection)
-    return dict(zip(qids, results, strict=True)), {
+    return dict(zip(qids, found, strict=True)), {
         "pipeline": pipeline,
         "stages": stages,
         "index_seconds": index_seconds,
@@ -357,7 +355,7 @@ def _first_stage(
 
 def _rerank_all(
     dataset: Dataset,
-    first: Mapping[str, list[Hit]],
+    first: Mapping[str, Sequence[Hit]],
     name: str,
     reranker: Any,
     load_seconds: float,
@@ -365,7 +363,7 @@ def _rerank_all(
     progress: Any,
     *,
     skip: bool = False,
-) -> tuple[dict[str, list[Hit]], dict[str, Any]]:
+) -> tuple[dict[str, Sequence[Hit]], dict[str, Any]]:
     """Rerank the top ``options.depth`` of every query; the rest keep their first-stage order.
 
     ``skip`` (``--interpolate auto`` found that reranking does not help): the first
@@ -376,7 +374,7 @@ def _rerank_all(
     runner = options.runner(reranker)
     depth = options.depth
     total, repairs = Cost(), Repairs()
-    final: dict[str, list[Hit]] = {}
+    final: dict[str, Sequence[Hit]] = {}
     for qid, hits in first.items():
         if skip:
             final[qid] = hits

@@ -82,8 +82,9 @@ def _hit(
 # A frozen dataclass's __init__ goes through object.__setattr__ once per field; the slot
 # descriptors' own setters are about twice as fast, which is most of the cost of a
 # search's results when thousands of hits per second are made.
-_SET_FIELDS = tuple(getattr(Hit, f).__set__ for f in ("id", "score", "rank", "title", "text"))
-_SET_STAGES = Hit.stages.__set__  # type: ignore[attr-defined]
+_SET_FIELDS = tuple(
+    getattr(Hit, f).__set__ for f in ("id", "score", "rank", "title", "text", "stages")
+)
 
 
 def _bulk_hits(
@@ -91,8 +92,7 @@ def _bulk_hits(
 ) -> list[Hit]:
     """``Hit(rows[p].id, score, rank[, title, text])`` for each result, made in bulk."""
     new = object.__new__
-    set_id, set_score, set_rank, set_title, set_text = _SET_FIELDS
-    set_stages = _SET_STAGES
+    set_id, set_score, set_rank, set_title, set_text, set_stages = _SET_FIELDS
     out: list[Hit] = []
     for rank, (s, p) in enumerate(zip(scores, pos, strict=True), 1):
         d = rows[p]

@@ -311,6 +311,9 @@ def test_cli_builds_shards_in_process(run, corpus_file, tmp_path):
     )
     res = run("search", str(out), "cats purr", "--json")
     assert json.loads(res.output)["hits"][0]["id"] == "d1"
+    info = json.loads(run("index", "info", str(out)).output)
+    assert info["format"] == FORMAT and len(info["shard_manifests"]) == 2
+    assert sum(m["count"] for m in info["shard_manifests"]) == info["count"]
     res = run("index", "build", str(corpus_file), "--out", str(out), "--ray", ok=False)
     assert res.exit_code == 2 and "--shards" in res.output
 

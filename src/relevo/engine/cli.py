@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .commands import CommandHelpers, RelevoGroup, datasets_dir, invocation_engine, is_tty
-from .errors import RelevoError
+from .errors import CorruptIndexError, RelevoError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -370,11 +370,32 @@ def index_delete(ctx: click.Context, directory: Path, ids: tuple[str, ...], as_j
 @index_group.command("info")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def index_info(directory: Path) -> None:
-    """Print an index directory's manifest (and each stage's) as JSON."""
+    """Print an index directory's manifest (and each stage's) as JSON.
+
+    A sharded collection prints its top manifest with each shard's manifest under
+    ``shard_manifests`` (in shard order).
+    """
     from .generations import resolve
     from .manifest import MANIFEST, read_manifest, validate_collection_manifest
+    from .sharding import is_sharded
 
     generation, live = resolve(directory)
+    if is_sharded(directory):
+        top = read_manifest(live, required=("format", "shards"))
+        top["generation"] = generation
+        shards = []
+        for shard in top["shards"]:
+            path = (live / str(shard.get("path", ""))).resolve()
+            if not path.is_relative_to(live.resolve()) or not path.is_dir():
+                raise CorruptIndexError(
+                    f"{live / MANIFEST}: shard path {shard.get('path')!r} is missing or outside "
+                    "the collection; rebuild it with `relevo index build ... --overwrite`."
+                )
+            _, shard_live = resolve(path)
+            shards.append(read_manifest(shard_live))
+        top["shard_manifests"] = shards
+        click.echo(json.dumps(top, indent=2))
+        return
     man = read_manifest(live, required=("format", "format_version", "count", "stages"))
     validate_collection_manifest(man, live / MANIFEST)  # stage paths stay inside the folder
     man["generation"] = generation

@@ -357,10 +357,21 @@ def test_engine_builds_saves_and_loads_every_dense_format(tmp_path):
     assert [h.id for h in before["torch-flat"]] == [h.id for h in before["faiss-flat"]]
 
 
-def test_gpu_code_path_with_a_simulated_gpu(data, tmp_path, monkeypatch):
-    """Device selection, GPU cloning and copy-back, exercised with CPU stand-ins for faiss-gpu."""
+def simulate_gpu(monkeypatch, resources, cloner_options, to_gpu) -> None:
+    """CPU stand-ins for faiss-gpu: one visible GPU, ``to_gpu`` as index_cpu_to_gpu."""
     import relevo.indexes.faiss_index as module
 
+    monkeypatch.setattr(module, "_gpu_resources", None)
+    monkeypatch.setattr(faiss, "StandardGpuResources", resources, raising=False)
+    monkeypatch.setattr(faiss, "GpuClonerOptions", cloner_options, raising=False)
+    monkeypatch.setattr(faiss, "GpuParameterSpace", faiss.ParameterSpace, raising=False)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", to_gpu, raising=False)
+    monkeypatch.setattr(faiss, "index_gpu_to_cpu", faiss.clone_index, raising=False)
+
+
+def test_gpu_code_path_with_a_simulated_gpu(data, tmp_path, monkeypatch):
+    """Device selection, GPU cloning and copy-back, exercised with CPU stand-ins for faiss-gpu."""
     cloned: list[str] = []
 
     class FakeResources:
@@ -377,13 +388,7 @@ def test_gpu_code_path_with_a_simulated_gpu(data, tmp_path, monkeypatch):
         cloned.append(f"{kind}:{options.useFloat16}")
         return faiss.clone_index(index)
 
-    monkeypatch.setattr(module, "_gpu_resources", None)
-    monkeypatch.setattr(faiss, "StandardGpuResources", FakeResources, raising=False)
-    monkeypatch.setattr(faiss, "GpuClonerOptions", FakeClonerOptions, raising=False)
-    monkeypatch.setattr(faiss, "GpuParameterSpace", faiss.ParameterSpace, raising=False)
-    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
-    monkeypatch.setattr(faiss, "index_cpu_to_gpu", to_gpu, raising=False)
-    monkeypatch.setattr(faiss, "index_gpu_to_cpu", faiss.clone_index, raising=False)
+    simulate_gpu(monkeypatch, FakeResources, FakeClonerOptions, to_gpu)
 
     docs, queries = data
     nlist = default_nlist(N_DOCS)
@@ -435,8 +440,6 @@ def test_gpu_flat_and_ivf_match_cpu(data, tmp_path, brute_force, assert_exact, r
 def test_gpu_float16_tempmem_and_forced_cpu(data, monkeypatch):
     """gpu_float16 / gpu_tempmem reach faiss' cloner and resources; RELEVO_DEVICE=cpu keeps
     an ``auto`` index on the CPU (CPU stand-ins for faiss-gpu, as above)."""
-    import relevo.indexes.faiss_index as module
-
     seen: dict[str, object] = {}
 
     class FakeResources:
@@ -450,13 +453,7 @@ def test_gpu_float16_tempmem_and_forced_cpu(data, monkeypatch):
         seen["float16"] = options.useFloat16
         return faiss.clone_index(index)
 
-    monkeypatch.setattr(module, "_gpu_resources", None)
-    monkeypatch.setattr(faiss, "StandardGpuResources", FakeResources, raising=False)
-    monkeypatch.setattr(faiss, "GpuClonerOptions", FakeClonerOptions, raising=False)
-    monkeypatch.setattr(faiss, "GpuParameterSpace", faiss.ParameterSpace, raising=False)
-    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
-    monkeypatch.setattr(faiss, "index_cpu_to_gpu", to_gpu, raising=False)
-    monkeypatch.setattr(faiss, "index_gpu_to_cpu", faiss.clone_index, raising=False)
+    simulate_gpu(monkeypatch, FakeResources, FakeClonerOptions, to_gpu)
     docs, _ = data
     index = make("faiss-flat", gpu_float16=True, gpu_tempmem=256 << 20)
     index.add(docs)

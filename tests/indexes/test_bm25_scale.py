@@ -14,7 +14,7 @@ from relevo.indexes.bm25 import BM25Index, BM25Statistics, Tokenizer, corpus_sta
 
 pytest.importorskip("numba")
 
-BACKENDS = ("numba", "numba-taat")
+BACKENDS = ("auto", "numba", "numba-taat")
 
 
 def corpus(n_docs: int, vocab: int, seed: int, zipf: float = 1.3) -> list[list[str]]:
@@ -86,6 +86,127 @@ def test_kernels_with_ties_and_padding():
         got = built(docs, backend=backend).search_tokenized(qs, 40)
         same(got, want)
     assert (want[1][3] == -1).all() and np.isneginf(want[0][4]).all()
+
+
+def zipf_corpus(n_docs: int, vocab: int, seed: int) -> list[list[str]]:
+    """Lengths 5..60 over a Zipfian vocabulary (exponent 1.07, as the scale benchmark)."""
+    rng = np.random.default_rng(seed)
+    p = np.arange(1, vocab + 1, dtype=np.float64) ** -1.07
+    p /= p.sum()
+    lengths = rng.integers(5, 60, n_docs)
+    ids = rng.choice(vocab, size=int(lengths.sum()), p=p)
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    return [[f"w{i}" for i in ids[bounds[j] : bounds[j + 1]]] for j in range(n_docs)]
+
+
+@pytest.mark.parametrize("method", ["lucene", "okapi"])
+def test_kernels_bit_identical_on_a_zipfian_corpus(method):
+    """MaxScore's threshold pre-pass and auto's per-query choice, at a size where both act."""
+    docs = zipf_corpus(4000, 3000, 21)
+    rng = np.random.default_rng(22)
+    p = np.arange(1, 3001, dtype=np.float64) ** -1.07
+    qs = [
+        [f"w{i}" for i in rng.choice(3000, int(rng.integers(1, 9)), p=p / p.sum())]
+        for _ in range(300)
+    ]
+    qs += [["w0"] * 3 + ["w1"], ["w2999", "w0"], []]
+    allowed = rng.random(len(docs)) < 0.7
+    ref = built(docs, method=method, backend="scipy")
+    ref.remove(rng.choice(len(docs), 200, replace=False))
+    for k in (1, 10, 100):
+        want = ref.search_tokenized(qs, k)
+        want_f = ref.search(qs, k, allowed=allowed)
+        for backend in BACKENDS:
+            index = built(docs, method=method, backend=backend)
+            index.remove(np.flatnonzero(ref._tombstones))
+            for got, exp in (
+                (index.search_tokenized(qs, k), want),
+                (index.search(qs, k, allowed=allowed), want_f),
+            ):
+                np.testing.assert_array_equal(got[1], exp[1])
+                np.testing.assert_array_equal(got[0], exp[0])
+
+
+def reference_arrays(docs: list[list[str]], index: BM25Index) -> dict[str, np.ndarray]:
+    """The tf and score arrays as the scipy COO -> CSR -> CSC build made them."""
+    from scipy import sparse
+
+    vocab: dict[str, int] = {}
+    for d in docs:
+        for t in d:
+            vocab.setdefault(t, len(vocab))
+    lengths = np.array([len(d) for d in docs], np.int64)
+    rows = np.repeat(np.arange(len(docs)), lengths)
+    cols = np.array([vocab[t] for d in docs for t in d], np.int64)
+    tf = sparse.csr_matrix(
+        (np.ones(len(cols), np.int32), (rows, cols)), shape=(len(docs), len(vocab))
+    )
+    tf.sum_duplicates()
+    df = np.bincount(tf.indices, minlength=len(vocab)).astype(np.float64)
+    n = len(docs)
+    idf = np.log1p((n - df + 0.5) / (df + 0.5))
+    avgdl = lengths.sum() / n
+    norm = index.k1 * (1 - index.b + index.b * lengths / avgdl)
+    doc_of = np.repeat(np.arange(n), np.diff(tf.indptr))
+    f = tf.data.astype(np.float64)
+    contrib = (idf[tf.indices] * (f * (index.k1 + 1) / (f + norm[doc_of]))).astype(np.float32)
+    csc = sparse.csr_matrix((contrib, tf.indices, tf.indptr), shape=tf.shape).tocsc()
+    return {
+        "terms": np.array(list(vocab)),
+        "tf.data": tf.data,
+        "tf.indices": tf.indices,
+        "tf.indptr": tf.indptr,
+        "scores.data": csc.data,
+        "scores.indices": csc.indices,
+        "scores.indptr": csc.indptr,
+    }
+
+
+@pytest.mark.parametrize("chunks", [False, True])
+def test_chunked_build_equals_the_scipy_build(monkeypatch, chunks):
+    import relevo.indexes.bm25 as bm25
+
+    if chunks:  # many add and rebuild steps, a document straddling none of them
+        monkeypatch.setattr(bm25, "_ADD_CHUNK_TOKENS", 97)
+        monkeypatch.setattr(bm25, "_REBUILD_CHUNK", 61)
+        monkeypatch.setattr(bm25, "_CHECK_CHUNK", 7)
+    docs = zipf_corpus(700, 400, 5) + [[]] + zipf_corpus(50, 900, 6)
+    want = reference_arrays(docs, BM25Index())
+    one = built(docs)
+    several = built(docs[:100])
+    several.add_tokenized(docs[100:101])
+    several.add_tokenized(docs[101:])
+    for index in (one, several):
+        index._fresh()
+        assert index._terms == want["terms"].tolist()
+        assert index.vocab == {t: i for i, t in enumerate(index._terms)}
+        np.testing.assert_array_equal(index._tf_data, want["tf.data"])
+        np.testing.assert_array_equal(index._tf_indices, want["tf.indices"])
+        np.testing.assert_array_equal(index._tf_indptr, want["tf.indptr"])
+        for name in ("data", "indices", "indptr"):
+            np.testing.assert_array_equal(getattr(index._scores, name), want[f"scores.{name}"])
+        assert index._tf_data.dtype == index._tf_indices.dtype == np.int32
+        assert index._scores.indices.dtype == index._scores.indptr.dtype == np.int32
+
+
+def test_add_tokenized_refuses_bad_lists_and_changes_nothing(monkeypatch):
+    import relevo.indexes.bm25 as bm25
+
+    monkeypatch.setattr(bm25, "_CHECK_CHUNK", 3)
+    index = built([["a", "b"]])
+    before = (index._terms[:], index._tf_data.copy(), index._count())
+    from relevo.engine.errors import RequestError
+
+    for bad, number in (([["a"]] * 7 + [["x", 3]], 7), ([["a"], "ab"], 1), ([["a"], None], 1)):
+        with pytest.raises(RequestError, match=f"#{number}"):
+            index.add_tokenized(bad)
+        assert (index._terms, index._tf_data.tolist(), index._count()) == (
+            before[0],
+            before[1].tolist(),
+            before[2],
+        )
+    index.add_tokenized([("c", "a"), ["a"]])  # tuples are lists of tokens too
+    assert index._terms == ["a", "b", "c"]
 
 
 def test_unknown_backend_is_a_config_error():

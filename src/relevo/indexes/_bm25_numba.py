@@ -13,12 +13,14 @@ import functools
 import numba
 import numpy as np
 
-from .bm25_kernels import SLACK
+from .bm25_kernels import MAXSCORE_COST, MAXSCORE_MIN_SHARE, SLACK, TAAT_CACHE_DOCS
+
+PREPASS_DIV = 8
 
 njit = functools.partial(numba.njit, cache=True, nogil=True)
 
 
-@njit
+@functools.partial(numba.njit, cache=True, nogil=True, inline="always")
 def better(s1, d1, s2, d2):
     return s1 > s2 or (s1 == s2 and d1 < d2)
 
@@ -42,7 +44,7 @@ def sift_down(hs, hp, i, n):
             return
 
 
-@njit
+@functools.partial(numba.njit, cache=True, nogil=True, inline="always")
 def push(hs, hp, size, k, s, d):
     if size < k:
         i = size
@@ -93,14 +95,15 @@ def taat_one(terms, indptr, indices, data, k, allowed, use_allowed, acc, mark, t
             t = terms[j]
             for p in range(indptr[t], indptr[t + 1]):
                 acc[indices[p]] += data[p]
+        # Documents come in increasing order, so a tie with the heap's worst entry
+        # never wins (it has the lower position): only a strictly larger score enters.
+        # Once the heap is full that test is all a document costs (no branch on
+        # s != 0, which the branch predictor cannot learn); acc is cleared after.
         for d in range(n_docs):
             s = acc[d]
-            if s != 0:
-                acc[d] = 0
-                if size == k and s < hs[0]:
-                    continue
-                if not use_allowed or allowed[d]:
-                    size = push(hs, hp, size, k, s, d)
+            if (size < k or s > hs[0]) and s != 0 and (not use_allowed or allowed[d]):
+                size = push(hs, hp, size, k, s, d)
+        acc[:] = 0
         return size
     # Sparse: remember first touches (acc was 0); fewer postings than documents, so
     # the list never overflows. A document listed twice reads 0 the second time.
@@ -126,7 +129,54 @@ def taat_one(terms, indptr, indices, data, k, allowed, use_allowed, acc, mark, t
 
 
 @njit
-def maxscore_one(terms, indptr, indices, data, term_max, k, allowed, use_allowed, hs, hp):
+def kth_partial(
+    uniq, mult, order, m, indptr, indices, data, k, allowed, use_allowed, acc, touched, hs, hp
+):
+    # A lower bound on the k-th best score: accumulate the postings of the terms with
+    # the largest bounds (rare terms: short lists) while they total at most a budget,
+    # and return the k-th largest of those partial sums (every contribution is >= 0,
+    # so a partial sum never exceeds the full one), or -inf below k documents.
+    n_docs = len(acc)
+    budget = min(max(n_docs // PREPASS_DIV, 1024), n_docs)
+    used = 0
+    nt = 0
+    for r in range(m - 1, -1, -1):
+        u = order[r]
+        t = uniq[u]
+        length = indptr[t + 1] - indptr[t]
+        if used + length > budget and used > 0:
+            break
+        if length > budget:
+            break
+        used += length
+        w = np.float32(mult[u])
+        for p in range(indptr[t], indptr[t + 1]):
+            d = indices[p]
+            if acc[d] == 0:
+                touched[nt] = d
+                nt += 1
+            acc[d] += data[p] * w
+    size = 0
+    for i in range(nt):
+        d = touched[i]
+        s = acc[d]
+        if s != 0:
+            acc[d] = 0
+            if size == k and s < hs[0]:
+                continue  # the common case, tested here: a call costs more than the test
+            if not use_allowed or allowed[d]:
+                size = push(hs, hp, size, k, s, d)
+    if size < k:
+        return -np.inf
+    return np.float64(hs[0]) / SLACK
+
+
+@njit
+def maxscore_one(
+    terms, indptr, indices, data, term_max, k, allowed, use_allowed, hs, hp, acc, touched, choose
+):
+    # Returns the heap size, or -1 where ``choose`` is set and the lists MaxScore would
+    # still walk in full cost more than a term-at-a-time pass (the caller runs that).
     nt = len(terms)
     uniq = np.empty(nt, np.int64)
     mult = np.zeros(nt, np.int64)
@@ -170,9 +220,27 @@ def maxscore_one(terms, indptr, indices, data, term_max, k, allowed, use_allowed
     val = np.zeros(m, np.float32)
     has = np.zeros(m, np.bool_)
     big = np.iinfo(np.int64).max
+    theta = kth_partial(
+        uniq, mult, order, m, indptr, indices, data, k, allowed, use_allowed, acc, touched, hs, hp
+    )
     size = 0
-    theta = -np.inf
     first = 0
+    while first < m and prefix[first] * SLACK < theta:
+        first += 1
+    if choose:
+        walked = 0
+        total = 0
+        for r in range(m):
+            length = end[r] - pos[r]
+            total += length
+            if r >= first:
+                walked += length
+        n_docs = len(acc)
+        taat = total + (n_docs if total >= n_docs // 4 else 0)  # + its dense pass
+        # Term-at-a-time's random writes cost more once its accumulator outgrows the
+        # caches; MaxScore's reads stay sequential.
+        if walked * MAXSCORE_COST > taat * (1.0 + n_docs / TAAT_CACHE_DOCS):
+            return -1
     while True:
         d = big
         for r in range(first, m):
@@ -227,10 +295,10 @@ def maxscore_one(terms, indptr, indices, data, term_max, k, allowed, use_allowed
             r = qrank[j]
             if has[r]:
                 s += val[r]
-        if s == 0:
+        if s == 0 or (size == k and s < hs[0]):
             continue
         size = push(hs, hp, size, k, s, d)
-        if size == k:
+        if size == k and hs[0] > theta:
             theta = np.float64(hs[0])
             while first < m and prefix[first] * SLACK < theta:
                 first += 1
@@ -256,25 +324,41 @@ def search(
     out_s,
     out_p,
 ):
-    # strategy: 0 auto (MaxScore where every contribution is >= 0), 1 MaxScore-or-TAAT
-    # is the same as auto, 2 always term-at-a-time.
+    # strategy: 0 auto (per query: MaxScore where every contribution is >= 0 and its
+    # estimated cost is below term-at-a-time's, else term-at-a-time), 1 MaxScore where
+    # every contribution is >= 0, 2 always term-at-a-time.
     hs = np.empty(k, np.float32)
     hp = np.empty(k, np.int64)
     for q in range(len(q_indptr) - 1):
         terms = q_terms[q_indptr[q] : q_indptr[q + 1]]
         if len(terms) == 0:
             continue
-        use_max = strategy != 2
+        # auto: where k is a sizeable share of the corpus, the k-th score stays low
+        # and MaxScore prunes little; term-at-a-time without its pre-pass is cheaper.
+        use_max = strategy == 1 or (strategy == 0 and k * MAXSCORE_MIN_SHARE <= len(acc))
         if use_max:
             for j in range(len(terms)):
                 if term_min[terms[j]] < 0:
                     use_max = False
                     break
+        size = -1
         if use_max:
             size = maxscore_one(
-                terms, indptr, indices, data, term_max, k, allowed, use_allowed, hs, hp
+                terms,
+                indptr,
+                indices,
+                data,
+                term_max,
+                k,
+                allowed,
+                use_allowed,
+                hs,
+                hp,
+                acc,
+                touched,
+                strategy == 0,
             )
-        else:
+        if size < 0:
             size = taat_one(
                 terms, indptr, indices, data, k, allowed, use_allowed, acc, mark, touched, hs, hp
             )

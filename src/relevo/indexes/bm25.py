@@ -21,8 +21,12 @@ can be called again: idf and avgdl change with every addition, so the contributi
 matrix is rebuilt from them.
 
 Search runs a compiled kernel when numba is importable (``backend="auto"``, see
-:mod:`relevo.indexes.bm25_kernels`: exact MaxScore, or term-at-a-time), else the scipy
-product above; both return the same top k, scores and tie order.
+:mod:`relevo.indexes.bm25_kernels`: exact MaxScore, or term-at-a-time, chosen per
+query), else the scipy product above; both return the same top k, scores and tie order.
+
+Adding counts a chunk of documents at a time into preallocated doc-major arrays, and
+the rebuild scatters the contributions straight into term-major order (a chunked
+counting sort), so no temporary spans all the tokens or postings.
 
 Global statistics (:class:`BM25Statistics`): an index over one shard of a corpus scores
 its documents exactly as an index over the whole corpus once the shards' merged
@@ -49,7 +53,8 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, islice, repeat
+from itertools import count as counter
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -62,7 +67,6 @@ from .csr import (
     CHUNK_CELLS,
     check_csr,
     csr,
-    import_scipy_sparse,
     keep_columns,
     load_array,
     product,
@@ -115,16 +119,23 @@ STOPWORDS_EN: tuple[str, ...] = (
 
 METHODS = ("lucene", "okapi", "atire")
 
-#: Query backends: ``"auto"`` is the compiled kernels where numba imports (MaxScore
-#: from :data:`MAXSCORE_MIN_DOCS` rows on, term-at-a-time below), else ``"scipy"``;
-#: ``"numba"`` always tries MaxScore; ``"numba-taat"`` always runs term-at-a-time.
+#: Query backends: ``"auto"`` is the compiled kernels where numba imports (per query,
+#: MaxScore or term-at-a-time, whichever its posting counts say is cheaper), else
+#: ``"scipy"``; ``"numba"`` always tries MaxScore; ``"numba-taat"`` always runs
+#: term-at-a-time.
 BACKENDS = ("auto", "numba", "numba-taat", "scipy")
-
-#: ``backend="auto"`` uses MaxScore from this many rows on, term-at-a-time below.
-MAXSCORE_MIN_DOCS = 50_000
 
 #: Postings whose contributions are computed (in float64) per step of a rebuild.
 _REBUILD_CHUNK = 1 << 20
+
+#: Token lists whose element types are checked together.
+_CHECK_CHUNK = 4096
+
+#: Tokens (whole documents) counted per step of an add.
+_ADD_CHUNK_TOKENS = 1 << 18
+
+#: Provisional ids of terms new to an add are this plus a token position.
+_PROVISIONAL = 1 << 48
 
 _STOP_EN = frozenset(STOPWORDS_EN)
 
@@ -253,6 +264,24 @@ def _token_list(tokens: Any, i: int, what: str) -> list[str]:
     # Checking the distinct types is a C-level pass; isinstance per token is not.
     if not all(issubclass(t, str) for t in set(map(type, out))):
         raise RequestError(f"bm25: tokenized {what} #{i} must contain only strings")
+    return out
+
+
+def _token_lists(items: Iterable[Any], what: str) -> list[Sequence[str]]:
+    """``items`` checked to be lists of strings (as :func:`_token_list`), without copying each.
+
+    The element types are checked over the concatenation of a chunk of lists at a time
+    (one C-level pass); only a chunk that fails is checked list by list, for the error.
+    """
+    out = list(items)
+    for i, tokens in enumerate(out):
+        if type(tokens) is not list and type(tokens) is not tuple:
+            _token_list(tokens, i, what)  # raises unless some other Sequence
+    for lo in range(0, len(out), _CHECK_CHUNK):
+        chunk = out[lo : lo + _CHECK_CHUNK]
+        if not all(issubclass(t, str) for t in set(map(type, chain.from_iterable(chunk)))):
+            for i, tokens in enumerate(chunk, lo):
+                _token_list(tokens, i, what)
     return out
 
 
@@ -545,36 +574,74 @@ class BM25Index(Index):
         For callers that tokenized with :func:`tokenize` and this index's tokenizer
         (benchmarks feeding several systems the same tokens).
         """
-        token_lists = [_token_list(d, i, "document") for i, d in enumerate(docs)]
+        token_lists = _token_lists(docs, "document")
         if not token_lists:
             return
         self._add_token_lists(token_lists)
         self._deleted = np.concatenate([self._deleted, np.zeros(len(token_lists), dtype=bool)])
 
-    def _add_token_lists(self, docs: list[list[str]]) -> None:
-        sparse = import_scipy_sparse()
+    def _add_token_lists(self, docs: Sequence[Sequence[str]]) -> None:
+        # A chunk of documents at a time: the flat token list, its term ids and the
+        # (document, term) keys exist for one chunk only, and the counts go straight
+        # into doc-major arrays sized by the token count (an upper bound on postings;
+        # pages past the postings are never touched, so they cost no memory).
         vocab = self.vocab
-        flat = list(chain.from_iterable(docs))
-        # dict.fromkeys keeps first-appearance order, so term ids are deterministic.
-        for term in dict.fromkeys(flat):
-            if term not in vocab:
-                vocab[term] = len(vocab)
-                self._terms.append(term)
-        n_terms = len(vocab)
-        lengths = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
-        term_ids = np.fromiter(map(vocab.__getitem__, flat), dtype=np.int32, count=len(flat))
-        rows = np.repeat(np.arange(len(docs), dtype=np.int32), lengths)
-        block = sparse.csr_matrix(
-            (np.ones(len(flat), np.int32), (rows, term_ids)), shape=(len(docs), n_terms)
-        )
-        block.sum_duplicates()  # also sorts indices within each row
-        self._tf_data = np.concatenate([self._tf_data, block.data.astype(np.int32, copy=False)])
-        self._tf_indices = np.concatenate(
-            [self._tf_indices, block.indices.astype(np.int32, copy=False)]
-        )
-        self._tf_indptr = np.concatenate(
-            [self._tf_indptr, block.indptr[1:].astype(np.int64) + self._tf_indptr[-1]]
-        )
+        terms = self._terms
+        n_new = len(docs)
+        lengths = np.fromiter(map(len, docs), dtype=np.int64, count=n_new)
+        bound = int(lengths.sum())
+        tf_data = np.empty(bound, np.int32)
+        tf_indices = np.empty(bound, np.int32)
+        doc_nnz = np.empty(n_new, np.int64)
+        nnz = 0
+        # Chunk boundaries: about _ADD_CHUNK_TOKENS tokens each, whole documents.
+        ends = np.cumsum(lengths)
+        cuts = np.searchsorted(ends, np.arange(_ADD_CHUNK_TOKENS, bound, _ADD_CHUNK_TOKENS))
+        edges = np.unique(np.concatenate(([0], cuts + 1, [n_new])).clip(0, n_new)).tolist()
+        for d_lo, d_hi in zip(edges[:-1], edges[1:], strict=True):
+            flat = list(chain.from_iterable(docs[d_lo:d_hi]))
+            # One pass: a new term is inserted with a provisional id above every real
+            # one (its first token's position), then renumbered in insertion (first
+            # appearance) order, so term ids are deterministic and contiguous.
+            before = len(vocab)
+            ids = np.fromiter(
+                map(vocab.setdefault, flat, counter(_PROVISIONAL)), dtype=np.int64, count=len(flat)
+            )
+            del flat
+            n_added = len(vocab) - before
+            if n_added:
+                new_terms = list(islice(reversed(vocab), n_added))
+                new_terms.reverse()
+                firsts = np.fromiter(map(vocab.__getitem__, new_terms), np.int64, n_added)
+                vocab.update(zip(new_terms, range(before, before + n_added), strict=True))
+                terms.extend(new_terms)
+                fresh = ids >= _PROVISIONAL
+                ids[fresh] = before + np.searchsorted(firsts, ids[fresh])
+            n_terms = len(vocab)
+            rows = np.repeat(np.arange(d_hi - d_lo, dtype=np.int64), lengths[d_lo:d_hi])
+            rows *= n_terms
+            rows += ids
+            del ids
+            # Sorted (document, term) keys and their counts: each document's terms in
+            # increasing id order with their frequencies (what scipy's sum_duplicates gave).
+            keys, counts = np.unique(rows, return_counts=True)
+            del rows
+            m = len(keys)
+            local_doc, term = np.divmod(keys, n_terms)
+            tf_indices[nnz : nnz + m] = term
+            tf_data[nnz : nnz + m] = counts
+            doc_nnz[d_lo:d_hi] = np.bincount(local_doc, minlength=d_hi - d_lo)
+            nnz += m
+        tf_data.resize(nnz, refcheck=False)
+        tf_indices.resize(nnz, refcheck=False)
+        indptr = np.cumsum(doc_nnz)
+        indptr += self._tf_indptr[-1]
+        if len(self._tf_data):
+            self._tf_data = np.concatenate([self._tf_data, tf_data])
+            self._tf_indices = np.concatenate([self._tf_indices, tf_indices])
+        else:
+            self._tf_data, self._tf_indices = tf_data, tf_indices
+        self._tf_indptr = np.concatenate([self._tf_indptr, indptr])
         self._doc_lengths = np.concatenate([self._doc_lengths, lengths.astype(np.int32)])
         self._stale = True
 
@@ -650,29 +717,47 @@ class BM25Index(Index):
             norm = self.k1 * (1.0 - self.b + self.b * self._doc_lengths / self._avgdl)
         else:  # only empty documents: no postings, nothing to normalise
             norm = np.full(n_docs, self.k1)
-        # float64 arithmetic, as before, but a chunk of postings at a time: the float64
-        # temporaries stay a few MB instead of 8 bytes x postings each.
-        indptr = self._tf_indptr
+        # float64 arithmetic, then float32, a chunk of postings at a time, scattered
+        # straight into term-major order (a counting sort: each term's next free slot;
+        # chunks go in document order, so each term's documents stay sorted). No
+        # temporary spans all the postings.
+        indptr = np.asarray(self._tf_indptr)
+        tf_indices = self._tf_indices
         nnz = int(indptr[-1])
-        contrib = np.empty(nnz, np.float32)
+        idx_dtype = np.int32 if max(nnz, n_docs, n_terms) < 2**31 else np.int64
+        counts = np.bincount(tf_indices, minlength=n_terms)
+        s_indptr = np.zeros(n_terms + 1, idx_dtype)
+        np.cumsum(counts, out=s_indptr[1:])
+        cursor = s_indptr[:-1].astype(np.int64)
+        del counts
+        s_data = np.empty(nnz, np.float32)
+        s_indices = np.empty(nnz, idx_dtype)
         k1p1 = self.k1 + 1.0
-        doc_starts = np.asarray(indptr)
         for lo in range(0, nnz, _REBUILD_CHUNK):
             hi = min(lo + _REBUILD_CHUNK, nnz)
-            d_lo = int(np.searchsorted(doc_starts, lo, side="right")) - 1
-            d_hi = int(np.searchsorted(doc_starts, hi, side="left"))
-            starts = np.clip(doc_starts[d_lo : d_hi + 1], lo, hi) - lo
+            d_lo = int(np.searchsorted(indptr, lo, side="right")) - 1
+            d_hi = int(np.searchsorted(indptr, hi, side="left"))
+            starts = np.clip(indptr[d_lo : d_hi + 1], lo, hi) - lo
             doc_of = np.repeat(np.arange(d_lo, d_hi, dtype=np.int64), np.diff(starts))
+            term = tf_indices[lo:hi]
             tf = self._tf_data[lo:hi].astype(np.float64)
-            contrib[lo:hi] = idf[self._tf_indices[lo:hi]] * (tf * k1p1 / (tf + norm[doc_of]))
-        doc_major = csr(contrib, self._tf_indices, self._tf_indptr, (n_docs, n_terms))
-        # csr -> csc is a C-level transpose; the CSC arrays of (docs x terms) are the
-        # CSR arrays of (terms x docs), one row per term, documents sorted within it.
-        csc = doc_major.tocsc()
-        del doc_major, contrib
-        self._scores = csr(csc.data, csc.indices, csc.indptr, (n_terms, n_docs))
+            contrib = (idf[term] * (tf * k1p1 / (tf + norm[doc_of]))).astype(np.float32)
+            del tf
+            order = np.argsort(term, kind="stable")
+            st = term[order]
+            # rank of each posting among the chunk's postings of its term
+            n = hi - lo
+            if n:
+                first = np.flatnonzero(np.concatenate(([True], st[1:] != st[:-1])))
+                run_len = np.diff(np.append(first, n))
+                run = np.arange(n, dtype=np.int64) - np.repeat(first, run_len)
+                dest = cursor[st] + run
+                s_indices[dest] = doc_of[order]
+                s_data[dest] = contrib[order]
+                cursor[st[first]] += run_len
+        self._scores = csr(s_data, s_indices, s_indptr, (n_terms, n_docs))
         self._bounds = None
-        logger.debug("bm25: %d documents, %d terms, %d postings", n_docs, n_terms, len(csc.data))
+        logger.debug("bm25: %d documents, %d terms, %d postings", n_docs, n_terms, nnz)
 
     def remove(self, positions: Sequence[int] | np.ndarray) -> int:
         """Remove rows and recompute idf and avgdl over the documents that remain."""
@@ -703,13 +788,22 @@ class BM25Index(Index):
     # -- search ---------------------------------------------------------------------
     def _query_matrix(self, queries: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
         """CSR ``(indptr, term ids)`` of the queries; a repeated term is repeated here."""
-        get = self.vocab.get
-        ids = [[i for i in map(get, q) if i is not None] for q in queries]
+        # One C-level pass over all the tokens (-1 for a term not in the vocabulary).
+        n = len(queries)
+        lengths = np.fromiter(map(len, queries), dtype=np.int64, count=n)
+        ids = np.fromiter(
+            map(self.vocab.get, chain.from_iterable(queries), repeat(-1)),
+            dtype=np.int64,
+            count=int(lengths.sum()),
+        )
         dtype = self._scores.indices.dtype
-        indptr = np.zeros(len(ids) + 1, dtype)
-        np.cumsum(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), out=indptr[1:])
-        cols = np.fromiter(chain.from_iterable(ids), dtype=dtype, count=int(indptr[-1]))
-        return indptr, cols
+        indptr = np.zeros(n + 1, dtype)
+        known = ids >= 0
+        if not known.all():
+            lengths = np.bincount(np.repeat(np.arange(n), lengths)[known], minlength=n)
+            ids = ids[known]
+        np.cumsum(lengths, out=indptr[1:])
+        return indptr, ids.astype(dtype, copy=False)
 
     filters_natively: ClassVar[bool] = True
 
@@ -737,6 +831,8 @@ class BM25Index(Index):
 
     def _tokens_of(self, queries: Sequence[str | Sequence[str]]) -> list[list[str]]:
         # A query is a text, or a list of tokens already made by this index's tokenizer.
+        if not any(isinstance(q, str) for q in queries):
+            return _token_lists(queries, "query")  # type: ignore[return-value]
         return [
             self.tokenizer.tokenize_one(q) if isinstance(q, str) else _token_list(q, i, "query")
             for i, q in enumerate(queries)
@@ -771,7 +867,7 @@ class BM25Index(Index):
 
         Removed rows are filtered and results padded exactly as by :meth:`search`.
         """
-        return self.search([_token_list(q, i, "query") for i, q in enumerate(queries)], k)
+        return self.search(_token_lists(queries, "query"), k)
 
     def _search_tokens(
         self, queries: list[list[str]], k: int, allowed: np.ndarray | None = None
@@ -844,13 +940,7 @@ class BM25Index(Index):
                 np.empty(n_docs, np.int64),
             )
             self._scratch.buffers = scratch
-        # Below ~50k documents the dense term-at-a-time pass beats MaxScore's per-document
-        # bookkeeping (benchmarks/results/bm25-scale.md: 7.1k vs 5.7k QPS at 20k docs,
-        # 0.9k vs 2.1k at 100k).
-        taat = self.backend == "numba-taat" or (
-            self.backend != "numba" and n_docs < MAXSCORE_MIN_DOCS
-        )
-        strategy = STRATEGIES["taat" if taat else "auto"]
+        strategy = STRATEGIES[{"numba": "maxscore", "numba-taat": "taat"}.get(self.backend, "auto")]
         use_allowed = allowed is not None
         mask = np.ascontiguousarray(allowed) if use_allowed else np.ones(1, np.bool_)
         kernels.search(

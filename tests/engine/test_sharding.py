@@ -318,6 +318,28 @@ def test_cli_builds_shards_in_process(run, corpus_file, tmp_path):
     assert res.exit_code == 2 and "--shards" in res.output
 
 
+def test_a_local_ray_build_plans_each_shard_against_its_share(
+    run, corpus_file, tmp_path, monkeypatch
+):
+    """Shards built at once on this machine share its memory: refused before Ray starts."""
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    out = tmp_path / "ix"
+    res = run(
+        "index", "build", str(corpus_file), "--out", str(out),
+        "--ray", "--shards", "3", "--host-mem", "150M", ok=False,
+    )  # fmt: skip
+    assert res.exit_code != 0
+    assert "runs 3 shards at once" in res.output and "1/3 of the memory" in res.output
+    assert not out.exists()  # nothing written
+    # the same memory is enough for one shard at a time (the in-process build)
+    run(
+        "index", "build", str(corpus_file), "--out", str(out), "--shards", "3", "--host-mem", "150M"
+    )
+    assert out.exists()
+
+
 def test_the_default_path_imports_no_ray(tmp_path, corpus_file):
     import subprocess
 

@@ -193,16 +193,34 @@ def index_build(
 
             n = Workload.from_corpus(corpus, limit=limit).docs
             plan_limit = -(-n // shards) if n else limit  # the largest shard
-        check_build(
-            engine.registry,
-            corpus,
-            stages=list(indexes),
-            embedder=embedder,
-            index_options=index_options,
-            embedder_defaults=engine.embedder_defaults,
-            limit=plan_limit,
-            host_mem=parse_size(host_mem) if host_mem else None,
-        )
+        budget = parse_size(host_mem) if host_mem else None
+        at_once = 1
+        if shards and use_ray and ray_address is None:
+            # a local Ray instance builds up to one shard per CPU at the same time, all on
+            # this machine's memory: each may use its share of it
+            from .planner import available_memory
+
+            at_once = min(shards, os.cpu_count() or 1)
+            budget = (budget or available_memory()[0]) // at_once
+        try:
+            check_build(
+                engine.registry,
+                corpus,
+                stages=list(indexes),
+                embedder=embedder,
+                index_options=index_options,
+                embedder_defaults=engine.embedder_defaults,
+                limit=plan_limit,
+                host_mem=budget,
+            )
+        except RelevoError as exc:
+            if at_once > 1:
+                raise type(exc)(
+                    f"{exc}\n(The local Ray build runs {at_once} shards at once, so each shard "
+                    f"was planned against 1/{at_once} of the memory; more shards, or "
+                    "--ray-address with a cluster, lower that.)"
+                ) from exc
+            raise
     t0 = time.perf_counter()
     if shards is not None:
         _build_sharded(

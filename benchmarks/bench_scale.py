@@ -284,13 +284,11 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
             f"{worst['docs']:,}); the issue's target is within 20% (0.80-1.20).",
         ]
     lines += [
-        "- QPS were measured on a 2-core machine shared with other jobs (the load average of "
-        "each row; OpenMP threads wait for cores), so they are far below what the same code "
-        "does on idle cores (bench_dense.md: faiss-flat ~3k single-query QPS at 5k documents); "
-        "bytes, recall and memory do not depend on the load; build seconds do. "
-        "At 1M only the flat formats ran (200 queries): IVF / HNSW / PQ were not run there "
-        "(their 100k builds took 135 / 77 / 243 s on these shared cores; at 1M, with 3x the "
-        "IVF cells and 10x the points, that is an hour or more each).",
+        "- QPS were measured on a 2-core machine that other jobs shared (the load average "
+        "of each row: OpenMP threads wait for cores), so rows at a higher load are slower "
+        "than the code is; bytes, recall and memory do not depend on the load. At 1M only "
+        "the flat formats ran (200 queries): IVF / HNSW / PQ training grows with the points "
+        "and the cells (see their 100k build seconds) beyond this session's time.",
         "- faiss-pq's low recall at 100k is product quantization on tight clusters (many "
         "near-equidistant neighbours), with the format's default code size; raise `m` or "
         "rerank.",

@@ -283,12 +283,19 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
             f"{max(x['planned_over_measured'] for x in ok):.2f} (worst: {worst['format']} at "
             f"{worst['docs']:,}); the issue's target is within 20% (0.80-1.20).",
         ]
+    if ok:
+        top = max(x["docs"] for x in ok)
+        ran = {x["format"] for x in ok if x["docs"] == top}
+        missing = [f for f in common.unique(x["format"] for x in ok) if f not in ran]
+        if missing:
+            lines.append(
+                f"- Not run at {top:,}: {', '.join(missing)} (their training grows with the "
+                "points and the cells; see their build seconds at the smaller sizes)."
+            )
     lines += [
         "- QPS were measured on a 2-core machine that other jobs shared (the load average "
         "of each row: OpenMP threads wait for cores), so rows at a higher load are slower "
-        "than the code is; bytes, recall and memory do not depend on the load. At 1M only "
-        "the flat formats ran (200 queries): IVF / HNSW / PQ training grows with the points "
-        "and the cells (see their 100k build seconds) beyond this session's time.",
+        "than the code is; bytes, recall and memory do not depend on the load.",
         "- faiss-pq's low recall at 100k is product quantization on tight clusters (many "
         "near-equidistant neighbours), with the format's default code size; raise `m` or "
         "rerank.",

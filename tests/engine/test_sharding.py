@@ -340,6 +340,29 @@ def test_a_local_ray_build_plans_each_shard_against_its_share(
     assert out.exists()
 
 
+def test_an_unreachable_ray_address_is_refused_quickly(run, corpus_file, tmp_path):
+    import socket
+
+    pytest.importorskip("ray")
+
+    with socket.socket() as sock:  # a port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "ix"
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        res = run(
+            "index", "build", str(corpus_file), "--out", str(out),
+            "--shards", "2", "--ray", "--ray-address", address, "--no-plan", ok=False,
+        )  # fmt: skip
+        assert res.exit_code != 0 and "cannot reach the Ray cluster" in res.output
+        assert not out.exists()
+    res = run(
+        "index", "build", str(corpus_file), "--out", str(out),
+        "--shards", "2", "--ray", "--ray-address", "nonsense", "--no-plan", ok=False,
+    )  # fmt: skip
+    assert "expected HOST:PORT" in res.output and not out.exists()
+
+
 def test_the_default_path_imports_no_ray(tmp_path, corpus_file):
     import subprocess
 

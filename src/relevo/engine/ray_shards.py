@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .collection import Collection
 from .deps import require
-from .errors import RelevoError
+from .errors import ConfigError, RelevoError
 from .shard_build import EngineSpec
 from .sharding import (
     LocalShard,
@@ -74,6 +74,32 @@ def _task(fn: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+#: Seconds to wait for a TCP connection to a given cluster address before giving up
+#: (Ray itself retries an unreachable head for minutes).
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse, within seconds, a ``host:port`` / ``ray://host:port`` nobody listens on."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(
+            f"--ray-address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto."
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address} ({exc}). Check the address "
+            "(`ray status` on the head node shows it), or leave out --ray-address to start a "
+            "local instance. Nothing was written."
+        ) from exc
+
+
 class RayRunner:
     """Runs per-shard work as Ray tasks (see the module docstring).
 
@@ -112,6 +138,8 @@ class RayRunner:
                     kw["num_cpus"] = self.num_cpus
                 if self.object_store_memory is not None:
                     kw["object_store_memory"] = self.object_store_memory
+            if self.address not in (None, "auto", "local"):
+                _check_reachable(self.address)
             try:
                 ray.init(address=self.address, **kw)
             except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -83,3 +83,13 @@ def test_collection_results_match_the_index_arrays() -> None:
         assert [h.text for h in hits] == [docs[p].text for p in pos[row]]
     single = col.search("gamma beta 7", 5, with_text=False)
     assert single.ids == results[1].ids and all(h.text == "" for h in single)
+
+
+def test_embed_reports_progress_for_a_single_batch_too() -> None:
+    emb = HashingEmbedder(dim=8)
+    seen: list[int] = []
+    emb.embed(["one text", "two"], kind="document", progress=seen.append)
+    assert seen == [2]
+    seen.clear()
+    emb.embed([f"t{i}" for i in range(70)], kind="document", batch_size=32, progress=seen.append)
+    assert sum(seen) == 70 and len(seen) == 3

@@ -114,7 +114,10 @@ class Embedder(Component):
                 raise RequestError(f"text #{i} is {type(t).__name__}, expected str")
         size = batch_size or self.batch_size
         if len(texts) <= size:  # one batch (a query, a small request): nothing to sort
-            return self._checked(self.embed_batch(texts, kind=kind), len(texts))
+            vecs = self._checked(self.embed_batch(texts, kind=kind), len(texts))
+            if progress is not None:
+                progress(len(texts))
+            return vecs
         # Sorting by length keeps padding small inside a batch: the longest texts
         # go first so a memory problem shows up on the first batch, not the last.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))

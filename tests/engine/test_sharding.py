@@ -234,6 +234,8 @@ def test_manifest_round_trip_and_load(eng, tmp_path, docs):
     models, index = collection_facts(loaded)  # what `relevo serve` and eval reports record
     assert index["documents"] == 12 and index["generation"] == "gen-000001"
     assert models["faiss-flat@hashing"]["embedder"] == "hashing"
+    # rows are the whole collection's, not shard 0's
+    assert [(s["rows"], s["shards"]) for s in index["stages"]] == [(12, 3), (12, 3)]
     # scores of given documents come from the shard holding each
     single = eng.index(docs, stages=["bm25"])
     one = build_sharded(eng, docs, tmp_path / "one", shards=2)

@@ -127,6 +127,22 @@ def test_kernels_bit_identical_on_a_zipfian_corpus(method):
                 np.testing.assert_array_equal(got[0], exp[0])
 
 
+def test_kernels_bit_identical_where_the_prepass_cap_binds():
+    """Past 65,536 documents MaxScore's pre-pass stops at its cap (not n/8): still exact."""
+    docs = zipf_corpus(70_000, 20_000, 31)
+    rng = np.random.default_rng(32)
+    p = np.arange(1, 20_001, dtype=np.float64) ** -1.07
+    qs = [
+        [f"w{i}" for i in rng.choice(20_000, int(rng.integers(2, 9)), p=p / p.sum())]
+        for _ in range(150)
+    ]
+    want = built(docs, backend="scipy").search_tokenized(qs, 10)
+    for backend in ("auto", "numba"):
+        got = built(docs, backend=backend).search_tokenized(qs, 10)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0], want[0])
+
+
 def reference_arrays(docs: list[list[str]], index: BM25Index) -> dict[str, np.ndarray]:
     """The tf and score arrays as the scipy COO -> CSR -> CSC build made them."""
     from scipy import sparse

@@ -70,8 +70,20 @@ def collection_facts(collection: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(models, index)`` sections for a :class:`~relevo.Collection`."""
     models: dict[str, Any] = {}
     stages = []
+    # A sharded collection's stages are shard 0's (in-process) or the manifest's records
+    # (Ray-held shards): rows are summed over the shards that are here, else unknown.
+    shards = getattr(collection, "local_shards", None)
     for name, stage in collection.stages.items():
-        stages.append({"name": name, "format": stage.index.name, "rows": stage.index.rows})
+        held = stage.index
+        fmt = held if isinstance(held, str) else held.name
+        if shards:
+            rows: int | None = sum(shard.stages[name].index.rows for shard in shards)
+        else:
+            rows = None if isinstance(held, str) else held.rows
+        entry: dict[str, Any] = {"name": name, "format": fmt, "rows": rows}
+        if shards is not None:
+            entry["shards"] = collection.n_shards
+        stages.append(entry)
         if stage.embedder is not None:
             models[name] = {
                 "embedder": getattr(stage.embedder, "instance_name", None) or stage.embedder.name,

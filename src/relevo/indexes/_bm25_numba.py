@@ -13,9 +13,35 @@ import functools
 import numba
 import numpy as np
 
-from .bm25_kernels import MAXSCORE_COST, MAXSCORE_MIN_SHARE, SLACK, TAAT_CACHE_DOCS
+# Tuning constants: defined here, not imported, because numba freezes globals into
+# the compiled code and invalidates its on-disk cache only when this file changes.
 
+#: Pruning compares ``bound * SLACK`` with the k-th score: a safety margin far above
+#: the relative rounding error of a float32 sum of a query's contributions.
+SLACK = 1.0 + 1e-5
+
+#: ``strategy="auto"``: a query runs term-at-a-time where the postings MaxScore would
+#: walk in full (its essential lists), times this, exceed term-at-a-time's work (the
+#: query's postings, plus the documents where it takes its dense pass). 1 since the
+#: pre-pass cap: with 8 (tuned before it) auto ran term-at-a-time too often and lost
+#: 20-35% to MaxScore alone at 1M documents; with 1 it equals or beats both there.
+MAXSCORE_COST = 1
+
+#: ... and term-at-a-time's work counts ``1 + n_docs / TAAT_CACHE_DOCS`` times (its
+#: scattered writes into the accumulator miss the caches more as it grows).
+TAAT_CACHE_DOCS = 1 << 18
+
+#: MaxScore's threshold pre-pass accumulates at most ``n_docs / PREPASS_DIV`` postings,
+#: and never more than ``PREPASS_CAP`` (measured on the 1M-document benchmark corpus:
+#: the uncapped n/8 pre-pass took 40% of a query; capped at 8,192 postings MaxScore ran
+#: 1.5-1.8x faster there and equally fast at 200k).
 PREPASS_DIV = 8
+PREPASS_CAP = 8192
+
+#: ``strategy="auto"`` runs every query term-at-a-time where ``k * MAXSCORE_MIN_SHARE``
+#: exceeds the document count (top-100 of 5,000 documents: MaxScore's threshold stays
+#: too low to prune).
+MAXSCORE_MIN_SHARE = 64
 
 njit = functools.partial(numba.njit, cache=True, nogil=True)
 
@@ -133,11 +159,13 @@ def kth_partial(
     uniq, mult, order, m, indptr, indices, data, k, allowed, use_allowed, acc, touched, hs, hp
 ):
     # A lower bound on the k-th best score: accumulate the postings of the terms with
-    # the largest bounds (rare terms: short lists) while they total at most a budget,
+    # the largest bounds (rare terms: short lists) while they total at most a budget
+    # (a share of the corpus, capped: past a few thousand postings the walk raises the
+    # threshold as fast as more pre-pass would, and the pre-pass grew with the corpus),
     # and return the k-th largest of those partial sums (every contribution is >= 0,
     # so a partial sum never exceeds the full one), or -inf below k documents.
     n_docs = len(acc)
-    budget = min(max(n_docs // PREPASS_DIV, 1024), n_docs)
+    budget = min(max(n_docs // PREPASS_DIV, 1024), n_docs, PREPASS_CAP)
     used = 0
     nt = 0
     for r in range(m - 1, -1, -1):

@@ -14,7 +14,7 @@ and ties are broken by the lower position.
   with a relative slack of 1e-5, far above float32 rounding, so pruning never drops a
   document the exhaustive path would return.
   Before the walk, a pre-pass accumulates the shortest lists with the largest bounds
-  (at most ``n_docs / 8`` postings) and starts the threshold at the k-th largest of
+  (at most ``n_docs / 8`` postings, and at most ``PREPASS_CAP``) and starts the threshold at the k-th largest of
   those partial sums (a lower bound of the final k-th score, all contributions being
   >= 0), so that the long lists are skipped from the first document on, not only
   once k documents have been scored.
@@ -23,10 +23,14 @@ and ties are broken by the lower position.
   (``okapi`` with a negative idf floor) or on request.
 
 ``strategy="auto"`` (the default backend) picks per query: after MaxScore's pre-pass,
-if the lists it would still walk in full cost more (:data:`MAXSCORE_COST` per
+if the lists it would still walk in full cost more (``MAXSCORE_COST`` per
 posting) than a term-at-a-time pass over all the query's postings (plus its dense
 scan of the documents where it takes one; weighed up with the corpus size,
-:data:`TAAT_CACHE_DOCS`), the query runs term-at-a-time.
+``TAAT_CACHE_DOCS``), the query runs term-at-a-time.
+
+The tuning constants (``SLACK``, ``MAXSCORE_COST``, ``PREPASS_CAP``, ...) live in
+``_bm25_numba.py`` itself: numba freezes globals into the compiled code and its
+on-disk cache is invalidated only by changes to that file.
 
 numba is imported by :func:`load`, never at relevo import time. Compiled code is cached
 on disk (``cache=True``); where the package folder is not writable and
@@ -42,24 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-#: Pruning compares ``bound * SLACK`` with the k-th score: a safety margin far above
-#: the relative rounding error of a float32 sum of a query's contributions.
-SLACK = 1.0 + 1e-5
-
-#: ``strategy="auto"``: a query runs term-at-a-time where the postings MaxScore would
-#: walk in full (its essential lists), times this, exceed term-at-a-time's work (the
-#: query's postings, plus the documents where it takes its dense pass).
-MAXSCORE_COST = 8
-
-#: ... and term-at-a-time's work counts ``1 + n_docs / TAAT_CACHE_DOCS`` times (its
-#: scattered writes into the accumulator miss the caches more as it grows).
-TAAT_CACHE_DOCS = 1 << 18
-
-#: ``strategy="auto"`` runs every query term-at-a-time where ``k * MAXSCORE_MIN_SHARE``
-#: exceeds the document count (top-100 of 5,000 documents: MaxScore's threshold stays
-#: too low to prune).
-MAXSCORE_MIN_SHARE = 64
 
 
 def _set_cache_dir() -> None:
@@ -124,9 +110,6 @@ def term_bounds(indptr: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 __all__ = [
-    "MAXSCORE_COST",
-    "SLACK",
-    "TAAT_CACHE_DOCS",
     "STRATEGIES",
     "available",
     "load",

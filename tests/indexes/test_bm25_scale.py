@@ -99,16 +99,21 @@ def zipf_corpus(n_docs: int, vocab: int, seed: int) -> list[list[str]]:
     return [[f"w{i}" for i in ids[bounds[j] : bounds[j + 1]]] for j in range(n_docs)]
 
 
+def zipf_queries(n: int, vocab: int, rng: np.random.Generator, shortest: int) -> list[list[str]]:
+    """``shortest``..8 words from the same Zipfian vocabulary as :func:`zipf_corpus`."""
+    p = np.arange(1, vocab + 1, dtype=np.float64) ** -1.07
+    p /= p.sum()
+    return [
+        [f"w{i}" for i in rng.choice(vocab, int(rng.integers(shortest, 9)), p=p)] for _ in range(n)
+    ]
+
+
 @pytest.mark.parametrize("method", ["lucene", "okapi"])
 def test_kernels_bit_identical_on_a_zipfian_corpus(method):
     """MaxScore's threshold pre-pass and auto's per-query choice, at a size where both act."""
     docs = zipf_corpus(4000, 3000, 21)
     rng = np.random.default_rng(22)
-    p = np.arange(1, 3001, dtype=np.float64) ** -1.07
-    qs = [
-        [f"w{i}" for i in rng.choice(3000, int(rng.integers(1, 9)), p=p / p.sum())]
-        for _ in range(300)
-    ]
+    qs = zipf_queries(300, 3000, rng, shortest=1)
     qs += [["w0"] * 3 + ["w1"], ["w2999", "w0"], []]
     allowed = rng.random(len(docs)) < 0.7
     ref = built(docs, method=method, backend="scipy")
@@ -131,11 +136,7 @@ def test_kernels_bit_identical_where_the_prepass_cap_binds():
     """Past 65,536 documents MaxScore's pre-pass stops at its cap (not n/8): still exact."""
     docs = zipf_corpus(70_000, 20_000, 31)
     rng = np.random.default_rng(32)
-    p = np.arange(1, 20_001, dtype=np.float64) ** -1.07
-    qs = [
-        [f"w{i}" for i in rng.choice(20_000, int(rng.integers(2, 9)), p=p / p.sum())]
-        for _ in range(150)
-    ]
+    qs = zipf_queries(150, 20_000, rng, shortest=2)
     want = built(docs, backend="scipy").search_tokenized(qs, 10)
     for backend in ("auto", "numba"):
         got = built(docs, backend=backend).search_tokenized(qs, 10)

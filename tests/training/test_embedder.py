@@ -359,13 +359,14 @@ def test_in_batch_documents_judged_for_the_anchor_are_masked(
     data = trainer._load_data(cfg, hermetic)
     first = data.examples[0]
     data.examples[1].positives = list(data.examples[1].positives) + list(first.positives)
+    data.examples[1].judged = list(data.examples[1].positives)
     batch, rows = trainer._supervised_batch(data, cfg, [0, 1, 2, 3], step=0)
     assert batch.mask is not None and batch.masked >= 1
     assert batch.mask[1][0]  # query 1 is judged for query 0's positive: not its negative
     assert not any(batch.mask[i][i] for i in range(4))  # never the own positive
     n = len(rows)
     for i, row in enumerate(batch.mask):  # every masked cell is a judged document of anchor i
-        judged = {(data.examples[i].dataset, p) for p in data.examples[i].positives}
+        judged = {(data.examples[i].dataset, p) for p in data.examples[i].relevant}
         refs = [(d, p) for d, _, p, _ in rows] + [
             trainer._doc_ref(d, negs[0]) for d, _, _, negs in rows
         ]
@@ -376,3 +377,28 @@ def test_in_batch_documents_judged_for_the_anchor_are_masked(
     result = train_embedder(config(train_set, tiny_st, tmp_path / "m"), engine=hermetic)
     assert result.report["recipe"]["mask_judged"] is True
     assert isinstance(result.report["judged_masked"], int)
+
+
+def test_max_positives_trains_on_the_best_graded_and_keeps_every_judged_out(
+    tiny_st, hermetic, tmp_path
+):
+    queries = {qid: text for qid, (text, _) in TRAIN_QUERIES.items()}
+    qrels = {qid: dict.fromkeys(pos, 1) for qid, (_, pos) in TRAIN_QUERIES.items()}
+    qrels["q1"] = {"d1": 1, "d3": 2, "d2": 1, "d4": 2}  # two grade-2, two grade-1 documents
+    root = write_beir_dataset(tmp_path / "graded", tiny_corpus(), queries, qrels, split="train")
+    for limit, want in ((1, ["d3"]), (2, ["d3", "d4"]), (None, ["d1", "d2", "d3", "d4"])):
+        cfg = config(root, tiny_st, tmp_path / f"m{limit}", max_positives=limit)
+        data = trainer._load_data(cfg, hermetic)
+        q1 = next(e for e in data.examples if e.key == "q1")
+        got = q1.positives if limit else sorted(q1.positives)
+        assert got == want  # the highest grades, ties by id; without a limit, all
+        assert sorted(q1.relevant) == ["d1", "d2", "d3", "d4"]
+        assert not set(q1.negatives) & {"d1", "d2", "d3", "d4"}
+        i = data.examples.index(q1)
+        others = [j for j in range(len(data.examples)) if j != i][:3]
+        for step in range(4):  # no judged document of q1 is ever one of its negatives
+            batch, rows = trainer._supervised_batch(data, cfg, [i, *others], step=step)
+            assert rows[0][2] in want
+            assert not {trainer._doc_ref(0, n)[1] for n in rows[0][3]} & set(q1.relevant)
+    with pytest.raises(ConfigError, match="max_positives"):
+        config(root, tiny_st, tmp_path / "bad", max_positives=0).validate()

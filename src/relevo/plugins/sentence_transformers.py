@@ -270,6 +270,13 @@ def _embedder_command(helpers: CommandHelpers) -> click.Command:
         default=None,
         help="At most N queries (documents for crops) per dataset, the first in file order.",
     )
+    @click.option(
+        "--max-positives",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Train on the N highest-graded positives of each query (all judged documents "
+        "stay out of its negatives).",
+    )
     def embedder(
         datasets: tuple[str, ...],
         resume: bool,

@@ -167,6 +167,10 @@ class EmbedderConfig:
             anchor out of that anchor's softmax (they are not negatives; on NFCorpus 28% of
             the anchors of a random batch of 32 meet one). MNRL losses only.
         max_examples: at most this many examples per dataset (the first, in file order).
+        max_positives: train on at most this many positives per query, the highest-graded
+            (ties by document id): e.g. 1 on NFCorpus keeps the directly linked
+            articles (grade 2) over the indirect ones. Every judged document stays out of
+            the query's negatives and in-batch softmax all the same.
         crop_min_ratio / crop_max_ratio: a crop's share of the document's words.
         seed: seeds dropout and every data draw.
         cocitation: also train on co-cited document pairs (anchor: a document, positive:
@@ -201,6 +205,7 @@ class EmbedderConfig:
     scale: float = 20.0
     mask_judged: bool = True
     max_examples: int | None = None
+    max_positives: int | None = None
     crop_min_ratio: float = 0.1
     crop_max_ratio: float = 0.5
     seed: int = 42
@@ -250,7 +255,7 @@ class EmbedderConfig:
             "mini_batch_size": self.mini_batch_size,
             "negatives_per_query": self.negatives_per_query,
         }
-        for name in ("max_steps", "max_length", "max_examples"):
+        for name in ("max_steps", "max_length", "max_examples", "max_positives"):
             if getattr(self, name) is not None:
                 positive[name] = getattr(self, name)
         for name, value in positive.items():
@@ -349,6 +354,12 @@ class _Example:
     positives: list[str] = field(default_factory=list)
     negatives: list[str] = field(default_factory=list)
     difficulty: float = float("-inf")
+    #: every document the split judges relevant (``positives`` may be the best of them)
+    judged: list[str] = field(default_factory=list)
+
+    @property
+    def relevant(self) -> list[str]:
+        return self.judged or self.positives
 
 
 @dataclass
@@ -388,14 +399,20 @@ def _supervised_dataset(
     )
     from ..engine.evaluate import load_dataset
 
-    queries = load_dataset(root, split=cfg.split).queries
+    split = load_dataset(root, split=cfg.split)
+    queries = split.queries
     examples: list[_Example] = []
     without = dropped = 0
     for m in mined.queries:
-        positives = [d for d in m.positive_ids if d in texts]
-        if not positives:
+        judged = [d for d in m.positive_ids if d in texts]
+        if not judged:
             dropped += 1
             continue
+        positives = judged
+        if cfg.max_positives is not None and len(judged) > cfg.max_positives:
+            grades = split.qrels.get(m.query_id, {})
+            order = sorted(range(len(judged)), key=lambda i: (-grades.get(judged[i], 0), i))
+            positives = [judged[i] for i in order[: cfg.max_positives]]
         pairs = [(d, s) for d, s in zip(m.negative_ids, m.scores, strict=True) if d in texts]
         if not pairs:
             without += 1
@@ -410,6 +427,7 @@ def _supervised_dataset(
                 positives,
                 [d for d, _ in pairs],
                 _difficulty([s for _, s in pairs]),
+                judged=judged,
             )
         )
     if not examples:
@@ -430,6 +448,7 @@ def _supervised_dataset(
         "queries_dropped": dropped,
         "queries_without_negatives": without,
         "positives": sum(len(e.positives) for e in examples),
+        "judged": sum(len(e.relevant) for e in examples),
         "negatives": sum(len(e.negatives) for e in examples),
         "first_stage": first_stage,
         "mining": {
@@ -611,7 +630,7 @@ def _supervised_batch(
         filled: list[tuple[_Example, str, list[str]]] = []
         for ex, pos, negs in chosen:
             if not negs:  # in-batch: borrow the other members' hard negatives
-                own = set(ex.positives)
+                own = set(ex.relevant)
                 pool = sorted(
                     {
                         (other.dataset, d)
@@ -643,7 +662,7 @@ def _supervised_batch(
         candidates = [(d, p) for d, _, p, _ in rows]
         for j in range(width):
             candidates.extend(_doc_ref(d, negs[j]) for d, _, _, negs in rows)
-        judged = [{(ex.dataset, p) for p in ex.positives} for ex, _, _ in chosen]
+        judged = [{(ex.dataset, p) for p in ex.relevant} for ex, _, _ in chosen]
         mask, count = judged_mask(judged, candidates, own=list(range(len(rows))))
         if count:
             batch.mask, batch.masked = mask, count

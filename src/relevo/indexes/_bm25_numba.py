@@ -24,14 +24,15 @@ SLACK = 1.0 + 1e-5
 #: walk in full (its essential lists, after its pre-pass), times this, exceed
 #: term-at-a-time's work (the query's postings, plus the documents where it takes its
 #: dense pass) ...
-MAXSCORE_COST = 16
+MAXSCORE_COST = 32
 
 #: ... weighed up by ``1 + n_docs / TAAT_CACHE_DOCS`` (its scattered writes into the
-#: accumulator miss the caches more as it grows). Both fitted to per-query timings of
-#: both kernels on the scale benchmark's corpora (600 queries at 20k, 100k, 200k, 1M
-#: documents; checked on 400 other queries): 7-13% faster than MaxScore alone at 20k,
-#: equal from 100k on, where term-at-a-time is rarely cheaper.
-TAAT_CACHE_DOCS = 1 << 14
+#: accumulator miss the caches more as it grows). Both fitted by
+#: ``benchmarks/tune_bm25_auto.py`` to per-query timings of both kernels on the scale
+#: benchmark's corpora (600 queries at each of 20k, 100k, 200k, 1M documents) and
+#: checked on 400 held-out ones (``benchmarks/results/bm25-auto.md``): against MaxScore
+#: alone 1.19x at 20k, 1.04x at 100k, 0.96x at 200k, 1.00x at 1M documents.
+TAAT_CACHE_DOCS = 1 << 15
 
 #: MaxScore's threshold pre-pass accumulates at most ``n_docs / PREPASS_DIV`` postings,
 #: and never more than ``PREPASS_CAP`` (measured on the 1M-document benchmark corpus:

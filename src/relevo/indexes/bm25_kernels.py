@@ -26,7 +26,9 @@ and ties are broken by the lower position.
 if the lists it would still walk in full cost more (``MAXSCORE_COST`` per
 posting) than a term-at-a-time pass over all the query's postings (plus its dense
 scan of the documents where it takes one; weighed up with the corpus size,
-``TAAT_CACHE_DOCS``), the query runs term-at-a-time.
+``TAAT_CACHE_DOCS``), the query runs term-at-a-time. The two constants are fitted to
+per-query timings of both kernels by ``benchmarks/tune_bm25_auto.py``
+(``benchmarks/results/bm25-auto.md``: how the rule does against the per-query best).
 
 The tuning constants (``SLACK``, ``MAXSCORE_COST``, ``PREPASS_CAP``, ...) live in
 ``_bm25_numba.py`` itself: numba freezes globals into the compiled code and its

@@ -35,9 +35,9 @@ MAXSCORE_COST = 32
 TAAT_CACHE_DOCS = 1 << 15
 
 #: MaxScore's threshold pre-pass accumulates at most ``n_docs / PREPASS_DIV`` postings,
-#: and never more than ``PREPASS_CAP`` (measured on the 1M-document benchmark corpus:
-#: the uncapped n/8 pre-pass took 40% of a query; capped at 8,192 postings MaxScore ran
-#: 1.5-1.8x faster there and equally fast at 200k).
+#: and never more than ``PREPASS_CAP`` (profiled on the 1M-document benchmark corpus:
+#: the uncapped n/8 pre-pass took 40% of a query; with the cap, MaxScore alone went from
+#: 743 to 805-1,001 QPS there in ``benchmarks/bench_bm25_scale.py``, same at 200k).
 PREPASS_DIV = 8
 PREPASS_CAP = 8192
 

@@ -107,6 +107,21 @@ def emit(hs, hp, size, row_s, row_p):
         sift_down(hs, hp, 0, n)
 
 
+@functools.partial(numba.njit, cache=True, nogil=True, inline="always")
+def drain(acc, touched, nt, k, allowed, use_allowed, hs, hp, size):
+    # The top-k of the first ``nt`` touched documents' sums into the heap, clearing acc.
+    for i in range(nt):
+        d = touched[i]
+        s = acc[d]
+        if s != 0:
+            acc[d] = 0
+            if size == k and s < hs[0]:
+                continue  # the common case, tested here: a call costs more than the test
+            if not use_allowed or allowed[d]:
+                size = push(hs, hp, size, k, s, d)
+    return size
+
+
 @njit
 def taat_one(terms, indptr, indices, data, k, allowed, use_allowed, acc, mark, touched, hs, hp):
     # A document whose sum is exactly 0 is dropped (as scipy's product drops it), so
@@ -156,16 +171,7 @@ def taat_one(terms, indptr, indices, data, k, allowed, use_allowed, acc, mark, t
                 touched[nt] = d
                 nt += 1
             acc[d] += data[p]
-    for i in range(nt):
-        d = touched[i]
-        s = acc[d]
-        if s != 0:
-            acc[d] = 0
-            if size == k and s < hs[0]:
-                continue
-            if not use_allowed or allowed[d]:
-                size = push(hs, hp, size, k, s, d)
-    return size
+    return drain(acc, touched, nt, k, allowed, use_allowed, hs, hp, size)
 
 
 @njit
@@ -198,16 +204,7 @@ def kth_partial(
                 touched[nt] = d
                 nt += 1
             acc[d] += data[p] * w
-    size = 0
-    for i in range(nt):
-        d = touched[i]
-        s = acc[d]
-        if s != 0:
-            acc[d] = 0
-            if size == k and s < hs[0]:
-                continue  # the common case, tested here: a call costs more than the test
-            if not use_allowed or allowed[d]:
-                size = push(hs, hp, size, k, s, d)
+    size = drain(acc, touched, nt, k, allowed, use_allowed, hs, hp, 0)
     if size < k:
         return -np.inf
     return np.float64(hs[0]) / SLACK

@@ -93,3 +93,15 @@ def test_bad_options_are_refused(engine, lm):
         build(engine, lm, docid="isbn")
     with pytest.raises(ConfigError, match="end with"):
         build(engine, lm, prompt="{query} ->")
+
+
+def test_batched_queries_give_each_querys_own_hits(engine, lm):
+    col = build(engine, lm, beams=8, query_batch=3)
+    queries = ["a kitten purrs", "dogs bark", "programming language", "cats", "x"]
+    batched = col.search_batch(queries, 5)  # two model batches: 3 + 2 queries
+    for q, hits in zip(queries, batched, strict=True):
+        alone = col.search(q, 5)
+        assert [h.id for h in hits] == [h.id for h in alone]
+        assert [h.score for h in hits] == pytest.approx([h.score for h in alone], abs=1e-4)
+    with pytest.raises(ConfigError, match="query_batch"):
+        build(engine, lm, query_batch=0)

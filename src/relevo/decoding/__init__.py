@@ -25,6 +25,7 @@ from .generate import (
     ConstrainedLogitsProcessor,
     Hypothesis,
     awrs_generate,
+    beam_search_batch,
     diverse_beam_search,
 )
 from .trie import TokenTrie, TrieNode
@@ -41,6 +42,7 @@ __all__ = [
     "TokenTrie",
     "TrieNode",
     "awrs_generate",
+    "beam_search_batch",
     "diverse_beam_search",
     "suffix_tokens",
 ]

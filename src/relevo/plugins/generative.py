@@ -106,6 +106,8 @@ class DocidTrieIndex(Index):
             (a sentence-transformers folder or ``minilm``).
         device: ``auto``, ``cpu``, ``cuda``...
         seed: k-means and AWRS seed.
+        query_batch: queries whose beam searches share one model call per step (a step
+            over a few dozen beams costs little more than over one on a CPU).
     """
 
     name: ClassVar[str] = "docid-trie"
@@ -131,6 +133,7 @@ class DocidTrieIndex(Index):
         embedder: str | None = None,
         device: str = "auto",
         seed: int | None = None,
+        query_batch: int = 8,
         **options: Any,
     ) -> None:
         # Options left unset take the values the model was trained with (its
@@ -170,6 +173,7 @@ class DocidTrieIndex(Index):
             ("samples", samples, 1),
             ("branching", branching, 2),
             ("leaf", leaf, 1),
+            ("query_batch", query_batch, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(
@@ -190,8 +194,10 @@ class DocidTrieIndex(Index):
             embedder=embedder,
             device=device,
             seed=seed,
+            query_batch=query_batch,
             **options,
         )
+        self.query_batch = query_batch
         self.docid, self.model_name, self.max_words = docid, model, max_words
         self.beams, self.decoding, self.groups = beams, decoding, groups
         self.diversity, self.samples, self.prompt = float(diversity), samples, prompt
@@ -277,56 +283,74 @@ class DocidTrieIndex(Index):
         pos = np.full((n, k), -1, dtype=np.int64)
         if self._trie is None or len(self._trie) == 0:
             return scores, pos
-        for qi, q in enumerate(queries):
-            found = self.generate(str(q), k)
-            for j, (row, score) in enumerate(found[:k]):
-                pos[qi, j], scores[qi, j] = row, score
+        texts = [str(q) for q in queries]
+        for start in range(0, n, self.query_batch):
+            chunk = self.generate_batch(texts[start : start + self.query_batch], k)
+            for qi, found in enumerate(chunk, start):
+                for j, (row, score) in enumerate(found[:k]):
+                    pos[qi, j], scores[qi, j] = row, score
         return scores, pos
 
     def generate(self, query: str, k: int) -> list[tuple[int, float]]:
         """``(row, score)`` of up to ``k`` distinct identifiers generated for ``query``."""
+        return self.generate_batch([query], k)[0]
+
+    def generate_batch(self, queries: Sequence[str], k: int) -> list[list[tuple[int, float]]]:
+        """:meth:`generate` for several queries; beam searches share one model call per step."""
         import torch
 
         from ..decoding.compact_decoder import CompactTrieDecoder
-        from ..decoding.generate import awrs_generate, diverse_beam_search
+        from ..decoding.generate import awrs_generate, beam_search_batch
 
         tok, lm = self.tokenizer(), self.lm()
-        eos = self._eos()
-        decoder = CompactTrieDecoder(self._trie, eos_token_id=eos)
-        prompt = tok(self.prompt.format(query=query), return_tensors="pt", add_special_tokens=False)
-        ids = prompt["input_ids"].to(next(lm.parameters()).device)
+        decoder = CompactTrieDecoder(self._trie, eos_token_id=self._eos())
+        device = next(lm.parameters()).device
+        prompts = [
+            tok(self.prompt.format(query=q), return_tensors="pt", add_special_tokens=False)[
+                "input_ids"
+            ].to(device)
+            for q in queries
+        ]
         width = min(MAX_BEAMS, max(self.beams, k))
-        found: dict[int, float] = {}
+        found: list[dict[int, float]] = []
         with torch.no_grad():
             if self.decoding == "awrs":
-                gen = torch.Generator().manual_seed(self.seed)
-                result = awrs_generate(
-                    lm, ids, decoder, num_samples=max(self.samples, k), generator=gen
-                )
-                counts: dict[int, int] = {}
-                for seq in result.sequences:
-                    row = self._trie.rows_of(list(seq))
-                    if row is not None:
-                        counts[row] = counts.get(row, 0) + 1
-                total = max(sum(counts.values()), 1)
-                found = {r: math.log(c / total) for r, c in counts.items()}
+                for ids in prompts:
+                    gen = torch.Generator().manual_seed(self.seed)
+                    result = awrs_generate(
+                        lm, ids, decoder, num_samples=max(self.samples, k), generator=gen
+                    )
+                    counts: dict[int, int] = {}
+                    for seq in result.sequences:
+                        row = self._trie.rows_of(list(seq))
+                        if row is not None:
+                            counts[row] = counts.get(row, 0) + 1
+                    total = max(sum(counts.values()), 1)
+                    found.append({r: math.log(c / total) for r, c in counts.items()})
             else:
                 groups = self.groups if self.decoding == "diverse" else 1
                 width = max(groups, width - width % groups)
-                hyps = diverse_beam_search(
+                batches = beam_search_batch(
                     lm,
-                    ids,
-                    decoder,
+                    prompts,
+                    [decoder] * len(prompts),
                     num_beams=width,
                     num_groups=groups,
                     diversity_penalty=self.diversity if groups > 1 else 0.0,
+                    # ranked by sequence log-probability, as the hits are; plain beam
+                    # search then stops once k identifiers beat every open beam (exact)
+                    length_penalty=0.0,
+                    top_k=k if groups == 1 else None,
+                    pad_token_id=self._eos(),
                 )
-                for h in hyps:
-                    row = self._trie.rows_of(list(h.tokens)) if h.finished else None
-                    if row is not None and (row not in found or h.logprob > found[row]):
-                        found[row] = float(h.logprob)
-        ranked = sorted(found.items(), key=lambda rs: (-rs[1], rs[0]))
-        return ranked[:k]
+                for hyps in batches:
+                    rows: dict[int, float] = {}
+                    for h in hyps:
+                        row = self._trie.rows_of(list(h.tokens)) if h.finished else None
+                        if row is not None and (row not in rows or h.logprob > rows[row]):
+                            rows[row] = float(h.logprob)
+                    found.append(rows)
+        return [sorted(f.items(), key=lambda rs: (-rs[1], rs[0]))[:k] for f in found]
 
     # -- disk ----------------------------------------------------------------------------------
     def save_payload(self, directory: Path) -> dict[str, Any]:

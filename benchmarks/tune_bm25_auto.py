@@ -55,6 +55,8 @@ def measure(n_docs: int, n_queries: int, repeats: int) -> dict[str, Any]:
     acc = np.zeros(n_docs, np.float32)
     touched = np.empty(n_docs, np.int64)
     mark = np.zeros(n_docs, np.bool_)
+    # term-at-a-time as the auto rule was fitted: without dense columns
+    no_cols, no_dense = np.full(len(lengths), -1, np.int64), np.zeros((1, 1), np.float32)
     hs, hp = np.empty(K, np.float32), np.empty(K, np.int64)
     allowed = np.ones(1, np.bool_)
     args = (scores.indptr, scores.indices, scores.data)
@@ -91,7 +93,7 @@ def measure(n_docs: int, n_queries: int, repeats: int) -> dict[str, Any]:
         )
         t_taat = best(
             lambda t=terms: kernels.taat_one(
-                t, *args, K, allowed, False, acc, mark, touched, hs, hp
+                t, *args, hi, K, allowed, False, acc, mark, touched, hs, hp, no_cols, no_dense
             )
         )
         rows.append([t_max, t_taat, walked, taat])

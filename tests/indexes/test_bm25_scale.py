@@ -363,3 +363,63 @@ def test_global_statistics_persist_and_stay_fixed(tmp_path):
     local = built(docs[:60])
     local.remove([0, 1])
     same(loaded.search_tokenized(qs, 10), local.search_tokenized(qs, 10))
+
+
+def test_dense_columns_hold_the_frequent_terms_postings_within_budget():
+    from relevo.indexes import bm25_kernels as bk
+
+    docs = zipf_corpus(3000, 2000, 41)
+    index = built(docs, backend="numba-taat")
+    index._fresh()
+    sc = index._scores
+    col_of, dense = bk.dense_columns(sc.indptr, sc.indices, sc.data, sc.shape[1])
+    lengths = np.diff(sc.indptr)
+    cols = np.flatnonzero(col_of >= 0)
+    assert len(cols) >= 5  # a Zipfian vocabulary has terms in most documents
+    assert (lengths[cols] * bk.DENSE_DIV >= sc.shape[1]).all()
+    # the most frequent terms first: no term left out is more frequent than one kept
+    assert lengths[col_of < 0].max() <= lengths[cols].min()
+    assert dense.nbytes <= bk.DENSE_BUDGET * (sc.data.nbytes + sc.indices.nbytes)
+    for t in cols[:10]:
+        want = np.zeros(sc.shape[1], np.float32)
+        a, b = sc.indptr[t], sc.indptr[t + 1]
+        want[sc.indices[a:b]] = sc.data[a:b]
+        np.testing.assert_array_equal(dense[col_of[t]], want)
+    # past DENSE_MAX_DOCS, or with no budget, no columns
+    none_of, none = bk.dense_columns(sc.indptr, sc.indices, sc.data, bk.DENSE_MAX_DOCS + 1)
+    assert (none_of == -1).all() and none.shape == (1, 1)
+
+
+@pytest.mark.parametrize("method", ["lucene", "okapi"])
+def test_dense_columns_change_no_score_bit(monkeypatch, method):
+    """Term-at-a-time with and without the frequent terms' dense columns: identical."""
+    from relevo.indexes import bm25_kernels as bk
+
+    docs = zipf_corpus(3000, 2000, 43)
+    rng = np.random.default_rng(44)
+    qs = zipf_queries(200, 2000, rng, shortest=1) + [["w0", "w0", "w5"], ["w1999", "w0"]]
+    allowed = rng.random(len(docs)) < 0.5
+    removed = rng.choice(len(docs), 100, replace=False)
+    results = {}
+    for dense in (True, False):
+        if not dense:
+            monkeypatch.setattr(bk, "DENSE_MAX_DOCS", 0)
+        for backend in ("numba-taat", "auto"):
+            index = built(docs, method=method, backend=backend)
+            index.remove(removed)
+            results[dense, backend] = (
+                index.search_tokenized(qs, 10),
+                index.search(qs, 10, allowed=allowed),
+            )
+            assert (index._dense[0] >= 0).any() == dense
+    for backend in ("numba-taat", "auto"):
+        for got, want in zip(results[True, backend], results[False, backend], strict=True):
+            np.testing.assert_array_equal(got[1], want[1])
+            np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_planner_knows_the_dense_columns():
+    from relevo.engine import planner_formats as pf
+    from relevo.indexes import bm25_kernels as bk
+
+    assert (pf.BM25_DENSE_MAX_DOCS, pf.BM25_DENSE_BUDGET) == (bk.DENSE_MAX_DOCS, bk.DENSE_BUDGET)

@@ -21,7 +21,9 @@ document (constants measured on SciFact, NFCorpus and TREC DL passages):
   ``8T + 56N``) and COO / CSR temporaries (arrays, ``29 T + 122 N``); it keeps int32
   tf and term ids (``8`` per posting ``+ 12 N``) and the vocabulary and stem memo
   (heap, ``360 V``). Saving rebuilds the score matrix (``40.5`` per posting). Serving
-  maps the ``.npy`` arrays (``16`` per posting ``+ 12 N + 4 V``) and keeps ``137 V``.
+  maps the ``.npy`` arrays (``16`` per posting ``+ 12 N + 4 V``) and keeps ``137 V``;
+  up to ``262,144`` documents the query kernels add dense columns of the frequent
+  terms, at most half the score postings' bytes (the bound is what is planned).
 - **faiss**: the factory resolved as :mod:`relevo.indexes.faiss_index` does (``{nlist}``
   ~ ``4 sqrt(N)`` with >= 39 points a cell, ``{m}`` = divisor of D nearest D/8, PQ bits
   lowered for small N). Codes per vector: Flat ``4D``, SQfp16 ``2D``, SQ8 ``D``, SQ4
@@ -85,6 +87,10 @@ TOKENS_PER_WORD, DISTINCT_PER_WORD, DISTINCT_KNEE, DISTINCT_DECAY = 0.72, 0.45, 
 HEAPS_K, HEAPS_BETA = 7.5, 0.6
 BM25_ADD_TOKEN, BM25_ADD_DOC, BM25_VOCAB_BUILD, BM25_VOCAB_SERVING = 37.2, 178, 360, 137
 BM25_REBUILD, BM25_LOAD = 40.5, 13.4
+# The numba kernels' dense columns of frequent terms (relevo.indexes.bm25_kernels'
+# DENSE_MAX_DOCS / DENSE_BUDGET; a test keeps these equal): at most this share of the
+# score postings' bytes, on indexes of at most this many documents.
+BM25_DENSE_MAX_DOCS, BM25_DENSE_BUDGET = 1 << 18, 0.5
 FINITE_CHUNK = 1 << 22  # values require_finite checks at once (a bool temporary)
 FAISS_POINTS, FAISS_MIN_POINTS, FAISS_IVF_BATCH, FAISS_PQ_BATCH = 256, 39, 65536, 32768
 FAISS_GPU_SCRATCH, FAISS_TABLE_MAX = 1536 * MIB, 2 * GIB
@@ -317,6 +323,8 @@ def _bm25_stage(stage: StagePlan, w: Workload) -> None:
     lists = 8 * tokens + 56 * n
     temps = int(BM25_ADD_TOKEN * tokens + BM25_ADD_DOC * n) - lists
     scratch = max(int(BM25_LOAD * nnz), 8 * min(n, 1 << 24), min(nnz, FINITE_CHUNK))
+    idx = 4 if max(nnz, vocab) < 2**31 else 8
+    dense = int(BM25_DENSE_BUDGET * (4 + idx) * nnz) if n <= BM25_DENSE_MAX_DOCS else 0
     stage.parts = {
         "postings": Part(arrays, arrays, mmap=True, note=f"{nnz:,} postings, {vocab:,} terms"),
         "vocabulary": Part(BM25_VOCAB_BUILD * vocab, BM25_VOCAB_SERVING * vocab),
@@ -324,6 +332,8 @@ def _bm25_stage(stage: StagePlan, w: Workload) -> None:
         "rebuild": Part(int(BM25_REBUILD * nnz), note="score matrix rebuilt when saved"),
         "load / query": Part(0, scratch, note="load checks, one query's product"),
     }
+    if dense:
+        stage.parts["dense columns"] = Part(0, dense, note="frequent terms' columns (numba)")
     stage.kept_heap, stage.kept = BM25_VOCAB_BUILD * vocab, 8 * nnz + 12 * n
     stage.phases = [("add", lists + stage.kept_heap, temps)]
     stage.save_extra = int(BM25_REBUILD * nnz)

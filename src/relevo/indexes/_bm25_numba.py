@@ -123,22 +123,98 @@ def drain(acc, touched, nt, k, allowed, use_allowed, hs, hp, size):
 
 
 @njit
-def taat_one(terms, indptr, indices, data, k, allowed, use_allowed, acc, mark, touched, hs, hp):
+def split_one(
+    terms, indptr, indices, data, term_max, k, allowed, use_allowed, acc, mark, touched, hs, hp,
+    col_of, dense,
+):  # fmt: skip
+    # The query's terms with a dense column are frequent ones (small contributions); a
+    # document none of its other terms lists scores at most the sum of those terms'
+    # bounds. Score only the documents the other terms list (their postings, plus one
+    # lookup per frequent term, added in query order: the same sums bit for bit), and
+    # keep that top-k where its k-th score beats that bound (with SLACK); else return
+    # -1 (acc and marks cleared) and the caller scores every document.
+    nt = 0
+    bound = 0.0
+    for j in range(len(terms)):
+        t = terms[j]
+        if col_of[t] >= 0:
+            bound += np.float64(term_max[t])
+            continue
+        for p in range(indptr[t], indptr[t + 1]):
+            d = indices[p]
+            if not mark[d]:
+                mark[d] = True
+                touched[nt] = d
+                nt += 1
+    if nt < k:
+        for i in range(nt):
+            mark[touched[i]] = False
+        return -1
+    for j in range(len(terms)):
+        t = terms[j]
+        c = col_of[t]
+        if c >= 0:
+            col = dense[c]
+            for i in range(nt):
+                d = touched[i]
+                acc[d] += col[d]
+        else:
+            for p in range(indptr[t], indptr[t + 1]):
+                acc[indices[p]] += data[p]
+    size = drain(acc, touched, nt, k, allowed, use_allowed, hs, hp, 0)  # clears acc
+    for i in range(nt):
+        mark[touched[i]] = False
+    if size == k and np.float64(hs[0]) > bound + abs(bound) * (SLACK - 1.0):
+        return size
+    return -1
+
+
+@njit
+def taat_one(
+    terms, indptr, indices, data, term_max, k, allowed, use_allowed, acc, mark, touched, hs, hp,
+    col_of, dense,
+):  # fmt: skip
     # A document whose sum is exactly 0 is dropped (as scipy's product drops it), so
-    # acc != 0 is what "matched" means and no per-document mark is needed: ``mark`` is
-    # kept in the signature for callers but unused.
+    # acc != 0 is what "matched" means. ``col_of[t] >= 0``: term t also has a dense
+    # column of contributions (0 where it is absent), ``dense[col_of[t]]``; ``mark``
+    # (all False between calls) serves :func:`split_one`.
     n_docs = len(acc)
     total = 0
+    has_dense = False
+    has_sparse = False
     for j in range(len(terms)):
         t = terms[j]
         total += indptr[t + 1] - indptr[t]
+        if col_of[t] >= 0:
+            has_dense = True
+        else:
+            has_sparse = True
+    if has_dense and has_sparse:
+        size = split_one(
+            terms, indptr, indices, data, term_max, k, allowed, use_allowed, acc, mark, touched,
+            hs, hp, col_of, dense,
+        )  # fmt: skip
+        if size >= 0:
+            return size
     size = 0
-    if total >= n_docs // 4:
+    if has_dense or total >= n_docs // 4:
         # Dense: accumulate, then scan every document (cheaper than tracking them).
+        # A term with a dense column is added as one sequential vector pass instead of
+        # scattered writes. Adding its zeros leaves every other sum unchanged, and the
+        # terms are still added in query order, so every sum is bit for bit the same.
         for j in range(len(terms)):
             t = terms[j]
-            for p in range(indptr[t], indptr[t + 1]):
-                acc[indices[p]] += data[p]
+            c = col_of[t]
+            if c >= 0:
+                col = dense[c]
+                if j == 0:  # acc is all zeros: 0 + x is x
+                    acc[:] = col
+                else:
+                    for e in range(n_docs):
+                        acc[e] += col[e]
+            else:
+                for p in range(indptr[t], indptr[t + 1]):
+                    acc[indices[p]] += data[p]
         # Documents come in increasing order, so a tie with the heap's worst entry
         # never wins (it has the lower position): only a strictly larger score enters.
         # Once the heap is full that test is all a document costs (no branch on
@@ -362,6 +438,8 @@ def search(
     touched,
     out_s,
     out_p,
+    col_of,
+    dense,
 ):
     # strategy: 0 auto (per query: MaxScore where every contribution is >= 0 and its
     # estimated cost is below term-at-a-time's, else term-at-a-time), 1 MaxScore where
@@ -377,7 +455,9 @@ def search(
         use_max = strategy == 1 or (strategy == 0 and k * MAXSCORE_MIN_SHARE <= len(acc))
         if use_max:
             for j in range(len(terms)):
-                if term_min[terms[j]] < 0:
+                if term_min[terms[j]] < 0 or (strategy == 0 and col_of[terms[j]] >= 0):
+                    # auto: a frequent term's dense column makes term-at-a-time's
+                    # split (split_one) the cheaper pruning
                     use_max = False
                     break
         size = -1
@@ -399,6 +479,20 @@ def search(
             )
         if size < 0:
             size = taat_one(
-                terms, indptr, indices, data, k, allowed, use_allowed, acc, mark, touched, hs, hp
+                terms,
+                indptr,
+                indices,
+                data,
+                term_max,
+                k,
+                allowed,
+                use_allowed,
+                acc,
+                mark,
+                touched,
+                hs,
+                hp,
+                col_of,
+                dense,
             )
         emit(hs, hp, size, out_s[q], out_p[q])

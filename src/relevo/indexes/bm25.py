@@ -489,6 +489,7 @@ class BM25Index(Index):
         self._scores: Any = None  # term-major CSR (terms x docs) of float32 contributions
         # Largest / smallest contribution per term (MaxScore bounds), None until needed.
         self._bounds: tuple[np.ndarray, np.ndarray] | None = None
+        self._dense: tuple[np.ndarray, np.ndarray] | None = None  # frequent terms' columns
         self._avgdl = 0.0
         self._idf: np.ndarray | None = np.zeros(0, np.float64)  # None: not computed yet
         self._global: BM25Statistics | None = None
@@ -757,6 +758,7 @@ class BM25Index(Index):
                 cursor[st[first]] += run_len
         self._scores = csr(s_data, s_indices, s_indptr, (n_terms, n_docs))
         self._bounds = None
+        self._dense = None
         logger.debug("bm25: %d documents, %d terms, %d postings", n_docs, n_terms, nnz)
 
     def remove(self, positions: Sequence[int] | np.ndarray) -> int:
@@ -916,6 +918,14 @@ class BM25Index(Index):
             self._bounds = term_bounds(self._scores.indptr, self._scores.data)
         return self._bounds
 
+    def _dense_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._dense is None:
+            from .bm25_kernels import dense_columns
+
+            sc = self._scores
+            self._dense = dense_columns(sc.indptr, sc.indices, sc.data, sc.shape[1])
+        return self._dense
+
     def _search_compiled(
         self,
         kernels: Any,
@@ -958,6 +968,7 @@ class BM25Index(Index):
             *scratch,
             out_s,
             out_p,
+            *self._dense_columns(),
         )
 
     # -- persistence ----------------------------------------------------------------

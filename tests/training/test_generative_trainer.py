@@ -367,3 +367,41 @@ def test_module_imports_without_torch():
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_an_index_takes_the_semantic_identifiers_the_model_learned(
+    train_set, lm, engine, tmp_path, monkeypatch, caplog
+):
+    """Re-clustering elsewhere (other embeddings, other k-means) must not rename documents."""
+    from relevo import Document
+    from relevo.indexes import docids
+
+    out = tmp_path / "sem"
+    opts = {"docid": "semantic", "branching": 3, "leaf": 4}
+    train_generative(config(train_set, lm, out, semantic_device="cpu", **opts))
+    saved = json.loads((out / docids.ASSIGNMENT_DIR / "docids.json").read_text())
+    corpus = json.loads((out / docids.ASSIGNMENT_DIR / "corpus.json").read_text())
+    assert corpus["doc_ids"] == [d.id for d in tiny_corpus()] and len(saved) == len(tiny_corpus())
+
+    # the index's own clustering now gives other identifiers (as another machine might)
+    real = docids.DocidAssigner._cluster
+    monkeypatch.setattr(
+        docids.DocidAssigner, "_cluster", lambda self, vecs: real(self, vecs[::-1].copy())
+    )
+    index = build(engine, out).stages["docid-trie"].index
+    assert index.ids == saved
+    assert set(index.centroids) == set(
+        docids.DocidAssigner.read_state(out / docids.ASSIGNMENT_DIR)[1]
+    )
+    # a document added later descends the restored centroid tree
+    col = build(engine, out)
+    col.add([Document("new", "Kittens purr and sleep", title="Kitten naps")])
+    assert col.stages["docid-trie"].index.ids[-1] not in saved
+    # other documents: clustered here, with a warning that names the mismatch
+    other = engine.index(
+        tiny_corpus()[:6],
+        stages=["docid-trie"],
+        index_options={"docid-trie": {"model": str(out), "device": "cpu", "beams": 4}},
+    )
+    assert len(other.stages["docid-trie"].index.ids) == 6
+    assert "trained on other documents" in caplog.text

@@ -23,19 +23,24 @@ Importing this module imports neither torch nor transformers.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..engine.errors import ConfigError
+from ..engine.errors import ConfigError, CorruptIndexError
 from ..engine.types import Document
 
 DOCIDS = ("title", "prefix", "semantic")
 #: the text the identifier follows in every prompt (its tokenisation boundary)
 ANCHOR = "Title:"
 DEFAULT_PROMPT = "Query: {query}\n" + ANCHOR
+#: the folder of a ``relevo train generative`` model holding the semantic identifiers it
+#: learned (the index restores them instead of clustering again)
+ASSIGNMENT_DIR = "docids"
 
 
 def words(text: str, n: int) -> str:
@@ -108,6 +113,54 @@ class DocidAssigner:
         self.taken = {i: r for r, i in enumerate(self.ids)}
         self.centroids = dict(centroids)
         self.leaf_fill = {str(k): int(v) for k, v in leaf_fill.items()}
+
+    def save_state(self, directory: Path) -> None:
+        """Write the identifiers and the centroid tree (``docids.json``, ``semantic.json``,
+        ``centroids.npy`` when there are centroids) into ``directory``."""
+        directory = Path(directory)
+        (directory / "docids.json").write_text(json.dumps(self.ids, ensure_ascii=False), "utf-8")
+        paths = sorted(self.centroids)
+        if paths:
+            np.save(
+                directory / "centroids.npy",
+                np.concatenate([self.centroids[p] for p in paths]),
+                allow_pickle=False,
+            )
+        semantic = {
+            "paths": paths,
+            "sizes": [int(len(self.centroids[p])) for p in paths],
+            "leaf_fill": self.leaf_fill,
+        }
+        (directory / "semantic.json").write_text(json.dumps(semantic), "utf-8")
+
+    @staticmethod
+    def read_state(
+        directory: Path, count: int | None = None
+    ) -> tuple[list[str], dict[str, np.ndarray], dict[str, int]]:
+        """``(ids, centroids, leaf_fill)`` written by :meth:`save_state`, for :meth:`restore`.
+
+        Raises:
+            CorruptIndexError: a file is missing or unreadable, or ``count`` identifiers
+                were expected and another number is there.
+        """
+        directory = Path(directory)
+        try:
+            ids = json.loads((directory / "docids.json").read_text("utf-8"))
+            semantic = json.loads((directory / "semantic.json").read_text("utf-8"))
+            centroids: dict[str, np.ndarray] = {}
+            if semantic.get("paths"):
+                arr = np.load(directory / "centroids.npy", allow_pickle=False)
+                start = 0
+                for p, size in zip(semantic["paths"], semantic["sizes"], strict=True):
+                    centroids[p] = arr[start : start + size]
+                    start += size
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CorruptIndexError(
+                f"{directory}: identifiers unreadable ({exc}); rebuild the index."
+            ) from exc
+        if not isinstance(ids, list) or (count is not None and len(ids) != count):
+            raise CorruptIndexError(f"{directory}/docids.json does not hold {count} identifiers.")
+        return [str(i) for i in ids], centroids, dict(semantic.get("leaf_fill", {}))
 
     # -- title / prefix ----------------------------------------------------------------------
     def base_id(self, doc: Document | str) -> str:

@@ -34,8 +34,10 @@ import numpy as np
 from ..engine.components import Index
 from ..engine.errors import ConfigError, CorruptIndexError
 from ..engine.hookspecs import Register, hookimpl
+from ..engine.types import Document
 from ..indexes.docids import (
     ANCHOR,
+    ASSIGNMENT_DIR,
     DEFAULT_PROMPT,
     DOCIDS,
     DocidAssigner,
@@ -85,6 +87,35 @@ def _trained_index_options(model: str) -> dict[str, Any]:
     return (
         {k: v for k, v in found.items() if k in _INDEX_DEFAULTS} if isinstance(found, dict) else {}
     )
+
+
+def _trained_assignment(model: str, doc_ids: Sequence[str]) -> tuple[Any, ...] | None:
+    """The semantic identifiers a trained model folder learned for exactly these documents.
+
+    ``(ids, centroids, leaf_fill)`` for :meth:`DocidAssigner.restore` when ``model`` is a
+    ``relevo train generative --docid semantic`` folder trained on a corpus with these
+    document ids in this order; else None (the index clusters itself).
+    """
+    from pathlib import Path
+
+    folder = Path(model).expanduser() / ASSIGNMENT_DIR
+    if not (folder / "corpus.json").is_file():
+        return None
+    try:
+        corpus = json.loads((folder / "corpus.json").read_text("utf-8"))
+        state = DocidAssigner.read_state(folder, len(corpus["doc_ids"]))
+    except (OSError, ValueError, KeyError, TypeError, CorruptIndexError) as exc:
+        log.warning("%s: unreadable trained identifiers (%s); clustering again", folder, exc)
+        return None
+    if list(corpus["doc_ids"]) != list(doc_ids):
+        log.warning(
+            "%s: the model was trained on other documents (%d); its semantic identifiers "
+            "are assigned again here, so they may differ from the ones it learned",
+            model,
+            len(corpus["doc_ids"]),
+        )
+        return None
+    return state
 
 
 class DocidTrieIndex(Index):
@@ -254,7 +285,16 @@ class DocidTrieIndex(Index):
         from ..decoding.compact_trie import CompactTrie
 
         start = len(self.ids)
-        new_ids = self._docids.assign(list(items))
+        items = list(items)
+        trained = None
+        if not self.ids and self.docid == "semantic":
+            doc_ids = [d.id if isinstance(d, Document) else "" for d in items]
+            trained = _trained_assignment(self.model_name, doc_ids)
+        if trained is not None:  # the identifiers the model learned, not a re-clustering
+            self._docids.restore(*trained)
+            new_ids = list(self.ids)
+        else:
+            new_ids = self._docids.assign(items)
         sequences = [self._tokens(i) for i in new_ids]
         rows = list(range(start, start + len(new_ids)))
         if self._trie is None:
@@ -356,26 +396,9 @@ class DocidTrieIndex(Index):
     def save_payload(self, directory: Path) -> dict[str, Any]:
         from ..models.causal_lm import causal_lm_digest
 
-        (directory / "docids.json").write_text(json.dumps(self.ids, ensure_ascii=False), "utf-8")
+        self._docids.save_state(directory)
         if self._trie is not None:
             self._trie.save(directory / "trie")
-        paths = sorted(self.centroids)
-        if paths:
-            np.save(
-                directory / "centroids.npy",
-                np.concatenate([self.centroids[p] for p in paths]),
-                allow_pickle=False,
-            )
-        (directory / "semantic.json").write_text(
-            json.dumps(
-                {
-                    "paths": paths,
-                    "sizes": [int(len(self.centroids[p])) for p in paths],
-                    "leaf_fill": self._docids.leaf_fill,
-                }
-            ),
-            "utf-8",
-        )
         return {
             "count": len(self.ids),
             "tokenizer": causal_lm_digest(self.model_name),
@@ -388,25 +411,10 @@ class DocidTrieIndex(Index):
         from ..models.causal_lm import causal_lm_digest
 
         index = cls(**dict(params.get("options", {})))
-        try:
-            ids = json.loads((directory / "docids.json").read_text("utf-8"))
-            semantic = json.loads((directory / "semantic.json").read_text("utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CorruptIndexError(
-                f"{directory}: identifiers unreadable ({exc}); rebuild the index."
-            ) from exc
-        if not isinstance(ids, list) or len(ids) != int(params.get("count", -1)):
-            raise CorruptIndexError(
-                f"{directory}/docids.json does not hold {params.get('count')} identifiers."
-            )
-        centroids: dict[str, np.ndarray] = {}
-        if semantic.get("paths"):
-            arr = np.load(directory / "centroids.npy", allow_pickle=False)
-            start = 0
-            for p, size in zip(semantic["paths"], semantic["sizes"], strict=True):
-                centroids[p] = arr[start : start + size]
-                start += size
-        index._docids.restore(ids, centroids, semantic.get("leaf_fill", {}))
+        ids, centroids, leaf_fill = DocidAssigner.read_state(
+            directory, int(params.get("count", -1))
+        )
+        index._docids.restore(ids, centroids, leaf_fill)
         if (directory / "trie").is_dir():
             if params.get("tokenizer") == causal_lm_digest(index.model_name):
                 index._trie = CompactTrie.load(directory / "trie")

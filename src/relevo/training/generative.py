@@ -63,6 +63,7 @@ import numpy as np
 from ..engine.errors import ConfigError, DatasetError
 from ..indexes.docids import (
     ANCHOR,
+    ASSIGNMENT_DIR,
     DEFAULT_PROMPT,
     DOCIDS,
     DocidAssigner,
@@ -268,6 +269,7 @@ class GenerativeData:
     checksum: str
     report: dict[str, Any]
     seconds: float = 0.0
+    assigner: DocidAssigner | None = None  # its state: the identifiers and centroid tree
 
     def counts(self) -> dict[str, int]:
         return {k: sum(e.kind == k for e in self.examples) for k in KINDS}
@@ -357,7 +359,8 @@ def load_examples(config: GenerativeConfig) -> GenerativeData:
                 f"{root}: the corpus has no documents; generative retrieval needs some to name."
             ) from exc
         raise
-    ids = _assigner(config).assign(docs)
+    assigner = _assigner(config)
+    ids = assigner.assign(docs)
     rows = {d.id: i for i, d in enumerate(docs)}
     examples: list[Example] = []
     for i, (d, ident) in enumerate(zip(docs, ids, strict=True)):
@@ -379,7 +382,9 @@ def load_examples(config: GenerativeConfig) -> GenerativeData:
         "identifiers": config.docid,
         **query_report,
     }
-    data = GenerativeData(docs, ids, examples, checksum, report, time.perf_counter() - t0)
+    data = GenerativeData(
+        docs, ids, examples, checksum, report, time.perf_counter() - t0, assigner=assigner
+    )
     log.info("%s: %d documents, examples %s", root.name, len(docs), data.counts())
     return data
 
@@ -720,8 +725,17 @@ def _report(
     }
 
 
-def _write_model(out: Path, trainee: _Trainee, report: dict[str, Any]) -> None:
-    """Write the finished model (LoRA merged) and its report to ``out`` atomically."""
+def _write_model(
+    out: Path, trainee: _Trainee, report: dict[str, Any], data: GenerativeData
+) -> None:
+    """Write the finished model (LoRA merged) and its report to ``out`` atomically.
+
+    Semantic identifiers also go into ``out/docids/`` (:data:`ASSIGNMENT_DIR`): the
+    identifiers the model learned, the centroid tree and the corpus's document ids. An
+    index over the same documents takes them from there instead of clustering again,
+    since k-means over embeddings computed on another machine, device or thread count
+    can come out differently, and the model would then generate the wrong names.
+    """
     from ..engine.manifest import atomic_directory
 
     model = trainee.model.merge_and_unload() if trainee.lora else trainee.model
@@ -730,6 +744,12 @@ def _write_model(out: Path, trainee: _Trainee, report: dict[str, Any]) -> None:
         model.save_pretrained(str(tmp))
         trainee.tokenizer.save_pretrained(str(tmp))
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2), "utf-8")
+        if data.assigner is not None and data.assigner.docid == "semantic":
+            folder = tmp / ASSIGNMENT_DIR
+            folder.mkdir()
+            data.assigner.save_state(folder)
+            corpus = {"corpus_checksum": data.checksum, "doc_ids": [d.id for d in data.docs]}
+            (folder / "corpus.json").write_text(json.dumps(corpus, ensure_ascii=False), "utf-8")
 
 
 def train_generative(
@@ -791,7 +811,7 @@ def train_generative(
     seconds = _train(torch, trainee, data, config, schedule, progress, out, on_step)
     trainee.model.eval()
     report = _report(config, data, schedule, progress, ckpt is not None, device, seconds, out)
-    _write_model(out, trainee, report)
+    _write_model(out, trainee, report, data)
     log.info(
         "trained %d steps in %.0fs, final loss %.4f -> %s",
         schedule.total,

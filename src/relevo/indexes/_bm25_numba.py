@@ -479,20 +479,7 @@ def search(
             )
         if size < 0:
             size = taat_one(
-                terms,
-                indptr,
-                indices,
-                data,
-                term_max,
-                k,
-                allowed,
-                use_allowed,
-                acc,
-                mark,
-                touched,
-                hs,
-                hp,
-                col_of,
-                dense,
-            )
+                terms, indptr, indices, data, term_max, k, allowed, use_allowed, acc, mark,
+                touched, hs, hp, col_of, dense,
+            )  # fmt: skip
         emit(hs, hp, size, out_s[q], out_p[q])

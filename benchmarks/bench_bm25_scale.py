@@ -645,7 +645,11 @@ def markdown(payload: dict[str, Any], path: Path) -> None:
         "- `relevo-okapi`: relevo's default backend over an okapi-idf build (epsilon 1e-7: "
         "idf floored at ~0, PISA's variant), the row to compare PISA with.",
         "- `relevo`: the default backend (numba; per query MaxScore, with a threshold pre-pass "
-        "over its rarest terms, at most 8,192 postings, or term-at-a-time where that is cheaper); `relevo-maxscore` / `relevo-taat`: one numba kernel always; `relevo-scipy`: the "
+        "over its rarest terms, at most 8,192 postings, or term-at-a-time where that is cheaper; up to "
+        "262,144 documents the frequent terms (in >= 1/8 of the documents) also have dense "
+        "columns, and a query with one runs term-at-a-time: split, scoring only the documents "
+        "its other terms list while the frequent terms' bounds cannot reach the k-th score, "
+        "else adding each column in one vector pass); `relevo-maxscore` / `relevo-taat`: one numba kernel always; `relevo-scipy`: the "
         "scipy sparse product (the fallback without numba). All four return identical ids, scores "
         "and tie order (`top10_identical_to_relevo_scipy` in the JSON).",
         "- `--merge` runs replace single systems of a size (rows measured at another time: "
@@ -787,7 +791,14 @@ def main() -> None:
     ap.add_argument(
         "--tmp", type=Path, default=None, help="where indexes are built (default: a temp dir)"
     )
+    ap.add_argument(
+        "--render-only", action="store_true", help="redraw the .md / .png from bm25-scale.json"
+    )
     args = ap.parse_args()
+    if args.render_only:
+        saved = json.loads((args.out / "bm25-scale.json").read_text("utf-8"))
+        print(common.write_results(args.out, "bm25-scale", saved, markdown=markdown, plot=plot))
+        return
     payload: dict[str, Any] = {
         "machine": common.machine_line(),
         "machine_info": common.machine_info(),

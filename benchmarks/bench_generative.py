@@ -20,8 +20,8 @@ Next to them: BM25 and MiniLM dense (relevo's cached collections, as ``relevo ev
 and each generative run fused with BM25 by relevo's RRF (k = 60, top 100 of each) — the
 ``generative-hybrid`` pipeline's fusion — against BM25 alone. Runs are appended query by
 query to ``WORK/runs/NAME.jsonl`` (a killed run resumes where it stopped; delete the file
-to re-measure). ``--limit N`` scores only the first N test queries and labels every row
-as a subset. Writes ``benchmarks/results/generative.{json,md,png}``.
+to re-measure). ``--limit N`` scores only the first N test queries (reading them from the
+same run files) and labels every row as a subset. Writes ``benchmarks/results/generative.{json,md,png}``.
 """
 
 from __future__ import annotations
@@ -165,12 +165,13 @@ def fused(
 
 
 def training_facts(model: Path) -> dict[str, Any]:
+    """What ``relevo-generative.json`` says of the run: steps, epochs, seconds, losses."""
     report = json.loads((model / "relevo-generative.json").read_text("utf-8"))
-    keep = ("docid", "steps", "training_seconds", "data_seconds", "final_loss", "examples")
-    facts = {k: report[k] for k in keep if k in report}
-    for k in ("steps", "batch_size", "max_length", "lr", "lora", "base"):
-        if k in report.get("config", {}):
-            facts.setdefault(k, report["config"][k])
+    recipe = report.get("recipe", {})
+    facts = {k: recipe.get(k) for k in ("steps", "epochs", "batch_size", "max_length", "lr")}
+    facts["tuning"] = recipe.get("tuning")
+    for k in ("training_seconds", "first_loss", "final_loss", "training_examples", "device"):
+        facts[k] = report.get(k)
     return facts
 
 
@@ -192,8 +193,9 @@ def measure(args: Any) -> dict[str, Any]:
         rows.append({"system": label, "kind": "baseline", **metrics(run, qrels)})
     for name in args.configs:
         col, build_s = collection(engine, root, name, args, work)
-        run_path = work / "runs" / (f"{name}-limit{args.limit}" if args.limit else name)
-        run_path = run_path.with_suffix(".jsonl")
+        # one run file per configuration: queries go in file order, so a --limit run reads
+        # (or extends) the first queries of the full run
+        run_path = work / "runs" / f"{name}.jsonl"
         print(f"{name}: searching {len(queries)} queries", file=sys.stderr, flush=True)
         search_all(col, queries, args.beams, run_path, args.query_batch)
         recs = read_run(run_path)
@@ -230,6 +232,7 @@ def measure(args: Any) -> dict[str, Any]:
         "rows": rows,
         "published": PUBLISHED,
         "machine": C.machine_info(),
+        "machine_line": C.machine_line(),
         "threads": C.thread_env("OMP_NUM_THREADS"),
         "load_average": C.load_average(),
         "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_generative.py "
@@ -251,7 +254,7 @@ def markdown(payload: dict[str, Any], path: Path) -> None:
         f"{payload['queries']} test queries; every generative row searches with "
         f"{payload['beams']} beams (k = {payload['beams']}), {payload['query_batch']} queries "
         "per batched beam search. Command: `" + payload["command"] + "`.",
-        f"Machine: {payload['machine'].get('cpu', '')}, load average "
+        f"Machine: {payload.get('machine_line', '')}, load average at the end "
         f"{', '.join(f'{x:.1f}' for x in payload['load_average'])}.",
         "",
         *C.md_table(
@@ -283,7 +286,10 @@ def markdown(payload: dict[str, Any], path: Path) -> None:
     trained = [r for r in payload["rows"] if "training" in r]
     if trained:
         lines += ["", "## Training on this machine", ""]
-        keys = ["steps", "batch_size", "max_length", "lr", "training_seconds", "final_loss"]
+        keys = [
+            "steps", "epochs", "batch_size", "max_length", "lr", "tuning",
+            "training_seconds", "first_loss", "final_loss",
+        ]  # fmt: skip
         lines += C.md_table(
             ["model", *keys],
             [[r["system"], *(fmt(r["training"].get(k)) for k in keys)] for r in trained],

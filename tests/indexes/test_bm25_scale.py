@@ -390,9 +390,15 @@ def test_dense_columns_hold_the_frequent_terms_postings_within_budget():
     assert (none_of == -1).all() and none.shape == (1, 1)
 
 
-@pytest.mark.parametrize("method", ["lucene", "okapi"])
-def test_dense_columns_change_no_score_bit(monkeypatch, method):
-    """Term-at-a-time with and without the frequent terms' dense columns: identical."""
+@pytest.mark.parametrize(
+    ("method", "epsilon"), [("lucene", 0.25), ("okapi", 0.25), ("okapi", -0.5)]
+)
+def test_dense_columns_change_no_score_bit(monkeypatch, method, epsilon):
+    """Term-at-a-time with and without the frequent terms' dense columns: identical.
+
+    ``okapi`` with a negative epsilon gives the frequent terms negative contributions:
+    the split's bound must not sum those (a document need not hold every term).
+    """
     from relevo.indexes import bm25_kernels as bk
 
     docs = zipf_corpus(3000, 2000, 43)
@@ -405,7 +411,7 @@ def test_dense_columns_change_no_score_bit(monkeypatch, method):
         if not dense:
             monkeypatch.setattr(bk, "DENSE_MAX_DOCS", 0)
         for backend in ("numba-taat", "auto"):
-            index = built(docs, method=method, backend=backend)
+            index = built(docs, method=method, epsilon=epsilon, backend=backend)
             index.remove(removed)
             results[dense, backend] = (
                 index.search_tokenized(qs, 10),

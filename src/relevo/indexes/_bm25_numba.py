@@ -132,13 +132,16 @@ def split_one(
     # bounds. Score only the documents the other terms list (their postings, plus one
     # lookup per frequent term, added in query order: the same sums bit for bit), and
     # keep that top-k where its k-th score beats that bound (with SLACK); else return
-    # -1 (acc and marks cleared) and the caller scores every document.
+    # -1 (acc and marks cleared) and the caller scores every document. A term's bound
+    # counts at least 0: with a negative idf (okapi, epsilon < 0) every contribution
+    # of it is negative, and a document need not contain it, so summing the negative
+    # maxima would under-estimate what an unscored document can reach.
     nt = 0
     bound = 0.0
     for j in range(len(terms)):
         t = terms[j]
         if col_of[t] >= 0:
-            bound += np.float64(term_max[t])
+            bound += max(np.float64(term_max[t]), 0.0)
             continue
         for p in range(indptr[t], indptr[t + 1]):
             d = indices[p]

@@ -181,6 +181,26 @@ def test_margin_mse_distils_the_teacher_margins(train_set, tiny_st, hermetic, tm
     assert len(batch.columns) == 3  # query, positive, one negative
 
 
+def test_a_bi_encoder_teacher_is_matched_at_cosine_scale(train_set, tiny_st, hermetic, tmp_path):
+    """MarginMSE against a teacher of cosines trains the student's cosine margins (scale 1)."""
+    result = train_embedder(
+        config(
+            train_set, tiny_st, tmp_path / "bi", loss="margin-mse", teacher="bi-encoder:hashing"
+        ),
+        engine=hermetic,
+    )
+    assert result.report["recipe"]["scale"] == 1.0
+    assert result.report["teacher"]["pairs"] > 0 and np.isfinite(result.final_loss)
+    cfg = config(train_set, tiny_st, tmp_path / "x", loss="margin-mse", teacher="word-overlap")
+    assert cfg.resolved_scale(WordOverlapReranker()) == trainer.DEFAULT_SCALE
+    assert cfg.resolved_scale(hermetic.reranker("bi-encoder:hashing")) == 1.0
+    explicit = config(train_set, tiny_st, tmp_path / "y", loss="margin-mse", scale=5.0)
+    assert explicit.resolved_scale(hermetic.reranker("bi-encoder:hashing")) == 5.0
+    assert config(train_set, tiny_st, tmp_path / "z").resolved_scale() == trainer.DEFAULT_SCALE
+    with pytest.raises(ConfigError, match="scale"):
+        config(train_set, tiny_st, tmp_path / "w", scale=0.0).validate()
+
+
 def test_queries_without_negatives_borrow_in_batch_negatives(
     train_set, tiny_st, hermetic, tmp_path
 ):

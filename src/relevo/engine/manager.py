@@ -42,6 +42,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "relevo.plugins.torch_flat",
     "relevo.plugins.promptreps",
     "relevo.plugins.cross_encoder",
+    "relevo.plugins.bi_encoder",
     "relevo.plugins.llm",
     "relevo.plugins.decoders",
     "relevo.plugins.generative",

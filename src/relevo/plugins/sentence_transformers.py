@@ -210,7 +210,15 @@ def _embedder_command(helpers: CommandHelpers) -> click.Command:
     @click.option(
         "--teacher",
         default=None,
-        help="Pointwise reranker for margin-mse, e.g. cross-encoder:DIR.",
+        help="Pointwise reranker for margin-mse, e.g. cross-encoder:DIR or bi-encoder:bge-small "
+        "(a stronger embedder's cosines).",
+    )
+    @click.option(
+        "--scale",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="MNRL: softmax inverse temperature; margin-mse: factor on the student's cosine "
+        "margin. [default: 20; 1 for a bi-encoder teacher]",
     )
     @click.option(
         "--curriculum",

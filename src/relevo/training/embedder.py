@@ -70,6 +70,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,6 +99,7 @@ log = logging.getLogger(__name__)
 LOSSES = ("mnrl", "cached-mnrl", "margin-mse")
 CURRICULA = ("none", "easy-to-hard")
 UNSUPERVISED = ("crops",)
+DEFAULT_SCALE = 20.0  # MNRL's inverse temperature; MarginMSE's factor for a logit teacher
 REPORT_FILE = "relevo-embedder.json"
 FORMAT = "relevo-embedder"
 FORMAT_VERSION = 1
@@ -162,7 +164,10 @@ class EmbedderConfig:
         negatives_per_query: hard negatives per example and step.
         max_length: tokens per text (default: the base model's ``max_seq_length``).
         lr / weight_decay / warmup_ratio: AdamW with linear warm-up and decay.
-        scale: inverse temperature of the (cached) MNRL softmax over cosine scores.
+        scale: inverse temperature of the (cached) MNRL softmax over cosine scores, and
+            for ``margin-mse`` the factor on the student's cosine margin (default: 20, or
+            1 where the teacher's scores are cosines themselves — a ``bi-encoder:...``
+            teacher, see :meth:`resolved_scale`).
         mask_judged: leave in-batch candidates that the split judges relevant to an
             anchor out of that anchor's softmax (they are not negatives; on NFCorpus 28% of
             the anchors of a random batch of 32 meet one). MNRL losses only.
@@ -202,7 +207,7 @@ class EmbedderConfig:
     lr: float = 2e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    scale: float = 20.0
+    scale: float | None = None
     mask_judged: bool = True
     max_examples: int | None = None
     max_positives: int | None = None
@@ -267,7 +272,7 @@ class EmbedderConfig:
             )
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}.")
-        if not self.scale > 0:
+        if self.scale is not None and not self.scale > 0:
             raise ConfigError(f"scale must be > 0, got {self.scale}.")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
@@ -291,6 +296,21 @@ class EmbedderConfig:
                 raise ConfigError(f"domain names must be unique, got {self.moe.domains}.")
         if isinstance(self.checkpoint_every, bool) or self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}.")
+
+    def resolved_scale(self, teacher: Any = None) -> float:
+        """``scale`` as given, else the default for this loss and ``teacher``.
+
+        MNRL: 20 (a softmax over cosines needs a low temperature). MarginMSE: the
+        student's margin is ``scale`` x its cosine margin, in the teacher's units: 20
+        for a cross-encoder's logits, 1 for a teacher whose ``similarity`` is
+        ``"cosine"`` (``bi-encoder:EMBEDDER``; its margins are at most 2 like the
+        student's, and 20 would ask the student for margins 20x too small).
+        """
+        if self.scale is not None:
+            return float(self.scale)
+        if self.loss == "margin-mse" and getattr(teacher, "similarity", None) == "cosine":
+            return 1.0
+        return DEFAULT_SCALE
 
     def resolved_base(self) -> str:
         """The base model's folder (packaged MiniLM, a local folder) or hub id."""
@@ -874,7 +894,7 @@ def _loss_module(losses: Any, model: Any, cfg: EmbedderConfig) -> Any:
         # its cached variant) because it takes the per-step mask of judged candidates.
         return InBatchSoftmaxLoss(
             model,
-            scale=cfg.scale,
+            scale=cfg.resolved_scale(),
             mini_batch_size=cfg.mini_batch_size if cfg.loss == "cached-mnrl" else None,
         )
     # The student's margin is ``scale`` x its cosine margin: a cross-encoder's logits
@@ -882,7 +902,7 @@ def _loss_module(losses: Any, model: Any, cfg: EmbedderConfig) -> Any:
     # chasing them wrecks the embedding (SciFact 0.645 -> 0.470 nDCG@10 in 40 steps).
     from sentence_transformers.util import pairwise_cos_sim
 
-    scale = float(cfg.scale)
+    scale = cfg.resolved_scale()  # resolved with the teacher by train_embedder
 
     def scaled_cosine(a: Any, b: Any) -> Any:
         return scale * pairwise_cos_sim(a, b)
@@ -1152,8 +1172,8 @@ def _report(
     }
     if cfg.loss == "cached-mnrl":
         recipe["mini_batch_size"] = cfg.mini_batch_size
+    recipe["scale"] = cfg.scale
     if cfg.loss != "margin-mse":
-        recipe["scale"] = cfg.scale
         recipe["mask_judged"] = cfg.mask_judged
     if cfg.unsupervised == "crops":
         recipe["crop_ratio"] = [cfg.crop_min_ratio, cfg.crop_max_ratio]
@@ -1293,6 +1313,9 @@ def train_embedder(
         # example's positives up front cost NFCorpus ~110k teacher pairs (more than
         # 35 minutes on a core) for a 40-step run that reads ~2.6k of them.
         teacher = _Teacher(_load_teacher(engine, config.teacher), data)
+    config = dataclasses.replace(
+        config, scale=config.resolved_scale(teacher.reranker if teacher else None)
+    )
     source = str(ckpt) if ckpt is not None else base
     trainee = _build_trainee(torch, config, source, device, schedule)
     progress = _Progress(fingerprint, schedule.total)

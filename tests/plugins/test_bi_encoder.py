@@ -78,3 +78,48 @@ def test_bad_options_are_clear_errors(engine, name, options, message):
 def test_an_object_that_is_not_an_embedder_is_refused():
     with pytest.raises(ConfigError, match="must be an embedder"):
         BiEncoderReranker(object())  # type: ignore[arg-type]
+
+
+def test_document_vectors_persist_across_instances_per_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("RELEVO_CACHE_DIR", str(tmp_path))
+    first = BiEncoderReranker(HashingEmbedder())
+    want = first.score("cat", DOCS)
+    stores = list((tmp_path / "text-embeddings").glob("*.sqlite"))
+    assert len(stores) == 1
+    emb = HashingEmbedder()
+    again = BiEncoderReranker(emb)  # new process, in effect: empty memory cache
+    assert again.score("cat", DOCS) == pytest.approx(want, abs=1e-7)
+    assert emb.calls == 1  # the query; every document came from disk
+    # another model (different fingerprint) has its own store, never these vectors
+    wide = HashingEmbedder(dim=128)
+    BiEncoderReranker(wide).score("cat", DOCS[:2])
+    assert wide.calls == 2 and len(list((tmp_path / "text-embeddings").glob("*.sqlite"))) == 2
+    # persist=False writes nothing
+    monkeypatch.setenv("RELEVO_CACHE_DIR", str(tmp_path / "off"))
+    BiEncoderReranker(HashingEmbedder(), persist=False).score("cat", DOCS)
+    assert not (tmp_path / "off").exists()
+
+
+def test_a_damaged_store_is_left_alone_and_scores_still_come(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("RELEVO_CACHE_DIR", str(tmp_path))
+    want = BiEncoderReranker(HashingEmbedder(), persist=False).score("cat", DOCS)
+    BiEncoderReranker(HashingEmbedder()).score("dog", DOCS[:1])
+    (store,) = (tmp_path / "text-embeddings").glob("*.sqlite")
+    store.write_bytes(b"not a database" * 100)
+    emb = HashingEmbedder()
+    with caplog.at_level("WARNING"):
+        got = BiEncoderReranker(emb).score("cat", DOCS)
+    assert got == pytest.approx(want, abs=1e-7) and emb.calls == 2
+    assert "text embedding cache" in caplog.text
+    assert store.read_bytes() == b"not a database" * 100
+
+
+def test_an_unusable_cache_folder_only_turns_persistence_off(tmp_path, monkeypatch, caplog):
+    # A cache path below a regular file cannot be created (also as root, unlike chmod).
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("RELEVO_CACHE_DIR", str(blocker / "cache"))
+    with caplog.at_level("WARNING"):
+        got = BiEncoderReranker(HashingEmbedder()).score("cat", DOCS)
+    assert len(got) == len(DOCS) and "is off" in caplog.text
+    assert blocker.read_text() == "x"

@@ -11,6 +11,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,4 +75,90 @@ class EmbeddingCache:
             raise
 
 
-__all__ = ["EmbeddingCache", "cache_dir", "key"]
+class TextEmbeddingStore:
+    """Per-text float32 vectors of one model in an SQLite file: ``root/text-embeddings/NAME.sqlite``.
+
+    Rows are keyed by the SHA-256 of the text, so a text embedded once (by any
+    process) is read back instead of re-encoded; ``name`` must change whenever the
+    vectors would (e.g. :func:`key` of the embedder's fingerprint and the text kind).
+    Writes are SQLite transactions: a crash leaves the rows before it, never a torn
+    one. Any SQLite failure (a read-only folder, a damaged file) turns the store off
+    for this process with one warning — the caller then just computes every vector —
+    and the file is left as it is.
+    """
+
+    def __init__(self, root: Path, name: str, dim: int) -> None:
+        self.path = root / "text-embeddings" / f"{name}.sqlite"
+        self.dim = int(dim)
+        self._db: Any = None
+        self.disabled = False
+
+    def _connect(self) -> Any:
+        if self._db is None and not self.disabled:
+            import sqlite3
+
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, timeout=30)
+                db.execute("CREATE TABLE IF NOT EXISTS vec (h BLOB PRIMARY KEY, v BLOB NOT NULL)")
+                db.commit()
+                self._db = db
+            except (OSError, sqlite3.Error) as exc:
+                self._off(exc)
+        return self._db
+
+    def _off(self, exc: BaseException) -> None:
+        log.warning("text embedding cache %s is off (%s); vectors are recomputed", self.path, exc)
+        self.disabled = True
+        if self._db is not None:
+            try:
+                self._db.close()
+            except Exception:  # noqa: BLE001 - closing a broken handle; the store is off anyway
+                log.debug("closing %s failed", self.path, exc_info=True)
+        self._db = None
+
+    @staticmethod
+    def _hash(text: str) -> bytes:
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+    def get_many(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of those ``texts`` that have one."""
+        db = self._connect()
+        if db is None or not texts:
+            return {}
+        import sqlite3
+
+        by_hash = {self._hash(t): t for t in texts}
+        found: dict[str, np.ndarray] = {}
+        hashes = list(by_hash)
+        try:
+            for start in range(0, len(hashes), 500):
+                chunk = hashes[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for h, blob in db.execute(f"SELECT h, v FROM vec WHERE h IN ({marks})", chunk):  # noqa: S608 - placeholders only
+                    if len(blob) == 4 * self.dim:
+                        found[by_hash[bytes(h)]] = np.frombuffer(blob, dtype=np.float32).copy()
+        except sqlite3.Error as exc:
+            self._off(exc)
+            return {}
+        return found
+
+    def put_many(self, rows: dict[str, np.ndarray]) -> None:
+        db = self._connect()
+        if db is None or not rows:
+            return
+        import sqlite3
+
+        items = [
+            (self._hash(t), np.ascontiguousarray(v, dtype=np.float32).tobytes())
+            for t, v in rows.items()
+            if v.shape == (self.dim,)
+        ]
+        try:
+            with db:
+                db.executemany("INSERT OR REPLACE INTO vec (h, v) VALUES (?, ?)", items)
+        except sqlite3.Error as exc:
+            self._off(exc)
+
+
+__all__ = ["EmbeddingCache", "TextEmbeddingStore", "cache_dir", "key"]

@@ -15,7 +15,11 @@ its prompt / prefix) and the document as a document. Uses:
 Scores are cosines in [-1, 1]: when used as a MarginMSE teacher, train the student
 with ``--scale 1`` (its own cosine margins, the teacher's units); the trainer does so
 by default for this teacher. Document embeddings are kept in an LRU cache of
-``cache_size`` texts (distillation and reranking score the same documents many times).
+``cache_size`` texts (distillation and reranking score the same documents many times)
+and, with ``persist`` (the default), in the user cache folder keyed by the embedder's
+fingerprint and each text's SHA-256 (:class:`relevo.engine.cache.TextEmbeddingStore`),
+so another process (the next eval, an ``adapt`` run's dev check and its training)
+reads a document's vector instead of re-encoding it.
 
 Importing this module imports no model library.
 """
@@ -28,6 +32,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..engine.cache import TextEmbeddingStore, cache_dir, key
 from ..engine.components import Embedder, PointwiseReranker
 from ..engine.errors import ConfigError
 from ..engine.hookspecs import Register, hookimpl
@@ -43,8 +48,9 @@ class BiEncoderReranker(PointwiseReranker):
 
     Args:
         embedder: the embedder (or its registered name, ``bi-encoder:NAME``).
-        cache_size: documents whose embeddings are kept (0 disables the cache).
+        cache_size: documents whose embeddings are kept in memory (0: none).
         batch_size: documents per embedding call (default: the embedder's).
+        persist: also keep document vectors on disk under the user cache folder.
     """
 
     name: ClassVar[str] = "bi-encoder"
@@ -59,6 +65,7 @@ class BiEncoderReranker(PointwiseReranker):
         *,
         cache_size: int = 100_000,
         batch_size: int | None = None,
+        persist: bool = True,
     ) -> None:
         if embedder is None:
             raise ConfigError(
@@ -88,7 +95,16 @@ class BiEncoderReranker(PointwiseReranker):
         self.embedder = embedder
         self.cache_size = cache_size
         self.embed_batch_size = batch_size
+        self.persist = bool(persist)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._store: TextEmbeddingStore | None = None
+
+    def _disk(self) -> TextEmbeddingStore | None:
+        """The on-disk store, once the embedder's dimension is known."""
+        if self._store is None and self.persist and self.embedder.dim:
+            name = key("bi-encoder-documents", self.embedder.fingerprint())
+            self._store = TextEmbeddingStore(cache_dir(), name, self.embedder.dim)
+        return self._store
 
     def load(self) -> None:
         load = getattr(self.embedder, "load", None)
@@ -102,12 +118,18 @@ class BiEncoderReranker(PointwiseReranker):
 
     def _documents(self, docs: Sequence[str]) -> np.ndarray:
         missing = list(dict.fromkeys(t for t in docs if t not in self._cache))
-        fresh: dict[str, np.ndarray] = {}
-        if missing:
+        store = self._disk() if missing else None
+        fresh = store.get_many(missing) if store is not None else {}
+        todo = [t for t in missing if t not in fresh]
+        if todo:
             vecs = _unit(
-                self.embedder.embed(missing, kind="document", batch_size=self.embed_batch_size)
+                self.embedder.embed(todo, kind="document", batch_size=self.embed_batch_size)
             )
-            fresh = dict(zip(missing, vecs, strict=True))
+            computed = dict(zip(todo, vecs, strict=True))
+            fresh.update(computed)
+            store = self._disk()
+            if store is not None:
+                store.put_many(computed)
         rows = []
         for text in docs:
             vec = fresh.get(text)

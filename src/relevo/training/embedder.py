@@ -65,12 +65,12 @@ Heavy imports (torch, sentence-transformers) happen inside the functions.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_adapt.py [--datasets scifact nfcorpus trec-dl-2019]
         [--sample 600] [--steps 100] [--reranker-steps 50] [--work DIR]
+        [--teacher RERANKER --tag NAME [--no-train-reranker]]
 
 For every dataset, no label of it is used for training or tuning:
 
@@ -25,6 +26,15 @@ Every reranker scores each query's candidates once; the blends at all weights
 :func:`relevo.engine.rerank.interpolate_with_first_stage` — the function ``--interpolate``
 uses — so the true nDCG@10 curve over weights sits next to the dev curve and the auto
 choice. Writes ``benchmarks/results/adapt.{json,md,png}``.
+
+``--teacher RERANKER --tag NAME`` runs the same protocol with one teacher for every
+dataset (e.g. ``bi-encoder:bge-small``, an off-the-shelf embedder none of whose training
+data is these test sets) in place of OTHER; its adapt runs go to ``adapt-NAME/`` beside
+the queries (the same synthetic queries) and its results to ``adapt-NAME.{json,md,png}``.
+With ``--no-train-reranker`` no cross-encoder is trained and the adapted pipeline reranks
+the adapted hybrid with the teacher itself at its auto weight. A control row reranks
+the *un-adapted* hybrid with the same teacher at its auto weight, so the gain from
+adapting the bi-encoder stands apart from the gain of reranking.
 """
 
 from __future__ import annotations
@@ -64,14 +74,23 @@ def generate(ds: str, root: Path, work: Path, sample: int) -> dict[str, Any]:
     return json.loads(out.with_name("queries.report.json").read_text("utf-8"))
 
 
-def run_adapt(ds: str, root: Path, work: Path, steps: int, ce_steps: int) -> dict[str, Any]:
-    out = work / ds / "adapt"
-    teacher = f"cross-encoder:{models_dir() / OTHER_CE[ds]}"
+def teacher_for(ds: str, args: Any) -> str:
+    return args.teacher or f"cross-encoder:{models_dir() / OTHER_CE[ds]}"
+
+
+def suffix(args: Any) -> str:
+    return f"-{args.tag}" if args.tag else ""
+
+
+def run_adapt(ds: str, root: Path, work: Path, args: Any) -> dict[str, Any]:
+    out = work / ds / f"adapt{suffix(args)}"
     cmd = [C.relevo_bin(), "adapt", str(root), "--out", str(out)]
-    cmd += ["--queries", str(work / ds / "queries.jsonl"), "--reranker", teacher]
-    cmd += ["--train-reranker", "--max-steps", str(steps), "--reranker-steps", str(ce_steps)]
+    cmd += ["--queries", str(work / ds / "queries.jsonl"), "--reranker", teacher_for(ds, args)]
+    if not args.no_train_reranker:
+        cmd += ["--train-reranker", "--reranker-steps", str(args.reranker_steps)]
+    cmd += ["--max-steps", str(args.steps)]
     cmd += ["--dev-queries", "100", "--depth", str(DEPTH[ds]), "--json"]
-    C.run_logged(cmd, work / ds / "adapt.log")
+    C.run_logged(cmd, work / ds / f"adapt{suffix(args)}.log")
     return json.loads((out / "relevo-adapt.json").read_text("utf-8"))
 
 
@@ -151,7 +170,9 @@ def choose_auto(x: dict[str, Any]) -> None:
     x["auto"] = x["true_curve"][f"{x['auto_weight']:.1f}"]
 
 
-def evaluate_dataset(ds: str, root: Path, work: Path, adapted: dict[str, Any]) -> dict[str, Any]:
+def evaluate_dataset(
+    ds: str, root: Path, work: Path, adapted: dict[str, Any], args: Any
+) -> dict[str, Any]:
     from relevo import Engine
     from relevo.engine.autotune import dev_candidates
     from relevo.engine.evaluate import load_dataset
@@ -175,17 +196,20 @@ def evaluate_dataset(ds: str, root: Path, work: Path, adapted: dict[str, Any]) -
     dev_hybrid = dev_candidates(
         engine, dataset.corpus, dev, pipeline="hybrid", depth=depth, embedder=emb
     )
-    other = f"cross-encoder:{models_dir() / OTHER_CE[ds]}"
-    mine = adapted["outputs"]["reranker"]
+    other = teacher_for(ds, args)
+    mine = adapted["outputs"].get("reranker")  # None: no cross-encoder was trained
     # A reranking pass over BM25 depends only on the reranker's weights and the dev set:
     # reuse one from an earlier scoring of this dataset when neither changed since.
-    prev_path = work / ds / "row.prev.json"
+    prev_path = work / ds / f"row{suffix(args)}.prev.json"
     prev = json.loads(prev_path.read_text("utf-8")) if prev_path.is_file() else {}
     for key, spec in (("other_ce", other), ("adapted_ce", mine)):
+        if spec is None:
+            continue
         folder = Path(spec.split(":", 1)[1])
         old = prev.get(key)
         fresh = (
             old is not None
+            and spec.startswith("cross-encoder:")
             and old.get("reranker") == spec
             and old.get("dev_set") == [list(x) for x in dev]
             and prev_path.stat().st_mtime > (folder / "relevo-reranker.json").stat().st_mtime
@@ -193,12 +217,29 @@ def evaluate_dataset(ds: str, root: Path, work: Path, adapted: dict[str, Any]) -
         row[key] = old if fresh else rerank_curve(engine, dataset, bm25, spec, depth, dev_bm25)
         row[key]["dev_set"] = [list(x) for x in dev]
         row[key]["reused"] = bool(fresh)
-    row["adapted_pipeline"] = rerank_curve(engine, dataset, adapted_hybrid, mine, depth, dev_hybrid)
+    if args.tag:  # control: the same teacher over the un-adapted hybrid
+        dev_plain = dev_candidates(
+            engine, dataset.corpus, dev, pipeline="hybrid", depth=depth, embedder="minilm"
+        )
+        row["hybrid_teacher"] = rerank_curve(engine, dataset, hybrid, other, depth, dev_plain)
+    row["adapted_pipeline"] = rerank_curve(
+        engine, dataset, adapted_hybrid, mine or other, depth, dev_hybrid
+    )
     return row
+
+
+def auto_cell(x: dict[str, Any] | None) -> str:
+    return "—" if x is None else f"{x['auto']:.4f} ({x['auto_weight']:.1f})"
+
+
+RERANK_KEYS = ("other_ce", "adapted_ce", "hybrid_teacher", "adapted_pipeline")
 
 
 def markdown(payload: dict[str, Any], path: Path) -> None:
     rows = payload["rows"]
+    meta = payload["meta"]
+    if meta.get("teacher"):
+        return markdown_teacher(payload, path)
     lines = [
         "# Adapting to a corpus with no labels (nDCG@10, full test splits)",
         "",
@@ -223,6 +264,61 @@ def markdown(payload: dict[str, Any], path: Path) -> None:
             f"{a['auto']:.4f} ({a['auto_weight']:.1f})", f"{p['auto']:.4f} ({p['auto_weight']:.1f})",
         ])  # fmt: skip
     lines += C.md_table(headers, body, right=range(1, len(headers)))
+    lines += summary_lines(rows)
+    lines += auto_table(rows) + synthetic_table(rows)
+    lines += ["", f"Published BM25 nDCG@10 for reference: {PUBLISHED}. Machine: {payload['meta']['machine']}.",
+              "", f"Produced by `{payload['meta']['command']}`."]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+
+
+def markdown_teacher(payload: dict[str, Any], path: Path) -> None:
+    """The ``--teacher`` variant: one teacher for every dataset, and the control row."""
+    rows, meta = payload["rows"], payload["meta"]
+    t = meta["teacher"]
+    lines = [
+        f"# Adapting to a corpus with no labels, teacher `{t}` (nDCG@10, full test splits)",
+        "",
+        f"No label of the evaluated dataset is used for training or tuning. Teacher: `{t}` "
+        "for every dataset, off the shelf. `auto`: the weight `--interpolate auto` chose on "
+        "100 held-out synthetic queries (0 = do not rerank). `adapted`: after `relevo adapt "
+        f"--reranker {t}` (the same synthetic queries as `adapt.md`, mined negatives, MarginMSE "
+        "against the teacher's margins when the dev set trusts it). `hybrid + teacher`: the "
+        "**un-adapted** hybrid reranked by the teacher at its auto weight (the control: what "
+        "reranking alone gives). `adapted pipeline` (fixed in advance): the adapted hybrid "
+        + ("reranked by the adapted CE" if any(r.get("adapted_ce") for r in rows) else "reranked by the teacher")
+        + " at its auto weight.",
+        "",
+    ]  # fmt: skip
+    headers = ["dataset", "BM25", "hybrid", "teacher", "teacher 0.5", "teacher auto (w)",
+               "hybrid + teacher auto (w)", "adapted dense", "adapted hybrid", "adapted pipeline (w)"]  # fmt: skip
+    body = []
+    for r in rows:
+        o = r["other_ce"]
+        body.append([
+            r["dataset"], f"{r['bm25']['ndcg@10']:.4f}", f"{r['hybrid']['ndcg@10']:.4f}",
+            f"{o['plain']:.4f}", f"{o['blended_0.5']:.4f}", auto_cell(o), auto_cell(r.get("hybrid_teacher")),
+            f"{r['adapted_dense']['ndcg@10']:.4f}", f"{r['adapted_hybrid']['ndcg@10']:.4f}",
+            auto_cell(r["adapted_pipeline"]),
+        ])  # fmt: skip
+    lines += C.md_table(headers, body, right=range(1, len(headers)))
+    lines += summary_lines(rows)
+    if rows and all(r.get("hybrid_teacher") for r in rows):
+        ctrl = sum(r["hybrid_teacher"]["auto"] - r["hybrid"]["ndcg@10"] for r in rows) / len(rows)
+        own = sum(r["adapted_pipeline"]["auto"] - r["hybrid_teacher"]["auto"] for r in rows) / len(
+            rows
+        )
+        lines += [
+            f"Of it, reranking the un-adapted hybrid with the teacher gives {ctrl:+.4f}; adapting "
+            f"the bi-encoder adds {own:+.4f} on top (adapted pipeline minus `hybrid + teacher`)."
+        ]  # fmt: skip
+    lines += auto_table(rows) + synthetic_table(rows)
+    lines += ["", f"Published BM25 nDCG@10 for reference: {PUBLISHED}. Machine: {meta['machine']}.",
+              "", f"Produced by `{meta['command']}`."]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+
+
+def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
     if rows:
         mean = lambda f: sum(f(r) for r in rows) / len(rows)  # noqa: E731
         gain = mean(lambda r: r["adapted_pipeline"]["auto"] - r["hybrid"]["ndcg@10"])
@@ -230,13 +326,17 @@ def markdown(payload: dict[str, Any], path: Path) -> None:
             "",
             f"Mean gain of the adapted pipeline over the un-adapted hybrid: {gain:+.4f} nDCG@10.",
         ]
+        base = {"other_ce": "bm25", "adapted_ce": "bm25", "hybrid_teacher": "hybrid",
+                "adapted_pipeline": "adapted_hybrid"}  # fmt: skip
         worst = min(
-            min(r[k]["auto"] - (r["bm25"]["ndcg@10"] if k != "adapted_pipeline" else r["adapted_hybrid"]["ndcg@10"])
-                for k in ("other_ce", "adapted_ce", "adapted_pipeline"))
-            for r in rows
-        )  # fmt: skip
+            r[k]["auto"] - r[base[k]]["ndcg@10"] for r in rows for k in RERANK_KEYS if r.get(k)
+        )
         lines += [f"Worst `auto` minus its own first stage over all rows: {worst:+.4f}."]
-    lines += ["", "## Does the auto weight track the true best weight?", ""]
+    return lines
+
+
+def auto_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "## Does the auto weight track the true best weight?", ""]
     headers = [
         "dataset",
         "reranker",
@@ -248,12 +348,18 @@ def markdown(payload: dict[str, Any], path: Path) -> None:
     ]
     body = []
     for r in rows:
-        for key in ("other_ce", "adapted_ce", "adapted_pipeline"):
-            x = r[key]
+        for key in RERANK_KEYS:
+            x = r.get(key)
+            if x is None:
+                continue
             body.append([r["dataset"], key, f"{x['auto_weight']:.1f}", f"{x['true_best_weight']:.1f}",
                          f"{x['auto']:.4f}", f"{x['true_best']:.4f}", f"{x['auto'] - x['true_best']:+.4f}"])  # fmt: skip
     lines += C.md_table(headers, body, right=range(2, len(headers)))
-    lines += ["", "## Synthetic queries", ""]
+    return lines
+
+
+def synthetic_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "## Synthetic queries", ""]
     headers = [
         "dataset",
         "documents",
@@ -271,9 +377,7 @@ def markdown(payload: dict[str, Any], path: Path) -> None:
         body.append([r["dataset"], g["documents_used"], g["generated"], g["kept"],
                      f"{g['kept_fraction']:.0%}", g["docs_per_second"], ad["loss"]["used"], sample[:90]])  # fmt: skip
     lines += C.md_table(headers, body, right=range(1, 6))
-    lines += ["", f"Published BM25 nDCG@10 for reference: {PUBLISHED}. Machine: {payload['meta']['machine']}.",
-              "", f"Produced by `{payload['meta']['command']}`."]  # fmt: skip
-    path.write_text("\n".join(lines) + "\n", "utf-8")
+    return lines
 
 
 def plot(payload: dict[str, Any], path: Path) -> None:
@@ -297,8 +401,11 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=7)
     for k, r in enumerate(rows, 1):
         a = axes[k]
-        for key, color in (("other_ce", "tab:red"), ("adapted_ce", "tab:green")):
-            x = r[key]
+        for key, color in (("other_ce", "tab:red"), ("adapted_ce", "tab:green"),
+                           ("hybrid_teacher", "tab:purple")):  # fmt: skip
+            x = r.get(key)
+            if x is None:
+                continue
             ws = [float(w) for w in x["true_curve"]]
             a.plot(ws, list(x["true_curve"].values()), color=color, label=f"{key} test nDCG@10")
             a.plot(
@@ -320,8 +427,13 @@ def main() -> None:
     ap.add_argument("--reranker-steps", type=int, default=50)
     ap.add_argument("--work", type=Path, default=None, help="default: <cache>/adapt-bench")
     ap.add_argument("--fresh", action="store_true", help="re-score datasets scored before")
+    ap.add_argument("--teacher", default=None, help="one teacher for every dataset (needs --tag)")
+    ap.add_argument("--tag", default=None, help="name of this variant's runs and results")
+    ap.add_argument("--no-train-reranker", action="store_true")
     C.add_out(ap)
     args = ap.parse_args()
+    if bool(args.teacher) != bool(args.tag):
+        ap.error("--teacher and --tag go together")
     C.quiet_transformers()
     from relevo.engine.cache import cache_dir
 
@@ -330,17 +442,19 @@ def main() -> None:
     for ds in args.datasets:
         root = C.datasets_dir() / ds
         gen = generate(ds, root, work, args.sample)
-        cached, done = work / ds / "row.json", work / ds / "adapt" / "relevo-adapt.json"
+        cached = work / ds / f"row{suffix(args)}.json"
+        done = work / ds / f"adapt{suffix(args)}" / "relevo-adapt.json"
         if cached.is_file() and done.is_file() and not args.fresh:
             # scored after the last adapt run: reuse (the auto rows are re-derived below)
             adapted = json.loads(done.read_text("utf-8"))
             row = json.loads(cached.read_text("utf-8"))
         else:
-            adapted = run_adapt(ds, root, work, args.steps, args.reranker_steps)
-            row = evaluate_dataset(ds, root, work, adapted)
+            adapted = run_adapt(ds, root, work, args)
+            row = evaluate_dataset(ds, root, work, adapted, args)
             cached.write_text(json.dumps(row), "utf-8")
-        for key in ("other_ce", "adapted_ce", "adapted_pipeline"):
-            choose_auto(row[key])
+        for key in RERANK_KEYS:
+            if row.get(key):
+                choose_auto(row[key])
         row["generation"] = {k: gen[k] for k in ("documents_used", "generated", "kept", "kept_fraction",
                                                   "docs_per_second", "dropped", "sample_kept")}  # fmt: skip
         row["adapt"] = {
@@ -359,10 +473,12 @@ def main() -> None:
                 "command": "python benchmarks/bench_adapt.py " + " ".join(sys.argv[1:]),
                 "sample": args.sample, "steps": args.steps, "reranker_steps": args.reranker_steps,
                 "other_ce": OTHER_CE, "published_bm25": PUBLISHED,
+                "teacher": args.teacher, "tag": args.tag,
+                "train_reranker": not args.no_train_reranker,
             },
             "rows": rows,
         }  # fmt: skip
-        C.write_results(args.out, "adapt", payload, markdown=markdown, plot=plot)
+        C.write_results(args.out, "adapt" + suffix(args), payload, markdown=markdown, plot=plot)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_adapt.py [--datasets scifact nfcorpus trec-dl-2019]
         [--sample 600] [--steps 100] [--reranker-steps 50] [--work DIR]
-        [--teacher RERANKER --tag NAME [--no-train-reranker]]
+        [--teacher RERANKER --tag NAME [--no-train-reranker] [--loss auto|margin-mse|mnrl]]
 
 For every dataset, no label of it is used for training or tuning:
 
@@ -88,7 +88,7 @@ def run_adapt(ds: str, root: Path, work: Path, args: Any) -> dict[str, Any]:
     cmd += ["--queries", str(work / ds / "queries.jsonl"), "--reranker", teacher_for(ds, args)]
     if not args.no_train_reranker:
         cmd += ["--train-reranker", "--reranker-steps", str(args.reranker_steps)]
-    cmd += ["--max-steps", str(args.steps)]
+    cmd += ["--max-steps", str(args.steps), "--loss", args.loss]
     cmd += ["--dev-queries", "100", "--depth", str(DEPTH[ds]), "--json"]
     C.run_logged(cmd, work / ds / f"adapt{suffix(args)}.log")
     return json.loads((out / "relevo-adapt.json").read_text("utf-8"))
@@ -281,8 +281,11 @@ def markdown_teacher(payload: dict[str, Any], path: Path) -> None:
         f"No label of the evaluated dataset is used for training or tuning. Teacher: `{t}` "
         "for every dataset, off the shelf. `auto`: the weight `--interpolate auto` chose on "
         "100 held-out synthetic queries (0 = do not rerank). `adapted`: after `relevo adapt "
-        f"--reranker {t}` (the same synthetic queries as `adapt.md`, mined negatives, MarginMSE "
-        "against the teacher's margins when the dev set trusts it). `hybrid + teacher`: the "
+        f"--reranker {t}` (the same synthetic queries as `adapt.md`, mined negatives, "
+        + ("MarginMSE against the teacher's margins, asked for with `--loss margin-mse`"
+           if meta.get("loss") == "margin-mse"
+           else "MarginMSE against the teacher's margins when the dev set trusts it, else MNRL")
+        + "). `hybrid + teacher`: the "
         "**un-adapted** hybrid reranked by the teacher at its auto weight (the control: what "
         "reranking alone gives). `adapted pipeline` (fixed in advance): the adapted hybrid "
         + ("reranked by the adapted CE" if any(r.get("adapted_ce") for r in rows) else "reranked by the teacher")
@@ -430,6 +433,9 @@ def main() -> None:
     ap.add_argument("--teacher", default=None, help="one teacher for every dataset (needs --tag)")
     ap.add_argument("--tag", default=None, help="name of this variant's runs and results")
     ap.add_argument("--no-train-reranker", action="store_true")
+    ap.add_argument(
+        "--loss", default="auto", choices=["auto", "margin-mse", "mnrl"], help="relevo adapt --loss"
+    )
     C.add_out(ap)
     args = ap.parse_args()
     if bool(args.teacher) != bool(args.tag):
@@ -474,7 +480,7 @@ def main() -> None:
                 "sample": args.sample, "steps": args.steps, "reranker_steps": args.reranker_steps,
                 "other_ce": OTHER_CE, "published_bm25": PUBLISHED,
                 "teacher": args.teacher, "tag": args.tag,
-                "train_reranker": not args.no_train_reranker,
+                "train_reranker": not args.no_train_reranker, "loss": args.loss,
             },
             "rows": rows,
         }  # fmt: skip

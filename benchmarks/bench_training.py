@@ -135,7 +135,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                 f"{r['dense']['ndcg@10']:.4f}",
                 f"{r['dense']['recall@100']:.4f}",
                 f"{r['hybrid']['ndcg@10']:.4f}" if r.get("hybrid") else "—",
-                f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "—",
+                (f"{r['train_seconds']:.0f}" + ("*" if r.get("train_seconds_from") else ""))
+                if r.get("train_seconds")
+                else "—",
             ]
         )
     lines = [
@@ -156,7 +158,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"(relevo's default hybrid fusion). Targets: SciFact dense >= {TARGETS['scifact']}, NFCorpus "
         f">= {TARGETS['nfcorpus']}, SciFact hybrid >= {HYBRID_TARGET['scifact']}. Machine: "
         f"{meta['machine']}; training time is wall time of the `relevo train embedder` "
-        "subprocess (mining included).",
+        "subprocess (mining included); * marks a model trained earlier by the same command "
+        "and reused (`--reuse`): its training + data seconds from its own report.",
         "",
         "Produced by `python benchmarks/bench_training.py` runs (the last: "
         f"`{meta['command']}`); each row's train and eval commands are in training.json.",

@@ -388,15 +388,20 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     rows = payload["rows"]
     fig, axes = plt.subplots(1, 1 + len(rows), figsize=(5 + 4 * len(rows), 4.2))
     ax = axes[0] if len(rows) else axes
-    names = ["BM25", "hybrid", "other CE auto", "adapted hybrid", "adapted pipeline"]
+    teacher = bool(payload["meta"].get("teacher"))
+    other = "BM25 + teacher auto" if teacher else "other CE auto"
+    names = ["BM25", "hybrid", other, "adapted hybrid", "adapted pipeline"]
+    if teacher:
+        names.insert(3, "hybrid + teacher auto")
     width = 0.8 / len(names)
     for i, n in enumerate(names):
         vals = []
         for r in rows:
             vals.append({
                 "BM25": r["bm25"]["ndcg@10"], "hybrid": r["hybrid"]["ndcg@10"],
-                "other CE auto": r["other_ce"]["auto"], "adapted hybrid": r["adapted_hybrid"]["ndcg@10"],
+                other: r["other_ce"]["auto"], "adapted hybrid": r["adapted_hybrid"]["ndcg@10"],
                 "adapted pipeline": r["adapted_pipeline"]["auto"],
+                "hybrid + teacher auto": (r.get("hybrid_teacher") or {}).get("auto", 0.0),
             }[n])  # fmt: skip
         ax.bar([j + i * width for j in range(len(rows))], vals, width, label=n)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], [r["dataset"] for r in rows])

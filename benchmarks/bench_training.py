@@ -49,6 +49,16 @@ VARIANTS: dict[str, list[str]] = {
         "--scale",
         "0.5",
     ],  # fmt: skip
+    "distill-bi-quarter": [
+        "--miner",
+        "static",
+        "--loss",
+        "margin-mse",
+        "--negatives-per-query",
+        "2",
+        "--scale",
+        "0.25",
+    ],  # fmt: skip
     "crops": ["--unsupervised", "crops"],
 }
 
@@ -167,7 +177,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "`distill` is MarginMSE from a cross-encoder teacher (per row in training.json: "
         f"{teachers(results)}); `distill-bi` is MarginMSE from a bi-encoder's cosines "
         "(static BM25 negatives, 2 per query and step; the student's cosine margins, scale 1; "
-        "`distill-bi-half`: scale 0.5): "
+        "`distill-bi-half` / `-quarter`: scale 0.5 / 0.25): "
         "`bi-encoder:bge-small`, BAAI/bge-small-en-v1.5 int8 ONNX, off the shelf "
         "SciFact 0.7112 / NFCorpus 0.3429 (`embedders.md`). `hybrid` is the model fused with BM25 "
         f"(relevo's default hybrid fusion). Targets: SciFact dense >= {TARGETS['scifact']}, NFCorpus "

@@ -28,6 +28,7 @@ from typing import Any
 
 import _common as common
 
+DISTILL_BI = ["--miner", "static", "--loss", "margin-mse", "--negatives-per-query", "2"]
 VARIANTS: dict[str, list[str]] = {
     # negatives from BM25 (the trainer's default first stage) unless the variant says
     "static": ["--miner", "static"],
@@ -36,29 +37,11 @@ VARIANTS: dict[str, list[str]] = {
     "adaptive-margin": ["--miner", "adaptive-margin"],
     "distill": ["--miner", "adaptive-margin", "--loss", "margin-mse"],  # + --teacher
     # MarginMSE from a stronger bi-encoder's cosines (+ --bi-teacher; student at scale 1)
-    "distill-bi": ["--miner", "static", "--loss", "margin-mse", "--negatives-per-query", "2"],
-    # the same with the student's margins scaled by 0.5 (hand-picked: bge-small's cosine
-    # margins spread about half as wide as MiniLM's on NFCorpus train pairs)
-    "distill-bi-half": [
-        "--miner",
-        "static",
-        "--loss",
-        "margin-mse",
-        "--negatives-per-query",
-        "2",
-        "--scale",
-        "0.5",
-    ],  # fmt: skip
-    "distill-bi-quarter": [
-        "--miner",
-        "static",
-        "--loss",
-        "margin-mse",
-        "--negatives-per-query",
-        "2",
-        "--scale",
-        "0.25",
-    ],  # fmt: skip
+    "distill-bi": DISTILL_BI,
+    # the same with the student's margins scaled by 0.5 / 0.25 (hand-picked: bge-small's
+    # cosine margins spread about half as wide as MiniLM's on NFCorpus train pairs)
+    "distill-bi-half": [*DISTILL_BI, "--scale", "0.5"],
+    "distill-bi-quarter": [*DISTILL_BI, "--scale", "0.25"],
     "crops": ["--unsupervised", "crops"],
 }
 

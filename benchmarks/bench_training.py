@@ -37,11 +37,13 @@ VARIANTS: dict[str, list[str]] = {
     "adaptive-margin": ["--miner", "adaptive-margin"],
     "distill": ["--miner", "adaptive-margin", "--loss", "margin-mse"],  # + --teacher
     # MarginMSE from a stronger bi-encoder's cosines (+ --bi-teacher; student at scale 1)
-    "distill-bi": DISTILL_BI,
+    "distill-bi": [*DISTILL_BI, "--scale", "1"],
     # the same with the student's margins scaled by 0.5 / 0.25 (hand-picked: bge-small's
     # cosine margins spread about half as wide as MiniLM's on NFCorpus train pairs)
     "distill-bi-half": [*DISTILL_BI, "--scale", "0.5"],
     "distill-bi-quarter": [*DISTILL_BI, "--scale", "0.25"],
+    # the trainer's default for a bi-encoder teacher: calibrated from the margin spreads
+    "distill-bi-auto": [*DISTILL_BI, "--scale", "auto"],
     "crops": ["--unsupervised", "crops"],
 }
 
@@ -106,7 +108,10 @@ def trained_seconds(out: Path, dataset: Path, cmd: list[str]) -> float | None:
         want["miner"] = opts["--miner"]
     if "--teacher" in opts:
         want["teacher"] = opts["--teacher"]
-    if "--scale" in opts:
+    if opts.get("--scale") == "auto":
+        if "scale_calibration" not in recipe:
+            return None
+    elif "--scale" in opts:
         want["scale"] = float(opts["--scale"])
     if any(recipe.get(k) != v for k, v in want.items()):
         return None
@@ -160,7 +165,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "`distill` is MarginMSE from a cross-encoder teacher (per row in training.json: "
         f"{teachers(results)}); `distill-bi` is MarginMSE from a bi-encoder's cosines "
         "(static BM25 negatives, 2 per query and step; the student's cosine margins, scale 1; "
-        "`distill-bi-half` / `-quarter`: scale 0.5 / 0.25): "
+        "`distill-bi-half` / `-quarter`: scale 0.5 / 0.25; `distill-bi-auto`: `--scale auto`, "
+        "calibrated by the trainer from the teacher's and MiniLM's margin spreads on the "
+        "first batches, the default for a bi-encoder teacher): "
         "`bi-encoder:bge-small`, BAAI/bge-small-en-v1.5 int8 ONNX, off the shelf "
         "SciFact 0.7112 / NFCorpus 0.3429 (`embedders.md`). `hybrid` is the model fused with BM25 "
         f"(relevo's default hybrid fusion). Targets: SciFact dense >= {TARGETS['scifact']}, NFCorpus "

@@ -12,6 +12,7 @@ from relevo.engine.synthetic import (
     QueryGenConfig,
     SyntheticQuery,
     clean_query,
+    dropped_path,
     generate_queries,
     raw_path,
     read_examples,
@@ -83,6 +84,12 @@ def test_report_counts_and_the_file_is_beir_queries(engine, corpus, tmp_path):
     assert all(r["round_trip_rank"] == 1 for r in rows)  # k=1
     saved = json.loads(report_path(out).read_text("utf-8"))
     assert saved["kept"] == report["kept"] and saved["sample_kept"]
+    # the round trip's drops are kept beside, with their sources and no rank
+    lost = read_synthetic_queries(dropped_path(out))
+    assert report["dropped_file"] == str(dropped_path(out))
+    assert len(lost) == report["dropped"]["round_trip"] > 0
+    assert all(q.round_trip_rank is None and q.source_id for q in lost)
+    assert not {q.text for q in lost} & {r["text"] for r in rows}
 
 
 def test_an_interrupted_run_resumes_and_matches_an_uninterrupted_one(engine, corpus, tmp_path):

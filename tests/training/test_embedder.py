@@ -181,24 +181,73 @@ def test_margin_mse_distils_the_teacher_margins(train_set, tiny_st, hermetic, tm
     assert len(batch.columns) == 3  # query, positive, one negative
 
 
-def test_a_bi_encoder_teacher_is_matched_at_cosine_scale(train_set, tiny_st, hermetic, tmp_path):
-    """MarginMSE against a teacher of cosines trains the student's cosine margins (scale 1)."""
-    result = train_embedder(
-        config(
-            train_set, tiny_st, tmp_path / "bi", loss="margin-mse", teacher="bi-encoder:hashing"
-        ),
+def test_a_bi_encoder_teacher_gets_a_calibrated_scale(train_set, tiny_st, hermetic, tmp_path):
+    """MarginMSE against a teacher of cosines calibrates the factor from the margin spreads."""
+    cfg = config(
+        train_set, tiny_st, tmp_path / "bi", loss="margin-mse", teacher="bi-encoder:hashing"
+    )
+    result = train_embedder(cfg, engine=hermetic)
+    recipe = result.report["recipe"]
+    cal = recipe["scale_calibration"]
+    assert cal["pairs"] > 0 and cal["teacher_sd"] > 0 and cal["student_sd"] > 0
+    assert recipe["scale"] == pytest.approx(cal["teacher_sd"] / cal["student_sd"])
+    assert result.report["teacher"]["pairs"] > 0 and np.isfinite(result.final_loss)
+
+    # calibrate_scale measures the margins training sees: the teacher's are its batch labels
+    engine_cfg = trainer.EmbedderConfig(**{**cfg.__dict__, "scale": "auto"})
+    data = trainer._load_data(engine_cfg, hermetic)
+    teacher = trainer._Teacher(hermetic.reranker("bi-encoder:hashing"), data)
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(tiny_st), device="cpu")
+    facts = trainer.calibrate_scale(model, data, engine_cfg, teacher, anchors=4)
+    batch = trainer._make_batch(
+        data, engine_cfg, trainer._epoch_order(data, engine_cfg, 0)[:4], 0, 0, teacher
+    )
+    labels = np.asarray(batch.labels).T.ravel()
+    assert facts["pairs"] == labels.size
+    assert facts["teacher_sd"] == pytest.approx(float(labels.std()))
+
+    # a resumed run keeps the factor its first session calibrated (on the base model)
+    out = tmp_path / "resumed"
+    with pytest.raises(Interrupted):
+        train_embedder(
+            config(train_set, tiny_st, out, loss="margin-mse", teacher="bi-encoder:hashing"),
+            engine=hermetic,
+            on_step=crash_at(2),
+        )
+    state = json.loads((out / "checkpoint" / "trainer_state.json").read_text())
+    assert state["scale_calibration"]["scale"] == pytest.approx(recipe["scale"])
+    resumed = train_embedder(
+        config(train_set, tiny_st, out, loss="margin-mse", teacher="bi-encoder:hashing"),
+        resume=True,
         engine=hermetic,
     )
-    assert result.report["recipe"]["scale"] == 1.0
-    assert result.report["teacher"]["pairs"] > 0 and np.isfinite(result.final_loss)
+    assert resumed.report["recipe"]["scale"] == recipe["scale"]
+    assert resumed.losses == result.losses
+
+
+def test_scale_defaults_explicit_values_and_errors(train_set, tiny_st, hermetic, tmp_path):
     cfg = config(train_set, tiny_st, tmp_path / "x", loss="margin-mse", teacher="word-overlap")
-    assert cfg.resolved_scale(WordOverlapReranker()) == trainer.DEFAULT_SCALE
-    assert cfg.resolved_scale(hermetic.reranker("bi-encoder:hashing")) == 1.0
+    assert cfg.resolved_scale(WordOverlapReranker()) == trainer.DEFAULT_SCALE  # logits
+    assert cfg.resolved_scale(hermetic.reranker("bi-encoder:hashing")) == trainer.AUTO_SCALE
     explicit = config(train_set, tiny_st, tmp_path / "y", loss="margin-mse", scale=5.0)
     assert explicit.resolved_scale(hermetic.reranker("bi-encoder:hashing")) == 5.0
     assert config(train_set, tiny_st, tmp_path / "z").resolved_scale() == trainer.DEFAULT_SCALE
-    with pytest.raises(ConfigError, match="scale"):
-        config(train_set, tiny_st, tmp_path / "w", scale=0.0).validate()
+    fixed = train_embedder(
+        config(
+            train_set, tiny_st, tmp_path / "one", loss="margin-mse",
+            teacher="bi-encoder:hashing", scale=1.0,
+        ),
+        engine=hermetic,
+    )  # fmt: skip
+    assert fixed.report["recipe"]["scale"] == 1.0
+    assert "scale_calibration" not in fixed.report["recipe"]
+    for bad in (0.0, -1.0, "half", True):
+        with pytest.raises(ConfigError, match="scale"):
+            config(train_set, tiny_st, tmp_path / "w", scale=bad).validate()
+    with pytest.raises(ConfigError, match="auto"):  # calibration needs a teacher
+        config(train_set, tiny_st, tmp_path / "w", scale="auto").validate()
 
 
 def test_queries_without_negatives_borrow_in_batch_negatives(
@@ -359,6 +408,11 @@ def test_train_embedder_command(train_set, tiny_st, hermetic, tmp_path):
     assert bad.exit_code == 1 and "--teacher" in bad.output
     opt = CliRunner().invoke(root, [*args, "--miner-option", "oops"], obj={"engine": hermetic})
     assert opt.exit_code == 2 and "KEY=VALUE" in opt.output
+    for value, says in (("zero", "neither a number"), ("-2", "> 0")):
+        bad = CliRunner().invoke(root, [*args, "--scale", value], obj={"engine": hermetic})
+        assert bad.exit_code == 2 and says in bad.output, bad.output
+    auto = CliRunner().invoke(root, [*args, "--scale", "auto"], obj={"engine": hermetic})
+    assert auto.exit_code == 1 and "--teacher" in auto.output  # auto needs margin-mse
 
 
 def test_modules_import_without_torch():

@@ -16,8 +16,9 @@ a seeded sample of it); batch ``b`` is sampled with a torch generator seeded by
 generations are appended batch by batch to ``OUT.raw.jsonl`` (flushed, each batch one
 line); a rerun with the same settings skips the batches already there, so an
 interrupted run resumes. The final file ``OUT`` (BEIR ``queries.jsonl`` lines with
-``source_id`` and ``round_trip_rank``) and ``OUT.report.json`` are written to temporary
-siblings and renamed into place.
+``source_id`` and ``round_trip_rank``), ``OUT.dropped.jsonl`` (the queries the round trip
+dropped, same lines; a dev set's raw material, see :mod:`relevo.engine.autotune`) and
+``OUT.report.json`` are written to temporary siblings and renamed into place.
 """
 
 from __future__ import annotations
@@ -363,6 +364,12 @@ def report_path(out: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name[: -len(".jsonl")] + ".report.json")
 
 
+def dropped_path(out: str | os.PathLike[str]) -> Path:
+    """``OUT.dropped.jsonl``: the queries the round-trip check dropped, with their sources."""
+    p = Path(out).expanduser()
+    return p.with_name(p.stem + ".dropped.jsonl")
+
+
 def raw_path(out: str | os.PathLike[str]) -> Path:
     p = Path(out)
     return p.with_name(p.name[: -len(".jsonl")] + ".raw.jsonl")
@@ -454,6 +461,7 @@ def generate_queries(
                 candidates.append(SyntheticQuery(f"syn-{start + i:06d}-{j}", text, doc.id))
     # -- round trip ---------------------------------------------------------------------
     filter_facts: dict[str, Any] | None = None
+    lost: list[SyntheticQuery] = []
     if cfg.filter_pipeline and candidates:
         kept, lost, filter_facts = round_trip_filter(
             engine, cfg.corpus, candidates, pipeline=cfg.filter_pipeline, k=cfg.filter_k,
@@ -466,11 +474,16 @@ def generate_queries(
         log.warning("no generated query survived the round-trip check")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(out, [q.to_json() for q in kept])
+    # The dropped ones are kept too: a dev set drawn only from queries the filter's first
+    # stage answers favours that first stage (see relevo.engine.autotune).
+    dropped_file = dropped_path(out)
+    write_jsonl_atomic(dropped_file, [q.to_json() for q in lost])
     total = sum(len(done[b][i]) for b in done for i in range(len(done[b])))
     report = {
         "corpus": str(cfg.corpus),
         "corpus_checksum": checksum,
         "out": str(out),
+        "dropped_file": str(dropped_file),
         "model": cfg.model,
         "generator": generator.describe(),
         "examples": "generic" if not cfg.examples else str(cfg.examples),

@@ -166,6 +166,21 @@ def register_embedders(register: Register) -> None:
 
 
 # -- relevo train embedder ---------------------------------------------------------------------
+def _scale_option(ctx: Any, param: Any, value: str | None) -> float | str | None:
+    """``--scale``: a number > 0 or ``auto``."""
+    import click
+
+    if value is None or value.strip().lower() == "auto":
+        return None if value is None else "auto"
+    try:
+        scale = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number > 0 nor 'auto'.") from None
+    if not scale > 0:
+        raise click.BadParameter(f"{value!r} must be > 0 (or 'auto').")
+    return scale
+
+
 def _embedder_command(helpers: CommandHelpers) -> click.Command:
     import click
 
@@ -215,10 +230,11 @@ def _embedder_command(helpers: CommandHelpers) -> click.Command:
     )
     @click.option(
         "--scale",
-        type=click.FloatRange(min=0, min_open=True),
         default=None,
+        callback=_scale_option,
         help="MNRL: softmax inverse temperature; margin-mse: factor on the student's cosine "
-        "margin. [default: 20; 1 for a bi-encoder teacher]",
+        "margin, or 'auto' (calibrated from the teacher's and the base model's margin "
+        "spreads on the first batches). [default: 20; auto for a bi-encoder teacher]",
     )
     @click.option(
         "--curriculum",

@@ -100,6 +100,10 @@ LOSSES = ("mnrl", "cached-mnrl", "margin-mse")
 CURRICULA = ("none", "easy-to-hard")
 UNSUPERVISED = ("crops",)
 DEFAULT_SCALE = 20.0  # MNRL's inverse temperature; MarginMSE's factor for a logit teacher
+#: ``scale`` value asking for a calibrated MarginMSE factor (:func:`calibrate_scale`)
+AUTO_SCALE = "auto"
+#: anchors whose margins calibrate ``scale="auto"`` (the first batches of the schedule)
+CALIBRATION_ANCHORS = 64
 REPORT_FILE = "relevo-embedder.json"
 FORMAT = "relevo-embedder"
 FORMAT_VERSION = 1
@@ -166,8 +170,10 @@ class EmbedderConfig:
         lr / weight_decay / warmup_ratio: AdamW with linear warm-up and decay.
         scale: inverse temperature of the (cached) MNRL softmax over cosine scores, and
             for ``margin-mse`` the factor on the student's cosine margin (default: 20, or
-            1 where the teacher's scores are cosines themselves — a ``bi-encoder:...``
-            teacher, see :meth:`resolved_scale`).
+            ``"auto"`` where the teacher's scores are cosines themselves — a
+            ``bi-encoder:...`` teacher, see :meth:`resolved_scale`). ``"auto"`` (margin-mse
+            only) calibrates it before the first step: the spread of the teacher's margins
+            over the spread of the base model's on the first batches.
         mask_judged: leave in-batch candidates that the split judges relevant to an
             anchor out of that anchor's softmax (they are not negatives; on NFCorpus 28% of
             the anchors of a random batch of 32 meet one). MNRL losses only.
@@ -207,7 +213,7 @@ class EmbedderConfig:
     lr: float = 2e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    scale: float | None = None
+    scale: float | str | None = None
     mask_judged: bool = True
     max_examples: int | None = None
     max_positives: int | None = None
@@ -272,8 +278,16 @@ class EmbedderConfig:
             )
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}.")
-        if self.scale is not None and not self.scale > 0:
-            raise ConfigError(f"scale must be > 0, got {self.scale}.")
+        if self.scale == AUTO_SCALE:
+            if self.loss != "margin-mse" or not self.teacher:
+                raise ConfigError(
+                    "scale 'auto' calibrates MarginMSE against a teacher: use it with "
+                    "--loss margin-mse --teacher RERANKER, or give a number."
+                )
+        elif self.scale is not None and (
+            isinstance(self.scale, (str, bool)) or not float(self.scale) > 0
+        ):
+            raise ConfigError(f"scale must be > 0 or 'auto', got {self.scale!r}.")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
         if not 0 < self.crop_min_ratio <= self.crop_max_ratio <= 1:
@@ -297,19 +311,21 @@ class EmbedderConfig:
         if isinstance(self.checkpoint_every, bool) or self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}.")
 
-    def resolved_scale(self, teacher: Any = None) -> float:
+    def resolved_scale(self, teacher: Any = None) -> float | str:
         """``scale`` as given, else the default for this loss and ``teacher``.
 
         MNRL: 20 (a softmax over cosines needs a low temperature). MarginMSE: the
         student's margin is ``scale`` x its cosine margin, in the teacher's units: 20
-        for a cross-encoder's logits, 1 for a teacher whose ``similarity`` is
-        ``"cosine"`` (``bi-encoder:EMBEDDER``; its margins are at most 2 like the
-        student's, and 20 would ask the student for margins 20x too small).
+        for a cross-encoder's logits, ``"auto"`` for a teacher whose ``similarity`` is
+        ``"cosine"`` (``bi-encoder:EMBEDDER``). Two embedders' cosine margins are in the
+        same units but not the same spread (on NFCorpus train pairs bge-small's spread
+        about half as wide as MiniLM's), so ``train_embedder`` calibrates the factor on
+        the first batches (:func:`calibrate_scale`) instead of assuming 1.
         """
         if self.scale is not None:
-            return float(self.scale)
+            return self.scale if self.scale == AUTO_SCALE else float(self.scale)
         if self.loss == "margin-mse" and getattr(teacher, "similarity", None) == "cosine":
-            return 1.0
+            return AUTO_SCALE
         return DEFAULT_SCALE
 
     def resolved_base(self) -> str:
@@ -848,6 +864,7 @@ class _Progress:
     seconds_before: float = 0.0
     refreshes: list[dict[str, Any]] = field(default_factory=list)
     masked: int = 0  # (anchor, judged in-batch candidate) cells left out of the softmax
+    calibration: dict[str, Any] | None = None  # scale "auto": what calibrate_scale found
 
     def state(self, step: int, seconds: float, data: _Data) -> dict[str, Any]:
         return {
@@ -859,6 +876,7 @@ class _Progress:
             "train_seconds": seconds,
             "refreshes": self.refreshes,
             "judged_masked": self.masked,
+            "scale_calibration": self.calibration,
             # ADORE swaps these during training; a resumed run continues with them.
             "negatives": [e.negatives for e in data.examples],
         }
@@ -886,6 +904,78 @@ def _schedule(cfg: EmbedderConfig, data: _Data) -> _Schedule:
     return _Schedule(steps_per_epoch, total, int(total * cfg.warmup_ratio))
 
 
+def calibrate_scale(
+    model: Any,
+    data: _Data,
+    cfg: EmbedderConfig,
+    teacher: _Teacher,
+    *,
+    anchors: int = CALIBRATION_ANCHORS,
+) -> dict[str, Any]:
+    """MarginMSE's factor for ``scale="auto"``: teacher margin spread / student margin spread.
+
+    The examples are the first batches the run trains on (the same draws, so their
+    teacher scores are cached for training), until ``anchors`` anchors are seen. The
+    student's margins are the base model's cosine margins, before any step. MarginMSE
+    asks ``scale x student margin`` to equal the teacher's margin; with the factor set
+    to the ratio of the two standard deviations the student starts where its margins
+    already spread as widely as it needs, rather than being asked to shrink (or
+    stretch) them all before it can learn the teacher's order.
+
+    Returns ``{"scale", "teacher_sd", "student_sd", "correlation", "pairs"}``.
+    """
+    order = _epoch_order(data, cfg, 0)
+    teacher_m: list[float] = []
+    student_m: list[float] = []
+    was_training = bool(getattr(model, "training", False))
+    model.eval()
+    try:
+        for step in range(max(1, -(-anchors // cfg.batch_size))):
+            indices = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            if not indices:
+                break
+            batch = _make_batch(data, cfg, indices, step, 0, teacher)
+            if batch.labels is None:
+                break
+            vecs = [
+                np.asarray(model.encode(col, normalize_embeddings=True, show_progress_bar=False))
+                for col in batch.columns
+            ]
+            anchor, positive = vecs[0], vecs[1]
+            pos = np.sum(anchor * positive, axis=1)
+            for j, neg in enumerate(vecs[2:]):
+                margins = pos - np.sum(anchor * neg, axis=1)
+                student_m.extend(float(m) for m in margins)
+                teacher_m.extend(float(row[j]) for row in batch.labels)
+    finally:
+        if was_training:
+            model.train()
+    t, st = np.asarray(teacher_m), np.asarray(student_m)
+    t_sd = float(t.std()) if t.size > 1 else 0.0
+    s_sd = float(st.std()) if st.size > 1 else 0.0
+    facts: dict[str, Any] = {"teacher_sd": t_sd, "student_sd": s_sd, "pairs": int(t.size)}
+    if not (t_sd > 1e-6 and s_sd > 1e-6 and np.isfinite(t_sd) and np.isfinite(s_sd)):
+        log.warning(
+            "scale auto: margins without spread on %d pairs (teacher sd %.3g, student sd %.3g); "
+            "using 1",
+            t.size,
+            t_sd,
+            s_sd,
+        )
+        return {**facts, "scale": 1.0, "correlation": None}
+    facts["correlation"] = float(np.corrcoef(t, st)[0, 1])
+    facts["scale"] = float(min(max(t_sd / s_sd, 1e-2), 1e2))
+    log.info(
+        "scale auto: %.3f (teacher margin sd %.4f / student %.4f over %d pairs, correlation %.2f)",
+        facts["scale"],
+        t_sd,
+        s_sd,
+        t.size,
+        facts["correlation"],
+    )
+    return facts
+
+
 def _loss_module(losses: Any, model: Any, cfg: EmbedderConfig) -> Any:
     if cfg.loss in ("mnrl", "cached-mnrl"):
         from .losses import InBatchSoftmaxLoss
@@ -894,7 +984,7 @@ def _loss_module(losses: Any, model: Any, cfg: EmbedderConfig) -> Any:
         # its cached variant) because it takes the per-step mask of judged candidates.
         return InBatchSoftmaxLoss(
             model,
-            scale=cfg.resolved_scale(),
+            scale=float(cfg.resolved_scale()),  # validate() refuses "auto" for MNRL
             mini_batch_size=cfg.mini_batch_size if cfg.loss == "cached-mnrl" else None,
         )
     # The student's margin is ``scale`` x its cosine margin: a cross-encoder's logits
@@ -902,7 +992,10 @@ def _loss_module(losses: Any, model: Any, cfg: EmbedderConfig) -> Any:
     # chasing them wrecks the embedding (SciFact 0.645 -> 0.470 nDCG@10 in 40 steps).
     from sentence_transformers.util import pairwise_cos_sim
 
-    scale = cfg.resolved_scale()  # resolved with the teacher by train_embedder
+    # Resolved with the teacher (and calibrated, for "auto") by train_embedder; until
+    # then a placeholder.
+    resolved = cfg.resolved_scale()
+    scale = 1.0 if resolved == AUTO_SCALE else float(resolved)
 
     def scaled_cosine(a: Any, b: Any) -> Any:
         return scale * pairwise_cos_sim(a, b)
@@ -1173,6 +1266,8 @@ def _report(
     if cfg.loss == "cached-mnrl":
         recipe["mini_batch_size"] = cfg.mini_batch_size
     recipe["scale"] = cfg.scale
+    if progress.calibration is not None:
+        recipe["scale_calibration"] = progress.calibration
     if cfg.loss != "margin-mse":
         recipe["mask_judged"] = cfg.mask_judged
     if cfg.unsupervised == "crops":
@@ -1319,6 +1414,16 @@ def train_embedder(
     source = str(ckpt) if ckpt is not None else base
     trainee = _build_trainee(torch, config, source, device, schedule)
     progress = _Progress(fingerprint, schedule.total)
+    if config.scale == AUTO_SCALE:
+        assert teacher is not None  # noqa: S101 - validate() requires one for "auto"
+        # A resumed run keeps the factor its first session calibrated on the base model.
+        stored = prior.get("scale_calibration") if ckpt is not None else None
+        if stored is None and config.moe is not None:
+            log.warning("scale auto: not calibrated for MoE experts; using 1")
+            stored = {"scale": 1.0, "pairs": 0}
+        progress.calibration = stored or calibrate_scale(trainee.model, data, config, teacher)
+        config = dataclasses.replace(config, scale=float(progress.calibration["scale"]))
+        trainee.loss = _loss_module(_st_losses(), trainee.model, config)
     if ckpt is not None:
         _restore(ckpt, prior, trainee, progress, data)
     seconds = _train(torch, trainee, data, config, schedule, progress, out, teacher, on_step)

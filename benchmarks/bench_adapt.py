@@ -11,7 +11,10 @@ For every dataset, no label of it is used for training or tuning:
 2. ``relevo adapt DATASET --queries ... --reranker cross-encoder:OTHER --train-reranker``:
    OTHER is a cross-encoder trained by ``relevo train reranker`` on the *other* datasets'
    train splits (SciFact -> NFCorpus-only, NFCorpus -> SciFact-only, TREC DL -> both);
-   100 synthetic queries are held out as the corpus's dev set.
+   whole documents (100 synthetic queries) are held out; the dev sets are
+   :func:`relevo.engine.autotune.dev_set`'s choice (the half of the generated queries,
+   kept and dropped by the round trip, that copies least from its source) over the
+   held-out documents (adapted models) or over every query (the teacher / other CE).
 3. Scored on the full test split (TREC DL 2019: the BM25 top-100 run, qrels at level 2):
    BM25; hybrid (BM25 + MiniLM, relevo's RRF); OTHER over BM25 plain, blended 0.5 and
    ``--interpolate auto`` (the weight :func:`relevo.engine.autotune.estimate_interpolation`
@@ -182,7 +185,11 @@ def evaluate_dataset(
     dataset = load_dataset(root, split="test")
     qids = list(dataset.queries)
     depth = DEPTH[ds]
+    # held-out documents' dev set (for the adapted models) and the teacher's, chosen from
+    # every synthetic query (the teacher and the other CE trained on none of them)
     dev = [(q.text, q.source_id) for q in read_synthetic_queries(adapted["queries"]["dev_file"])]
+    teacher_file = adapted["queries"].get("teacher_dev_file") or adapted["queries"]["dev_file"]
+    teacher_dev = [(q.text, q.source_id) for q in read_synthetic_queries(teacher_file)]
     emb = adapted["outputs"]["embedder"]
     row: dict[str, Any] = {"dataset": ds, "queries": len(qids), "depth": depth}
     bm25 = first_stage(engine, dataset, qids, "bm25", "minilm")
@@ -193,6 +200,7 @@ def evaluate_dataset(
     adapted_hybrid = first_stage(engine, dataset, qids, "hybrid", emb)
     row["adapted_hybrid"] = score(adapted_hybrid, dataset)
     dev_bm25 = dev_candidates(engine, dataset.corpus, dev, pipeline="bm25", depth=depth)
+    teacher_bm25 = dev_candidates(engine, dataset.corpus, teacher_dev, pipeline="bm25", depth=depth)
     dev_hybrid = dev_candidates(
         engine, dataset.corpus, dev, pipeline="hybrid", depth=depth, embedder=emb
     )
@@ -202,7 +210,10 @@ def evaluate_dataset(
     # reuse one from an earlier scoring of this dataset when neither changed since.
     prev_path = work / ds / f"row{suffix(args)}.prev.json"
     prev = json.loads(prev_path.read_text("utf-8")) if prev_path.is_file() else {}
-    for key, spec in (("other_ce", other), ("adapted_ce", mine)):
+    for key, spec, judged, rows in (
+        ("other_ce", other, teacher_dev, teacher_bm25),
+        ("adapted_ce", mine, dev, dev_bm25),
+    ):
         if spec is None:
             continue
         folder = Path(spec.split(":", 1)[1])
@@ -211,15 +222,15 @@ def evaluate_dataset(
             old is not None
             and spec.startswith("cross-encoder:")
             and old.get("reranker") == spec
-            and old.get("dev_set") == [list(x) for x in dev]
+            and old.get("dev_set") == [list(x) for x in judged]
             and prev_path.stat().st_mtime > (folder / "relevo-reranker.json").stat().st_mtime
         )
-        row[key] = old if fresh else rerank_curve(engine, dataset, bm25, spec, depth, dev_bm25)
-        row[key]["dev_set"] = [list(x) for x in dev]
+        row[key] = old if fresh else rerank_curve(engine, dataset, bm25, spec, depth, rows)
+        row[key]["dev_set"] = [list(x) for x in judged]
         row[key]["reused"] = bool(fresh)
     if args.tag:  # control: the same teacher over the un-adapted hybrid
         dev_plain = dev_candidates(
-            engine, dataset.corpus, dev, pipeline="hybrid", depth=depth, embedder="minilm"
+            engine, dataset.corpus, teacher_dev, pipeline="hybrid", depth=depth, embedder="minilm"
         )
         row["hybrid_teacher"] = rerank_curve(engine, dataset, hybrid, other, depth, dev_plain)
     row["adapted_pipeline"] = rerank_curve(
@@ -245,8 +256,9 @@ def markdown(payload: dict[str, Any], path: Path) -> None:
         "",
         "No label of the evaluated dataset is used for training or tuning. `other CE`: a "
         "cross-encoder trained by relevo on the other datasets' train splits. `auto`: the "
-        "weight `--interpolate auto` chose on 100 held-out synthetic queries (0 = do not "
-        "rerank). `adapted`: after `relevo adapt` (synthetic queries, mined negatives, the "
+        "weight `--interpolate auto` chose on "
+        + dev_words(payload["meta"])
+        + " (0 = do not rerank). `adapted`: after `relevo adapt` (synthetic queries, mined negatives, the "
         "other CE as MarginMSE teacher when the dev set trusts it, cross-encoder fine-tuned "
         "on the synthetic pairs). `adapted pipeline` (fixed in advance): adapted hybrid "
         "reranked by the adapted CE at its auto weight.",
@@ -271,6 +283,18 @@ def markdown(payload: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n", "utf-8")
 
 
+def dev_words(meta: dict[str, Any]) -> str:
+    """What the dev set of these results was."""
+    if meta.get("dev_set") == "least-overlap":
+        return (
+            "the synthetic dev set of `relevo.engine.autotune.dev_set` (of the generated "
+            "queries, kept and dropped by the round trip, the half that copies fewest words "
+            "from its source document; for the adapted models only held-out documents' "
+            "queries, for the teacher and the other CE every query)"
+        )
+    return "100 held-out synthetic queries kept by the round trip"
+
+
 def markdown_teacher(payload: dict[str, Any], path: Path) -> None:
     """The ``--teacher`` variant: one teacher for every dataset, and the control row."""
     rows, meta = payload["rows"], payload["meta"]
@@ -280,7 +304,8 @@ def markdown_teacher(payload: dict[str, Any], path: Path) -> None:
         "",
         f"No label of the evaluated dataset is used for training or tuning. Teacher: `{t}` "
         "for every dataset, off the shelf. `auto`: the weight `--interpolate auto` chose on "
-        "100 held-out synthetic queries (0 = do not rerank). `adapted`: after `relevo adapt "
+        + dev_words(meta)
+        + " (0 = do not rerank). `adapted`: after `relevo adapt "
         f"--reranker {t}` (the same synthetic queries as `adapt.md`, mined negatives, "
         + ("MarginMSE against the teacher's margins, asked for with `--loss margin-mse`"
            if meta.get("loss") == "margin-mse"
@@ -486,6 +511,7 @@ def main() -> None:
                 "other_ce": OTHER_CE, "published_bm25": PUBLISHED,
                 "teacher": args.teacher, "tag": args.tag,
                 "train_reranker": not args.no_train_reranker, "loss": args.loss,
+                "dev_set": "least-overlap",
             },
             "rows": rows,
         }  # fmt: skip

@@ -15,6 +15,7 @@ seed 42, BM25 round trip top 20), against the true nDCG@10 curve on the full tes
 - ``all``: kept + dropped (``OUT.dropped.jsonl``): every generated query.
 - ``low-overlap``: of all, the half whose words appear least in their source document
   (the generator copies words; real queries copy fewer).
+- ``kept-low-overlap``: of the kept, the half whose words appear least in their source.
 - ``dropped``: only the queries the round trip dropped.
 
 No label of the evaluated dataset is used by any dev set; the test labels only draw the
@@ -40,7 +41,7 @@ from typing import Any
 import _common as C
 import bench_adapt as A
 
-DEV_SETS = ("kept", "all", "low-overlap", "dropped")
+DEV_SETS = ("kept", "all", "low-overlap", "kept-low-overlap", "dropped")
 STAGES = ("bm25", "hybrid")
 _WORD = re.compile(r"[a-z0-9]{3,}")
 
@@ -66,11 +67,17 @@ def dev_sets(work: Path, ds: str, texts: dict[str, str]) -> dict[str, list[tuple
         )
     lost = read_synthetic_queries(lost_file)
     every = [(q.text, q.source_id) for q in kept + lost]
-    scored = sorted(every, key=lambda x: overlap(x[0], texts.get(x[1], "")))
+    pairs = [(q.text, q.source_id) for q in kept]
+
+    def low(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        ranked = sorted(rows, key=lambda x: overlap(x[0], texts.get(x[1], "")))
+        return ranked[: len(ranked) // 2]
+
     return {
-        "kept": [(q.text, q.source_id) for q in kept],
+        "kept": pairs,
         "all": every,
-        "low-overlap": scored[: len(scored) // 2],
+        "low-overlap": low(every),
+        "kept-low-overlap": low(pairs),
         "dropped": [(q.text, q.source_id) for q in lost],
     }
 

@@ -12,12 +12,15 @@ from relevo.engine.autotune import (
     WEIGHTS,
     choose_weight,
     dev_candidates,
+    dev_set,
     estimate_interpolation,
     parse_interpolate,
+    word_overlap,
 )
 from relevo.engine.evaluate import evaluate
 from relevo.engine.hookspecs import hookimpl
 from relevo.engine.rerank import RerankOptions
+from relevo.engine.synthetic import SyntheticQuery, dropped_path, read_dev_queries
 from relevo.testing import FakePlugin, OracleReranker, tiny_corpus, write_beir_dataset
 
 # (query, source): BM25 ranks d12 and d11 below other documents for the first two, and
@@ -39,6 +42,39 @@ def test_choose_weight_rules():
     assert choose_weight({0.0: 0.9, 0.3: 0.95, 1.0: 0.2}) == 0.3
     with pytest.raises(ConfigError):
         choose_weight({})
+
+
+def test_word_overlap():
+    assert word_overlap("Interest rates RISE", "bond prices fall when interest rates rise") == 1.0
+    assert word_overlap("prices rise over time inflation", "rates slow inflation") == 0.2
+    assert word_overlap("café crème brûlée", "une crème brûlée") == pytest.approx(2 / 3)
+    assert word_overlap("a b", "anything") == 1.0  # no word of 3+ characters: nothing to copy
+
+
+def test_dev_set_keeps_the_queries_that_copy_least_in_file_order():
+    texts = {"d1": "alpha beta gamma delta", "d2": "epsilon zeta eta theta"}
+    qs = [
+        SyntheticQuery("q0", "alpha beta gamma", "d1"),  # 1.0
+        SyntheticQuery("q1", "alpha omega sigma", "d1"),  # 1/3
+        SyntheticQuery("q2", "epsilon zeta kappa", "d2"),  # 2/3
+        SyntheticQuery("q3", "lambda omicron", "d2"),  # 0
+        SyntheticQuery("q4", "unknown source", "d9"),  # skipped
+    ]
+    assert [q.id for q in dev_set(qs, texts.get)] == ["q1", "q3"]
+    assert [q.id for q in dev_set(qs, texts.get, share=0.75)] == ["q1", "q2", "q3"]
+    assert [q.id for q in dev_set(qs[:1], texts.get)] == ["q0"]  # never empty
+    assert dev_set(qs[4:], texts.get) == []
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="share"):
+            dev_set(qs, texts.get, share=bad)
+
+
+def test_read_dev_queries_adds_the_round_trip_drops(tmp_path):
+    out = tmp_path / "q.jsonl"
+    out.write_text(json.dumps({"_id": "k", "text": "kept", "source_id": "d1"}) + "\n")
+    assert [q.id for q in read_dev_queries(out)] == ["k"]  # no drops file: the kept ones
+    dropped_path(out).write_text(json.dumps({"_id": "x", "text": "lost", "source_id": "d2"}) + "\n")
+    assert [q.id for q in read_dev_queries(out)] == ["k", "x"]
 
 
 def test_parse_interpolate():
@@ -128,7 +164,10 @@ def test_eval_with_interpolate_auto(oracle_engine, corpus_dir, tmp_path, invert)
         dev_queries=dev,
     )
     est = report["interpolate_auto"]
-    assert est["dev_queries"] == len(DEV) and est["source"] == str(dev)
+    # the dev set is the half of the generated queries that copies least from its source:
+    # here the two whose source BM25 does not rank first
+    assert est["generated_queries"] == len(DEV) and est["source"] == str(dev)
+    assert est["dev_queries"] == len(DEV) // 2
     assert est["weight"] == (0.0 if invert else 1.0)
     assert report["rerank"]["skipped"] is invert
     assert report["rerank"]["interpolate"] == est["weight"]

@@ -857,17 +857,23 @@ def rerank_cmd(
     if options.interpolate == "auto":
         from dataclasses import replace
 
-        from .autotune import estimate_interpolation
-        from .synthetic import read_synthetic_queries
+        from .autotune import dev_set, estimate_interpolation, pairs
+        from .synthetic import read_dev_queries
 
         if dev_queries is None:
             raise ConfigError(
                 "--interpolate auto needs this corpus's synthetic dev queries here: "
-                "`relevo generate-queries CORPUS --out dev.jsonl --sample 64`, then --dev-queries dev.jsonl."
+                "`relevo generate-queries CORPUS --out dev.jsonl --sample 128`, then --dev-queries dev.jsonl."
             )
-        dev = read_synthetic_queries(dev_queries)
-        found = collection.search_batch([q.text for q in dev], depth, with_text=True)
-        rows = [(q.text, h, q.source_id) for q, h in zip(dev, found, strict=True)]
+        store = collection.docstore
+
+        def text_of(doc_id: str) -> str | None:
+            doc = store.by_id(doc_id)
+            return None if doc is None else doc.content
+
+        dev = pairs(dev_set(read_dev_queries(dev_queries), text_of))
+        found = collection.search_batch([q for q, _ in dev], depth, with_text=True)
+        rows = [(q, h, src) for (q, src), h in zip(dev, found, strict=True)]
         estimate = estimate_interpolation(
             replace(options, interpolate=None).runner(component), rows, depth=depth,
             source=str(dev_queries),

@@ -426,22 +426,25 @@ def _auto_interpolation(
     dev_queries: str | Path | None,
 ) -> Any:
     """``--interpolate auto``: the weight the corpus's synthetic dev set supports."""
-    from .autotune import dev_candidates, estimate_interpolation
-    from .synthetic import cached_dev_set, read_synthetic_queries
+    from .autotune import dev_candidates, dev_set, estimate_interpolation, pairs
+    from .corpus import read_corpus
+    from .synthetic import cached_dev_set, read_dev_queries
 
     if dev_queries is not None:
-        dev = read_synthetic_queries(dev_queries)
+        generated = read_dev_queries(dev_queries)
         source = str(dev_queries)
     else:
-        dev, path = cached_dev_set(engine, dataset.corpus)
+        generated, path = cached_dev_set(engine, dataset.corpus)
         source = str(path)
+    texts = {d.id: d.content for d in read_corpus(dataset.corpus)[0]}
+    dev = pairs(dev_set(generated, texts.get))
     rows = dev_candidates(
-        engine, dataset.corpus, [(q.text, q.source_id) for q in dev],
-        pipeline=pipeline, depth=options.depth, embedder=embedder,
-    )  # fmt: skip
+        engine, dataset.corpus, dev, pipeline=pipeline, depth=options.depth, embedder=embedder
+    )
     runner = replace(options, interpolate=None).runner(reranker)
     estimate = estimate_interpolation(runner, rows, depth=options.depth, source=source)
     estimate.extra["pipeline"] = pipeline
+    estimate.extra["generated_queries"] = len(generated)
     return estimate
 
 

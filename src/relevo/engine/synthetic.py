@@ -512,20 +512,25 @@ def cached_dev_set(
     engine: Engine,
     corpus: str | os.PathLike[str],
     *,
-    sample: int = 64,
+    sample: int | None = None,
     model: str = "smollm2",
     seed: int = 42,
     progress: Callable[[int, int], Any] | None = None,
 ) -> tuple[list[SyntheticQuery], Path]:
     """Synthetic dev queries for ``corpus``, generated once and kept in the user cache.
 
-    What ``--interpolate auto`` uses without ``--dev-queries``: ``sample`` documents, one
-    query each, round-trip checked with BM25; the file is keyed by the corpus checksum,
-    the generator and the seed (``<cache>/synthetic/``), so later runs reuse it.
+    What ``--interpolate auto`` uses without ``--dev-queries``: ``sample`` documents
+    (default :data:`relevo.engine.autotune.AUTO_SAMPLE`), one query each, round-trip
+    checked with BM25; the file is keyed by the corpus checksum, the generator and the
+    seed (``<cache>/synthetic/``), so later runs reuse it. Returns the kept *and* the
+    dropped queries (:func:`read_dev_queries`), for :func:`relevo.engine.autotune.dev_set`.
     """
+    from .autotune import AUTO_SAMPLE
     from .cache import key
     from .corpus import read_corpus
 
+    if sample is None:
+        sample = AUTO_SAMPLE
     _, checksum = read_corpus(corpus)
     folder = engine.cache_dir / "synthetic"
     folder.mkdir(parents=True, exist_ok=True)
@@ -539,7 +544,24 @@ def cached_dev_set(
             engine=engine,
             progress=progress,
         )
-    return read_synthetic_queries(out), out
+    return read_dev_queries(out), out
+
+
+def read_dev_queries(path: str | os.PathLike[str]) -> list[SyntheticQuery]:
+    """The queries of ``path`` and, when it is there, of its ``.dropped.jsonl`` sibling.
+
+    A dev set should not be only the queries the round trip kept (they favour the first
+    stage that kept them); :func:`relevo.engine.autotune.dev_set` chooses among all.
+    """
+    return read_synthetic_queries(path) + read_dropped_queries(path)
+
+
+def read_dropped_queries(out: str | os.PathLike[str]) -> list[SyntheticQuery]:
+    """The round trip's drops written beside ``out`` (none when the file is absent or empty)."""
+    lost = dropped_path(out)
+    if not lost.is_file() or not lost.read_text("utf-8").strip():
+        return []
+    return read_synthetic_queries(lost)
 
 
 def make_generator(
@@ -575,6 +597,9 @@ __all__ = [
     "make_generator",
     "raw_path",
     "read_examples",
+    "dropped_path",
+    "read_dev_queries",
+    "read_dropped_queries",
     "read_synthetic_queries",
     "report_path",
     "write_json_atomic",

@@ -5,8 +5,12 @@ GPL-style (Wang et al. 2022) with Promptagator's round-trip filter:
 1. **Queries.** Synthetic queries for the corpus: ``--queries FILE`` from ``relevo
    generate-queries``, or generated now into ``OUT/queries.jsonl`` (resumable).
 2. **Split.** Queries are grouped by source document and a seeded share of the
-   documents (``dev_size`` queries at most, a fifth of them at least one) is held out as
-   the corpus's own dev set, never trained on.
+   documents (``dev_size`` queries at most, a fifth of them at least one) is held out,
+   never trained on. The dev set is chosen from those documents' queries, kept and
+   dropped by the round trip (``OUT.dropped.jsonl`` beside the queries file), by
+   :func:`relevo.engine.autotune.dev_set`: the half that copies least from its source
+   (``OUT/dev-queries.jsonl``). The teacher, trained on none of them, is judged on the
+   same choice over *every* generated query (``OUT/teacher-dev-queries.jsonl``).
 3. **Data.** ``OUT/data/`` is a BEIR folder: the corpus (a link to the user's file, or
    a copy where links are refused), the queries, ``qrels/train.tsv`` and
    ``qrels/dev.tsv`` (query -> source document). Every later step reads it like any
@@ -49,6 +53,7 @@ from ..engine.synthetic import (
     QueryGenConfig,
     SyntheticQuery,
     generate_queries,
+    read_dropped_queries,
     read_synthetic_queries,
     write_json_atomic,
     write_jsonl_atomic,
@@ -61,6 +66,8 @@ log = logging.getLogger(__name__)
 
 REPORT_FILE = "relevo-adapt.json"
 DEV_FILE = "dev-queries.jsonl"
+#: the teacher's dev set: chosen from every synthetic query (the teacher trains on none)
+TEACHER_DEV_FILE = "teacher-dev-queries.jsonl"
 
 
 @dataclass
@@ -258,6 +265,11 @@ def _queries(
     return read_synthetic_queries(target), report
 
 
+def _dropped(cfg: AdaptConfig, out: Path) -> list[SyntheticQuery]:
+    """The round trip's drops beside the queries file (``OUT.dropped.jsonl``), if any."""
+    return read_dropped_queries(cfg.queries if cfg.queries is not None else out / "queries.jsonl")
+
+
 def adapt(
     cfg: AdaptConfig,
     *,
@@ -277,7 +289,7 @@ def adapt(
             yielding an ``on_step`` for one training (the CLI's progress bars); used
             instead of ``on_step`` when given.
     """
-    from ..engine.autotune import dev_candidates
+    from ..engine.autotune import dev_candidates, dev_set, pairs
     from ..engine.corpus import read_corpus
     from .embedder import EmbedderConfig, train_embedder
 
@@ -298,10 +310,21 @@ def adapt(
             f"{len(usable)} of {len(queries)} synthetic queries name a document of {cfg.corpus}; "
             "adapt needs at least 2 (were the queries written for another corpus?)."
         )
-    train, dev = split_dev(usable, cfg.dev_size, cfg.seed)
+    train, held_out = split_dev(usable, cfg.dev_size, cfg.seed)
+    # Dev sets (relevo.engine.autotune.dev_set): of the generated queries, kept *and*
+    # dropped by the round trip, those that copy least from their source. The adapted
+    # models are judged on held-out documents only; the teacher, trained on none of
+    # these queries, on all of them.
+    texts = {d.id: d.content for d in docs}
+    lost = [q for q in _dropped(cfg, out) if q.source_id in known]
+    held = {q.source_id for q in held_out}
+    held_lost = [q for q in lost if q.source_id in held]
+    dev = dev_set([*held_out, *held_lost], texts.get)
+    teacher_dev = dev_set([*usable, *lost], texts.get)
     data = out / "data"
     data_facts = write_training_folder(data, Path(cfg.corpus), train, dev)
     write_jsonl_atomic(out / DEV_FILE, [q.to_json() for q in dev])
+    write_jsonl_atomic(out / TEACHER_DEV_FILE, [q.to_json() for q in teacher_dev])
     report: dict[str, Any] = {
         "format": "relevo-adapt",
         "corpus": str(cfg.corpus),
@@ -310,8 +333,13 @@ def adapt(
             "total": len(queries),
             "unknown_source": len(queries) - len(usable),
             "train": len(train),
+            "dropped_by_round_trip": len(lost),
+            "held_out": len(held_out),
+            "dev_dropped": len(held_lost),
             "dev": len(dev),
             "dev_file": str(out / DEV_FILE),
+            "teacher_dev": len(teacher_dev),
+            "teacher_dev_file": str(out / TEACHER_DEV_FILE),
         },
         "generation": None
         if gen_report is None
@@ -324,19 +352,16 @@ def adapt(
         "outputs": {},
     }
     dev_rows = (
-        dev_candidates(
-            engine,
-            cfg.corpus,
-            [(q.text, q.source_id) for q in dev],
-            pipeline=cfg.first_stage,
-            depth=cfg.depth,
-        )
-        if dev and (cfg.reranker or cfg.train_reranker)
+        dev_candidates(engine, cfg.corpus, pairs(dev), pipeline=cfg.first_stage, depth=cfg.depth)
+        if dev and cfg.train_reranker
         else []
     )
-    if cfg.reranker and dev_rows:
+    if cfg.reranker and teacher_dev:
+        teacher_rows = dev_candidates(
+            engine, cfg.corpus, pairs(teacher_dev), pipeline=cfg.first_stage, depth=cfg.depth
+        )
         report["interpolate_auto"]["teacher"] = estimate_for(
-            engine, cfg.reranker, dev_rows, depth=cfg.depth, source=str(out / DEV_FILE)
+            engine, cfg.reranker, teacher_rows, depth=cfg.depth, source=str(out / TEACHER_DEV_FILE)
         )
     # -- bi-encoder ---------------------------------------------------------------------
     loss = cfg.loss
@@ -451,6 +476,7 @@ def _train_once(
 __all__ = [
     "DEV_FILE",
     "REPORT_FILE",
+    "TEACHER_DEV_FILE",
     "AdaptConfig",
     "adapt",
     "estimate_for",

@@ -12,9 +12,9 @@ For every dataset, no label of it is used for training or tuning:
    OTHER is a cross-encoder trained by ``relevo train reranker`` on the *other* datasets'
    train splits (SciFact -> NFCorpus-only, NFCorpus -> SciFact-only, TREC DL -> both);
    whole documents (100 synthetic queries) are held out; the dev sets are
-   :func:`relevo.engine.autotune.dev_set`'s choice (the half of the generated queries,
-   kept and dropped by the round trip, that copies least from its source) over the
-   held-out documents (adapted models) or over every query (the teacher / other CE).
+   :func:`relevo.engine.autotune.dev_set`'s choice (the half of the kept queries that
+   copies least from its source) over the held-out documents (adapted models) or over
+   every query (the teacher / other CE).
 3. Scored on the full test split (TREC DL 2019: the BM25 top-100 run, qrels at level 2):
    BM25; hybrid (BM25 + MiniLM, relevo's RRF); OTHER over BM25 plain, blended 0.5 and
    ``--interpolate auto`` (the weight :func:`relevo.engine.autotune.estimate_interpolation`
@@ -287,10 +287,10 @@ def dev_words(meta: dict[str, Any]) -> str:
     """What the dev set of these results was."""
     if meta.get("dev_set") == "least-overlap":
         return (
-            "the synthetic dev set of `relevo.engine.autotune.dev_set` (of the generated "
-            "queries, kept and dropped by the round trip, the half that copies fewest words "
-            "from its source document; for the adapted models only held-out documents' "
-            "queries, for the teacher and the other CE every query)"
+            "the synthetic dev set of `relevo.engine.autotune.dev_set` (of the queries the "
+            "round trip kept, the half that copies fewest words from its source document; "
+            "for the adapted models only held-out documents' queries, for the teacher and "
+            "the other CE every query)"
         )
     return "100 held-out synthetic queries kept by the round trip"
 

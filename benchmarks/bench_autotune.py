@@ -291,9 +291,8 @@ def plot(payload: dict[str, Any], path: Path) -> None:
         ws = [float(w) for w in r["true_curve"]]
         ax.plot(ws, list(r["true_curve"].values()), color="black", lw=2, label="test nDCG@10")
         ax2 = ax.twinx()
-        for d, color in zip(
-            DEV_SETS, ("tab:red", "tab:blue", "tab:green", "tab:orange"), strict=True
-        ):
+        colors = ("tab:red", "tab:blue", "tab:green", "tab:olive", "tab:orange")
+        for d, color in zip(DEV_SETS, colors, strict=True):
             e = r["estimates"].get(d)
             if e is None:
                 continue
@@ -316,6 +315,7 @@ def main() -> None:
         "--rerankers", nargs="+", default=["bi-encoder:bge-small", "bi-encoder:minilm-l3"]
     )
     ap.add_argument("--work", type=Path, default=None, help="default: <cache>/adapt-bench")
+    ap.add_argument("--fresh", action="store_true", help="re-score datasets scored before")
     C.add_out(ap)
     args = ap.parse_args()
     C.quiet_transformers()
@@ -324,7 +324,18 @@ def main() -> None:
     work = args.work or cache_dir() / "adapt-bench"
     rows = []
     for ds in args.datasets:
-        rows.append(evaluate_dataset(ds, work, args.rerankers))
+        # a dataset scored before with the same rerankers and dev sets is reused
+        cached = work / ds / "autotune-row.json"
+        row = json.loads(cached.read_text("utf-8")) if cached.is_file() and not args.fresh else None
+        if (
+            row is None
+            or row.get("rerankers") != args.rerankers
+            or list(row["dev_sizes"]) != list(DEV_SETS)
+        ):
+            row = evaluate_dataset(ds, work, args.rerankers)
+            row["rerankers"] = args.rerankers
+            cached.write_text(json.dumps(row), "utf-8")
+        rows.append(row)
         payload = {
             "meta": {
                 "machine": C.machine_line(),

@@ -20,7 +20,7 @@ from relevo.engine.autotune import (
 from relevo.engine.evaluate import evaluate
 from relevo.engine.hookspecs import hookimpl
 from relevo.engine.rerank import RerankOptions
-from relevo.engine.synthetic import SyntheticQuery, dropped_path, read_dev_queries
+from relevo.engine.synthetic import SyntheticQuery
 from relevo.testing import FakePlugin, OracleReranker, tiny_corpus, write_beir_dataset
 
 # (query, source): BM25 ranks d12 and d11 below other documents for the first two, and
@@ -67,14 +67,6 @@ def test_dev_set_keeps_the_queries_that_copy_least_in_file_order():
     for bad in (0.0, 1.5):
         with pytest.raises(ConfigError, match="share"):
             dev_set(qs, texts.get, share=bad)
-
-
-def test_read_dev_queries_adds_the_round_trip_drops(tmp_path):
-    out = tmp_path / "q.jsonl"
-    out.write_text(json.dumps({"_id": "k", "text": "kept", "source_id": "d1"}) + "\n")
-    assert [q.id for q in read_dev_queries(out)] == ["k"]  # no drops file: the kept ones
-    dropped_path(out).write_text(json.dumps({"_id": "x", "text": "lost", "source_id": "d2"}) + "\n")
-    assert [q.id for q in read_dev_queries(out)] == ["k", "x"]
 
 
 def test_parse_interpolate():
@@ -164,8 +156,8 @@ def test_eval_with_interpolate_auto(oracle_engine, corpus_dir, tmp_path, invert)
         dev_queries=dev,
     )
     est = report["interpolate_auto"]
-    # the dev set is the half of the generated queries that copies least from its source:
-    # here the two whose source BM25 does not rank first
+    # the dev set is the half of the queries that copies least from its source: here the
+    # two whose source BM25 does not rank first
     assert est["generated_queries"] == len(DEV) and est["source"] == str(dev)
     assert est["dev_queries"] == len(DEV) // 2
     assert est["weight"] == (0.0 if invert else 1.0)

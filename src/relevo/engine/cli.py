@@ -858,7 +858,7 @@ def rerank_cmd(
         from dataclasses import replace
 
         from .autotune import dev_set, estimate_interpolation, pairs
-        from .synthetic import read_dev_queries
+        from .synthetic import read_synthetic_queries
 
         if dev_queries is None:
             raise ConfigError(
@@ -871,7 +871,7 @@ def rerank_cmd(
             doc = store.by_id(doc_id)
             return None if doc is None else doc.content
 
-        dev = pairs(dev_set(read_dev_queries(dev_queries), text_of))
+        dev = pairs(dev_set(read_synthetic_queries(dev_queries), text_of))
         found = collection.search_batch([q for q, _ in dev], depth, with_text=True)
         rows = [(q, h, src) for (q, src), h in zip(dev, found, strict=True)]
         estimate = estimate_interpolation(

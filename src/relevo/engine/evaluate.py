@@ -428,10 +428,10 @@ def _auto_interpolation(
     """``--interpolate auto``: the weight the corpus's synthetic dev set supports."""
     from .autotune import dev_candidates, dev_set, estimate_interpolation, pairs
     from .corpus import read_corpus
-    from .synthetic import cached_dev_set, read_dev_queries
+    from .synthetic import cached_dev_set, read_synthetic_queries
 
     if dev_queries is not None:
-        generated = read_dev_queries(dev_queries)
+        generated = read_synthetic_queries(dev_queries)
         source = str(dev_queries)
     else:
         generated, path = cached_dev_set(engine, dataset.corpus)

@@ -17,7 +17,7 @@ generations are appended batch by batch to ``OUT.raw.jsonl`` (flushed, each batc
 line); a rerun with the same settings skips the batches already there, so an
 interrupted run resumes. The final file ``OUT`` (BEIR ``queries.jsonl`` lines with
 ``source_id`` and ``round_trip_rank``), ``OUT.dropped.jsonl`` (the queries the round trip
-dropped, same lines; a dev set's raw material, see :mod:`relevo.engine.autotune`) and
+dropped, same lines, for inspection and ``benchmarks/bench_autotune.py``) and
 ``OUT.report.json`` are written to temporary siblings and renamed into place.
 """
 
@@ -474,8 +474,8 @@ def generate_queries(
         log.warning("no generated query survived the round-trip check")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(out, [q.to_json() for q in kept])
-    # The dropped ones are kept too: a dev set drawn only from queries the filter's first
-    # stage answers favours that first stage (see relevo.engine.autotune).
+    # The drops are written too, for inspection (what the filter threw away, and why a
+    # dev set of them misleads: relevo.engine.autotune).
     dropped_file = dropped_path(out)
     write_jsonl_atomic(dropped_file, [q.to_json() for q in lost])
     total = sum(len(done[b][i]) for b in done for i in range(len(done[b])))
@@ -522,8 +522,7 @@ def cached_dev_set(
     What ``--interpolate auto`` uses without ``--dev-queries``: ``sample`` documents
     (default :data:`relevo.engine.autotune.AUTO_SAMPLE`), one query each, round-trip
     checked with BM25; the file is keyed by the corpus checksum, the generator and the
-    seed (``<cache>/synthetic/``), so later runs reuse it. Returns the kept *and* the
-    dropped queries (:func:`read_dev_queries`), for :func:`relevo.engine.autotune.dev_set`.
+    seed (``<cache>/synthetic/``), so later runs reuse it.
     """
     from .autotune import AUTO_SAMPLE
     from .cache import key
@@ -544,24 +543,7 @@ def cached_dev_set(
             engine=engine,
             progress=progress,
         )
-    return read_dev_queries(out), out
-
-
-def read_dev_queries(path: str | os.PathLike[str]) -> list[SyntheticQuery]:
-    """The queries of ``path`` and, when it is there, of its ``.dropped.jsonl`` sibling.
-
-    A dev set should not be only the queries the round trip kept (they favour the first
-    stage that kept them); :func:`relevo.engine.autotune.dev_set` chooses among all.
-    """
-    return read_synthetic_queries(path) + read_dropped_queries(path)
-
-
-def read_dropped_queries(out: str | os.PathLike[str]) -> list[SyntheticQuery]:
-    """The round trip's drops written beside ``out`` (none when the file is absent or empty)."""
-    lost = dropped_path(out)
-    if not lost.is_file() or not lost.read_text("utf-8").strip():
-        return []
-    return read_synthetic_queries(lost)
+    return read_synthetic_queries(out), out
 
 
 def make_generator(
@@ -598,8 +580,6 @@ __all__ = [
     "raw_path",
     "read_examples",
     "dropped_path",
-    "read_dev_queries",
-    "read_dropped_queries",
     "read_synthetic_queries",
     "report_path",
     "write_json_atomic",

@@ -6,11 +6,10 @@ GPL-style (Wang et al. 2022) with Promptagator's round-trip filter:
    generate-queries``, or generated now into ``OUT/queries.jsonl`` (resumable).
 2. **Split.** Queries are grouped by source document and a seeded share of the
    documents (``dev_size`` queries at most, a fifth of them at least one) is held out,
-   never trained on. The dev set is chosen from those documents' queries, kept and
-   dropped by the round trip (``OUT.dropped.jsonl`` beside the queries file), by
-   :func:`relevo.engine.autotune.dev_set`: the half that copies least from its source
+   never trained on. The dev set is :func:`relevo.engine.autotune.dev_set`'s choice of
+   those documents' queries: the half that copies least from its source
    (``OUT/dev-queries.jsonl``). The teacher, trained on none of them, is judged on the
-   same choice over *every* generated query (``OUT/teacher-dev-queries.jsonl``).
+   same choice over *every* query (``OUT/teacher-dev-queries.jsonl``).
 3. **Data.** ``OUT/data/`` is a BEIR folder: the corpus (a link to the user's file, or
    a copy where links are refused), the queries, ``qrels/train.tsv`` and
    ``qrels/dev.tsv`` (query -> source document). Every later step reads it like any
@@ -53,7 +52,6 @@ from ..engine.synthetic import (
     QueryGenConfig,
     SyntheticQuery,
     generate_queries,
-    read_dropped_queries,
     read_synthetic_queries,
     write_json_atomic,
     write_jsonl_atomic,
@@ -265,11 +263,6 @@ def _queries(
     return read_synthetic_queries(target), report
 
 
-def _dropped(cfg: AdaptConfig, out: Path) -> list[SyntheticQuery]:
-    """The round trip's drops beside the queries file (``OUT.dropped.jsonl``), if any."""
-    return read_dropped_queries(cfg.queries if cfg.queries is not None else out / "queries.jsonl")
-
-
 def adapt(
     cfg: AdaptConfig,
     *,
@@ -311,16 +304,12 @@ def adapt(
             "adapt needs at least 2 (were the queries written for another corpus?)."
         )
     train, held_out = split_dev(usable, cfg.dev_size, cfg.seed)
-    # Dev sets (relevo.engine.autotune.dev_set): of the generated queries, kept *and*
-    # dropped by the round trip, those that copy least from their source. The adapted
-    # models are judged on held-out documents only; the teacher, trained on none of
-    # these queries, on all of them.
+    # Dev sets (relevo.engine.autotune.dev_set): the half of the queries that copies least
+    # from its source. The adapted models are judged on held-out documents only; the
+    # teacher, trained on none of these queries, on all of them.
     texts = {d.id: d.content for d in docs}
-    lost = [q for q in _dropped(cfg, out) if q.source_id in known]
-    held = {q.source_id for q in held_out}
-    held_lost = [q for q in lost if q.source_id in held]
-    dev = dev_set([*held_out, *held_lost], texts.get)
-    teacher_dev = dev_set([*usable, *lost], texts.get)
+    dev = dev_set(held_out, texts.get)
+    teacher_dev = dev_set(usable, texts.get)
     data = out / "data"
     data_facts = write_training_folder(data, Path(cfg.corpus), train, dev)
     write_jsonl_atomic(out / DEV_FILE, [q.to_json() for q in dev])
@@ -333,9 +322,7 @@ def adapt(
             "total": len(queries),
             "unknown_source": len(queries) - len(usable),
             "train": len(train),
-            "dropped_by_round_trip": len(lost),
             "held_out": len(held_out),
-            "dev_dropped": len(held_lost),
             "dev": len(dev),
             "dev_file": str(out / DEV_FILE),
             "teacher_dev": len(teacher_dev),

@@ -119,6 +119,24 @@ def score(run: dict[str, list], dataset: Any) -> dict[str, float]:
     return score_run(run, dataset.qrels, rel_level=level)
 
 
+def weight_curve(
+    reranked: dict[str, list], first: dict[str, list], depth: int, dataset: Any
+) -> dict[float, float]:
+    """Test nDCG@10 of the reranked top ``depth`` blended with the first stage, per weight."""
+    from relevo.engine.autotune import WEIGHTS
+    from relevo.engine.rerank import interpolate_with_first_stage
+
+    curve = {}
+    for w in WEIGHTS:
+        run = {
+            q: interpolate_with_first_stage(reranked[q], hits[:depth], w, scored=True)
+            + hits[depth:]
+            for q, hits in first.items()
+        }
+        curve[w] = score(run, dataset)["ndcg@10"]
+    return curve
+
+
 def rerank_curve(
     engine: Any,
     dataset: Any,
@@ -128,8 +146,8 @@ def rerank_curve(
     dev_rows: list,
 ) -> dict[str, Any]:
     """One reranking pass; nDCG@10 at every weight, the dev estimate, and the auto row."""
-    from relevo.engine.autotune import WEIGHTS, estimate_interpolation
-    from relevo.engine.rerank import RerankOptions, interpolate_with_first_stage
+    from relevo.engine.autotune import estimate_interpolation
+    from relevo.engine.rerank import RerankOptions
 
     component = engine.reranker(reranker)
     component.load()
@@ -137,14 +155,7 @@ def rerank_curve(
     t0 = time.perf_counter()
     reranked = {q: runner(dataset.queries[q], hits[:depth]).hits for q, hits in first.items()}
     seconds = time.perf_counter() - t0
-    true_curve = {}
-    for w in WEIGHTS:
-        run = {
-            q: interpolate_with_first_stage(reranked[q], hits[:depth], w, scored=True)
-            + hits[depth:]
-            for q, hits in first.items()
-        }
-        true_curve[w] = score(run, dataset)["ndcg@10"]
+    true_curve = weight_curve(reranked, first, depth, dataset)
     est = estimate_interpolation(runner, dev_rows, depth=depth)
     best = max(true_curve, key=lambda w: (true_curve[w], -w))
     return {

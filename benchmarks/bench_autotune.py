@@ -101,19 +101,8 @@ def dev_rr(runner: Any, rows: list, depth: int) -> dict[tuple[str, str], dict[fl
 
 
 def true_curve(runner: Any, dataset: Any, first: dict[str, list], depth: int) -> dict[float, float]:
-    from relevo.engine.autotune import WEIGHTS
-    from relevo.engine.rerank import interpolate_with_first_stage
-
     reranked = {q: runner(dataset.queries[q], hits[:depth]).hits for q, hits in first.items()}
-    curve = {}
-    for w in WEIGHTS:
-        run = {
-            q: interpolate_with_first_stage(reranked[q], hits[:depth], w, scored=True)
-            + hits[depth:]
-            for q, hits in first.items()
-        }
-        curve[w] = A.score(run, dataset)["ndcg@10"]
-    return curve
+    return A.weight_curve(reranked, first, depth, dataset)
 
 
 def evaluate_dataset(ds: str, work: Path, rerankers: list[str]) -> dict[str, Any]:

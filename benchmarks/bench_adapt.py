@@ -397,6 +397,15 @@ def auto_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def docs_per_second(g: dict[str, Any]) -> str:
+    """The generation speed, or the one a rerun that reused every batch carried over."""
+    if g.get("docs_per_second"):
+        return f"{g['docs_per_second']}"
+    if g.get("docs_per_second_earlier"):
+        return f"{g['docs_per_second_earlier']} (earlier run)"
+    return "— (all batches reused; `adapt.md` measured them)"
+
+
 def synthetic_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["", "## Synthetic queries", ""]
     headers = [
@@ -414,7 +423,7 @@ def synthetic_table(rows: list[dict[str, Any]]) -> list[str]:
         g, ad = r["generation"], r["adapt"]
         sample = g["sample_kept"][0]["text"] if g["sample_kept"] else ""
         body.append([r["dataset"], g["documents_used"], g["generated"], g["kept"],
-                     f"{g['kept_fraction']:.0%}", g["docs_per_second"], ad["loss"]["used"], sample[:90]])  # fmt: skip
+                     f"{g['kept_fraction']:.0%}", docs_per_second(g), ad["loss"]["used"], sample[:90]])  # fmt: skip
     lines += C.md_table(headers, body, right=range(1, 6))
     return lines
 
@@ -503,7 +512,8 @@ def main() -> None:
             if row.get(key):
                 choose_auto(row[key])
         row["generation"] = {k: gen[k] for k in ("documents_used", "generated", "kept", "kept_fraction",
-                                                  "docs_per_second", "dropped", "sample_kept")}  # fmt: skip
+                                                  "docs_per_second", "docs_per_second_earlier",
+                                                  "dropped", "sample_kept")}  # fmt: skip
         row["adapt"] = {
             k: adapted.get(k)
             for k in ("queries", "loss", "embedder", "reranker", "interpolate_auto", "seconds")

@@ -121,6 +121,17 @@ def test_existing_output_is_not_replaced_without_overwrite(engine, corpus, tmp_p
     assert out.read_text("utf-8") == "mine\n"
 
 
+def test_a_rerun_that_reuses_every_batch_keeps_the_measured_speed(engine, corpus, tmp_path):
+    out = tmp_path / "q.jsonl"
+    first, _ = _run(engine, corpus, out)
+    assert first["docs_per_second"] > 0 and "docs_per_second_earlier" not in first
+    again, gen = _run(engine, corpus, out, overwrite=True)  # refilter only
+    assert gen.calls == 0 and again["docs_per_second"] is None
+    assert again["docs_per_second_earlier"] == first["docs_per_second"]
+    other, _ = _run(engine, corpus, out, overwrite=True, seed=9)  # new settings: generated
+    assert other["docs_per_second"] > 0 and "docs_per_second_earlier" not in other
+
+
 def test_sample_and_short_documents(engine, tmp_path):
     path = tmp_path / "c.jsonl"
     rows = [{"_id": "empty", "text": ""}, {"_id": "short", "text": "two words"}]

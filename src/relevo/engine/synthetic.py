@@ -500,12 +500,30 @@ def generate_queries(
         "load_seconds": round(load_seconds, 2),
         "generation_seconds": round(gen_seconds, 2),
         "docs_per_second": round(generated_docs / gen_seconds, 3) if generated_docs else None,
+        **_earlier_speed(report_path(out), key, generated_docs),
         "sample_kept": [q.to_json() for q in kept[:10]],
         "sample_dropped": {k: v[:5] for k, v in dropped.items()},
         "settings": {k: v for k, v in key.items() if k != "examples"},
     }
     write_json_atomic(report_path(out), report)
     return report
+
+
+def _earlier_speed(path: Path, key: dict[str, Any], generated_docs: int) -> dict[str, Any]:
+    """A rerun that generated nothing (every batch reused) keeps the speed measured before."""
+    if generated_docs or not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    same = old.get("settings") == {k: v for k, v in key.items() if k != "examples"}
+    if not same or not old.get("docs_per_second"):
+        return {}
+    return {
+        "docs_per_second_earlier": old["docs_per_second"],
+        "generation_seconds_earlier": old.get("generation_seconds"),
+    }
 
 
 def cached_dev_set(

@@ -511,7 +511,7 @@ def main() -> None:
         for key in RERANK_KEYS:
             if row.get(key):
                 choose_auto(row[key])
-        row["generation"] = {k: gen[k] for k in ("documents_used", "generated", "kept", "kept_fraction",
+        row["generation"] = {k: gen.get(k) for k in ("documents_used", "generated", "kept", "kept_fraction",
                                                   "docs_per_second", "docs_per_second_earlier",
                                                   "dropped", "sample_kept")}  # fmt: skip
         row["adapt"] = {

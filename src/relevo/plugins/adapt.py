@@ -264,7 +264,8 @@ def _adapt_command(helpers: CommandHelpers) -> click.Command:
         default=100,
         show_default=True,
         type=click.IntRange(min=0),
-        help="Synthetic queries held out of training to estimate --interpolate auto.",
+        help="Synthetic queries held out of training (whole documents); the half that copies "
+        "least from its source judges the adapted models' --interpolate auto weight.",
     )
     @click.option(
         "--depth",

@@ -14,8 +14,8 @@ GPL-style (Wang et al. 2022) with Promptagator's round-trip filter:
    a copy where links are refused), the queries, ``qrels/train.tsv`` and
    ``qrels/dev.tsv`` (query -> source document). Every later step reads it like any
    training set, so the registered miners, losses and trainers run unchanged.
-4. **Teacher check.** With ``reranker``, the held-out queries measure how far to trust
-   it on this corpus (:func:`relevo.engine.autotune.estimate_interpolation`).
+4. **Teacher check.** With ``reranker``, its dev set (chosen from every query) measures
+   how far to trust it on this corpus (:func:`relevo.engine.autotune.estimate_interpolation`).
 5. **Bi-encoder.** ``relevo train embedder`` on ``OUT/data``: negatives mined from
    ``first_stage`` with ``miner``; ``margin-mse`` against the teacher's (query, positive,
    negative) margins (the pseudo-labels) when the teacher alone ranks the dev set at

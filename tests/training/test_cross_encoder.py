@@ -98,7 +98,8 @@ def test_loss_decreases_and_report_describes_the_run(train_set, tiny_bert, herme
     assert report["datasets"][0]["queries_used"] == len(TRAIN_QUERIES)
     # 60 optimiser steps take real time, and no more than the call around them
     assert isinstance(report["training_seconds"], float)
-    assert 0 < report["training_seconds"] <= wall
+    # (the report rounds to 0.1 s, so allow that much over the measured wall time)
+    assert 0 < report["training_seconds"] <= wall + 0.051
     assert report["final_loss"] == pytest.approx(result.final_loss)
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert not (out / "checkpoint").exists()

@@ -215,8 +215,47 @@ def dev_candidates(
     from .evaluate import corpus_collection
 
     collection = corpus_collection(engine, corpus, pipeline, embedder=embedder)
+    return search_dev(collection, dev, depth)
+
+
+def search_dev(
+    collection: Any, dev: Sequence[tuple[str, str]], depth: int
+) -> list[tuple[str, list[Hit], str]]:
+    """``(query, hits with text, source id)``: each dev pair searched in ``collection``."""
     hits = collection.search_batch([q for q, _ in dev], depth, with_text=True) if dev else []
     return [(q, list(h), src) for (q, src), h in zip(dev, hits, strict=True)]
+
+
+def docstore_text(collection: Any) -> Callable[[str], str | None]:
+    """``text_of(doc_id)`` for :func:`dev_set`, read from a collection's docstore."""
+    store = collection.docstore
+
+    def text_of(doc_id: str) -> str | None:
+        doc = store.by_id(doc_id)
+        return None if doc is None else doc.content
+
+    return text_of
+
+
+def dev_rows(
+    engine: Any,
+    corpus: Any,
+    queries: Sequence[Any],
+    *,
+    pipeline: str,
+    depth: int,
+    embedder: str = "minilm",
+) -> list[tuple[str, list[Hit], str]]:
+    """:func:`dev_set` of synthetic ``queries``, searched with ``pipeline`` over ``corpus``.
+
+    One cached collection (the one ``relevo eval`` uses) gives both the source texts and
+    the candidates.
+    """
+    from .evaluate import corpus_collection
+
+    collection = corpus_collection(engine, corpus, pipeline, embedder=embedder)
+    chosen = pairs(dev_set(queries, docstore_text(collection)))
+    return search_dev(collection, chosen, depth)
 
 
 def default_min_gain(dev_queries: int) -> float:
@@ -276,9 +315,12 @@ __all__ = [
     "dev_set",
     "dev_candidates",
     "dev_curve",
+    "dev_rows",
+    "docstore_text",
     "estimate_interpolation",
     "pairs",
     "parse_interpolate",
     "reciprocal_rank",
+    "search_dev",
     "word_overlap",
 ]

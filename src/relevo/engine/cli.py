@@ -857,7 +857,7 @@ def rerank_cmd(
     if options.interpolate == "auto":
         from dataclasses import replace
 
-        from .autotune import dev_set, estimate_interpolation, pairs
+        from .autotune import dev_set, docstore_text, estimate_interpolation, pairs, search_dev
         from .synthetic import read_synthetic_queries
 
         if dev_queries is None:
@@ -865,15 +865,8 @@ def rerank_cmd(
                 "--interpolate auto needs this corpus's synthetic dev queries here: "
                 "`relevo generate-queries CORPUS --out dev.jsonl --sample 128`, then --dev-queries dev.jsonl."
             )
-        store = collection.docstore
-
-        def text_of(doc_id: str) -> str | None:
-            doc = store.by_id(doc_id)
-            return None if doc is None else doc.content
-
-        dev = pairs(dev_set(read_synthetic_queries(dev_queries), text_of))
-        found = collection.search_batch([q for q, _ in dev], depth, with_text=True)
-        rows = [(q, h, src) for (q, src), h in zip(dev, found, strict=True)]
+        dev = pairs(dev_set(read_synthetic_queries(dev_queries), docstore_text(collection)))
+        rows = search_dev(collection, dev, depth)
         estimate = estimate_interpolation(
             replace(options, interpolate=None).runner(component), rows, depth=depth,
             source=str(dev_queries),

@@ -426,8 +426,7 @@ def _auto_interpolation(
     dev_queries: str | Path | None,
 ) -> Any:
     """``--interpolate auto``: the weight the corpus's synthetic dev set supports."""
-    from .autotune import dev_candidates, dev_set, estimate_interpolation, pairs
-    from .corpus import read_corpus
+    from .autotune import dev_rows, estimate_interpolation
     from .synthetic import cached_dev_set, read_synthetic_queries
 
     if dev_queries is not None:
@@ -436,10 +435,8 @@ def _auto_interpolation(
     else:
         generated, path = cached_dev_set(engine, dataset.corpus)
         source = str(path)
-    texts = {d.id: d.content for d in read_corpus(dataset.corpus)[0]}
-    dev = pairs(dev_set(generated, texts.get))
-    rows = dev_candidates(
-        engine, dataset.corpus, dev, pipeline=pipeline, depth=options.depth, embedder=embedder
+    rows = dev_rows(
+        engine, dataset.corpus, generated, pipeline=pipeline, depth=options.depth, embedder=embedder
     )
     runner = replace(options, interpolate=None).runner(reranker)
     estimate = estimate_interpolation(runner, rows, depth=options.depth, source=source)

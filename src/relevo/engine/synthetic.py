@@ -366,8 +366,8 @@ def report_path(out: str | os.PathLike[str]) -> Path:
 
 def dropped_path(out: str | os.PathLike[str]) -> Path:
     """``OUT.dropped.jsonl``: the queries the round-trip check dropped, with their sources."""
-    p = Path(out).expanduser()
-    return p.with_name(p.stem + ".dropped.jsonl")
+    p = Path(out)
+    return p.with_name(p.name[: -len(".jsonl")] + ".dropped.jsonl")
 
 
 def raw_path(out: str | os.PathLike[str]) -> Path:

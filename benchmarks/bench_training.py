@@ -1,7 +1,8 @@
 """Fine-tuned embedders (issue 9): each miner, distillation and crops, on SciFact and NFCorpus.
 
     .venv/bin/python benchmarks/bench_training.py [--datasets scifact nfcorpus]
-        [--variants static star adore adaptive-margin distill crops] [--max-steps 40]
+        [--variants static star adore adaptive-margin distill crops distill-bi-kl ...]
+        [--max-steps 40]
         [--teacher cross-encoder:DIR] [--bi-teacher bi-encoder:bge-small] [--models-dir DIR]
         [--reuse]
 
@@ -44,6 +45,9 @@ VARIANTS: dict[str, list[str]] = {
     "distill-bi-quarter": [*DISTILL_BI, "--scale", "0.25"],
     # the trainer's default for a bi-encoder teacher: calibrated from the margin spreads
     "distill-bi-auto": [*DISTILL_BI, "--scale", "auto"],
+    # listwise: KL divergence to the teacher's softmax over every document of the batch
+    # (student at inverse temperature 20, the teacher's calibrated by the trainer)
+    "distill-bi-kl": ["--miner", "static", "--loss", "kl-div", "--negatives-per-query", "2"],
     "crops": ["--unsupervised", "crops"],
 }
 
@@ -167,7 +171,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "(static BM25 negatives, 2 per query and step; the student's cosine margins, scale 1; "
         "`distill-bi-half` / `-quarter`: scale 0.5 / 0.25; `distill-bi-auto`: `--scale auto`, "
         "calibrated by the trainer from the teacher's and MiniLM's margin spreads on the "
-        "first batches, the default for a bi-encoder teacher): "
+        "first batches, the default for a bi-encoder teacher; `distill-bi-kl`: `--loss kl-div`, "
+        "the KL divergence between the teacher's and the student's softmax over every document "
+        "of the batch, the teacher's temperature calibrated the same way): "
         "`bi-encoder:bge-small`, BAAI/bge-small-en-v1.5 int8 ONNX, off the shelf "
         "SciFact 0.7112 / NFCorpus 0.3429 (`embedders.md`). `hybrid` is the model fused with BM25 "
         f"(relevo's default hybrid fusion). Targets: SciFact dense >= {TARGETS['scifact']}, NFCorpus "

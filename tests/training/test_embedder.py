@@ -250,6 +250,92 @@ def test_scale_defaults_explicit_values_and_errors(train_set, tiny_st, hermetic,
         config(train_set, tiny_st, tmp_path / "w", scale="auto").validate()
 
 
+def test_in_batch_distill_loss_is_the_kl_divergence_of_the_two_softmaxes():
+    from relevo.training.losses import InBatchDistillLoss
+
+    gen = torch.Generator().manual_seed(3)
+    anchors, docs = torch.randn(3, 8, generator=gen), torch.randn(6, 8, generator=gen)
+    teacher = torch.randn(3, 6, generator=gen)
+    loss = InBatchDistillLoss(None, scale=20.0, teacher_scale=5.0)
+    got = float(loss.loss_from_embeddings([anchors, docs[:3], docs[3:]], teacher))
+    cos = (
+        torch.nn.functional.normalize(anchors, dim=-1)
+        @ torch.nn.functional.normalize(docs, dim=-1).T
+    ).numpy()
+    s = np.exp(20 * cos - (20 * cos).max(1, keepdims=True))
+    s /= s.sum(1, keepdims=True)
+    t = np.exp(5 * teacher.numpy() - (5 * teacher.numpy()).max(1, keepdims=True))
+    t /= t.sum(1, keepdims=True)
+    assert got == pytest.approx(float(np.mean(np.sum(t * np.log(t / s), axis=1))), rel=1e-4)
+    # a teacher whose softmax is the student's own gives no loss
+    same = float(loss.loss_from_embeddings([anchors, docs[:3], docs[3:]], torch.tensor(4 * cos)))
+    assert same == pytest.approx(0.0, abs=1e-5) and got > 1e-3
+    with pytest.raises(ValueError, match="teacher"):
+        loss.loss_from_embeddings([anchors, docs], None)
+
+
+def test_kl_div_distils_the_teacher_over_every_batch_document(
+    train_set, tiny_st, hermetic, tmp_path
+):
+    cfg = config(train_set, tiny_st, tmp_path / "kl", loss="kl-div", teacher="bi-encoder:hashing")
+    result = train_embedder(cfg, engine=hermetic)
+    recipe = result.report["recipe"]
+    cal = recipe["scale_calibration"]
+    assert recipe["loss"] == "kl-div" and "mask_judged" not in recipe
+    assert cal["teacher_sd"] > 0 and cal["student_sd"] > 0
+    assert cal["scale"] == pytest.approx(cal["teacher_sd"] / cal["student_sd"])
+    assert recipe["teacher_scale"] == pytest.approx(trainer.DEFAULT_SCALE / cal["scale"])
+    assert np.isfinite(result.final_loss)
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(weights(tiny_st).values(), weights(tmp_path / "kl").values(), strict=True)
+    )
+    # the labels: the teacher's score of every batch document, per query, in column order
+    data = trainer._load_data(cfg, hermetic)
+    teacher_model = hermetic.reranker("bi-encoder:hashing")
+    teacher = trainer._Teacher(teacher_model, data)
+    first = trainer._epoch_order(data, cfg, 0)[:4]  # the first batch, as calibration reads it
+    batch = trainer._make_batch(data, cfg, first, 0, 0, teacher)
+    docs = [t for col in batch.columns[1:] for t in col]
+    assert np.asarray(batch.labels).shape == (4, len(docs)) and len(docs) == 8
+    for query, row in zip(batch.columns[0], batch.labels, strict=True):
+        assert row == pytest.approx(teacher_model.score(query, docs))
+    # calibration measures the row-centred spreads of those same cells (4 anchors x 8)
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(tiny_st), device="cpu")
+    facts = trainer.calibrate_scale(
+        model, data, cfg, trainer._Teacher(teacher_model, data), anchors=4
+    )
+    labels = np.asarray(batch.labels)
+    assert facts["pairs"] == labels.size
+    assert facts["teacher_sd"] == pytest.approx(
+        float((labels - labels.mean(1, keepdims=True)).std())
+    )
+
+    # a resumed run keeps the calibrated temperature and reproduces the losses
+    out = tmp_path / "resumed"
+    with pytest.raises(Interrupted):
+        train_embedder(
+            config(train_set, tiny_st, out, loss="kl-div", teacher="bi-encoder:hashing"),
+            engine=hermetic,
+            on_step=crash_at(2),
+        )
+    resumed = train_embedder(
+        config(train_set, tiny_st, out, loss="kl-div", teacher="bi-encoder:hashing"),
+        resume=True,
+        engine=hermetic,
+    )
+    assert resumed.report["recipe"]["teacher_scale"] == recipe["teacher_scale"]
+    assert resumed.losses == pytest.approx(result.losses)
+    with pytest.raises(ConfigError, match="student's inverse temperature"):
+        config(
+            train_set, tiny_st, tmp_path / "w", loss="kl-div", teacher="x", scale="auto"
+        ).validate()
+    with pytest.raises(ConfigError, match="--loss kl-div distils a teacher"):
+        config(train_set, tiny_st, tmp_path / "w", loss="kl-div").validate()
+
+
 def test_queries_without_negatives_borrow_in_batch_negatives(
     train_set, tiny_st, hermetic, tmp_path
 ):
@@ -406,6 +492,8 @@ def test_train_embedder_command(train_set, tiny_st, hermetic, tmp_path):
     assert "Traceback" not in again.output
     bad = CliRunner().invoke(root, [*args, "--loss", "margin-mse"], obj={"engine": hermetic})
     assert bad.exit_code == 1 and "--teacher" in bad.output
+    kl = CliRunner().invoke(root, [*args, "--loss", "kl-div"], obj={"engine": hermetic})
+    assert kl.exit_code == 1 and "--teacher" in kl.output and "Traceback" not in kl.output
     opt = CliRunner().invoke(root, [*args, "--miner-option", "oops"], obj={"engine": hermetic})
     assert opt.exit_code == 2 and "KEY=VALUE" in opt.output
     for value, says in (("zero", "neither a number"), ("-2", "> 0")):

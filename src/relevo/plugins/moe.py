@@ -242,7 +242,7 @@ def _moe_command(helpers: CommandHelpers) -> click.Command:
 
     import click
 
-    from ..training.embedder import LOSSES, EmbedderConfig
+    from ..training.embedder import DISTILLATION, LOSSES, EmbedderConfig
 
     defaults = EmbedderConfig(datasets=[], out="", loss="mnrl", cocitation=True)
 
@@ -276,7 +276,7 @@ def _moe_command(helpers: CommandHelpers) -> click.Command:
     @click.option("--first-stage", default=None, help="Pipeline the negatives are mined from.")
     @click.option(
         "--loss",
-        type=click.Choice([x for x in LOSSES if x != "margin-mse"]),
+        type=click.Choice([x for x in LOSSES if x not in DISTILLATION]),
         default="mnrl",
         show_default=True,
         help="In-batch softmax (cached-mnrl: with a gradient cache).",

@@ -220,12 +220,13 @@ def _embedder_command(helpers: CommandHelpers) -> click.Command:
         default=defaults.loss,
         show_default=True,
         help="mnrl: in-batch + hard negatives; cached-mnrl: the same with a gradient cache "
-        "(large batches in little memory); margin-mse: distil --teacher.",
+        "(large batches in little memory); margin-mse: distil --teacher's margins; kl-div: "
+        "distil --teacher's scores of every document in the batch (listwise).",
     )
     @click.option(
         "--teacher",
         default=None,
-        help="Pointwise reranker for margin-mse, e.g. cross-encoder:DIR or bi-encoder:bge-small "
+        help="Pointwise reranker for margin-mse / kl-div, e.g. cross-encoder:DIR or bi-encoder:bge-small "
         "(a stronger embedder's cosines).",
     )
     @click.option(
@@ -234,7 +235,8 @@ def _embedder_command(helpers: CommandHelpers) -> click.Command:
         callback=_scale_option,
         help="MNRL: softmax inverse temperature; margin-mse: factor on the student's cosine "
         "margin, or 'auto' (calibrated from the teacher's and the base model's margin "
-        "spreads on the first batches). [default: 20; auto for a bi-encoder teacher]",
+        "spreads on the first batches); kl-div: the student's inverse temperature (the "
+        "teacher's is calibrated). [default: 20; auto for margin-mse with a bi-encoder teacher]",
     )
     @click.option(
         "--curriculum",

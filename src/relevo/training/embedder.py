@@ -36,6 +36,15 @@ pointwise reranker teacher (``engine.reranker(name)``): label =
 ``scale`` x cosine (Hofstätter et al. 2020; the scale brings a normalised student's
 margins to the teacher's logit range); teacher scores are computed once per (query, document),
 when a batch first needs them, and cached; queries without mined negatives are not used.
+``kl-div``: listwise distillation over the whole batch (the in-batch distillation of
+TAS-B / RocketQAv2): the teacher scores every (query, document of the batch) cell and
+the student's softmax over its ``scale`` x cosines is pulled to the teacher's softmax by
+KL divergence (:class:`relevo.training.losses.InBatchDistillLoss`). The teacher's inverse
+temperature is calibrated before the first step from the two score spreads on the first
+batches, as ``scale="auto"`` does for MarginMSE, so a cross-encoder's logits and another
+embedder's cosines both start out as sharp as the student's own scores. Each step asks the
+teacher for ``batch x batch x (1 + negatives)`` scores: cheap for a ``bi-encoder:``
+teacher (cached document vectors), expensive for a cross-encoder.
 
 Curriculum. ``easy-to-hard``: every epoch visits the examples in ascending order of
 their *mined* negatives' mean first-stage score (easier negatives first; queries
@@ -96,7 +105,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("mnrl", "cached-mnrl", "margin-mse")
+LOSSES = ("mnrl", "cached-mnrl", "margin-mse", "kl-div")
+#: losses that learn a ``teacher``'s scores
+DISTILLATION = ("margin-mse", "kl-div")
 CURRICULA = ("none", "easy-to-hard")
 UNSUPERVISED = ("crops",)
 DEFAULT_SCALE = 20.0  # MNRL's inverse temperature; MarginMSE's factor for a logit teacher
@@ -149,7 +160,8 @@ class EmbedderConfig:
         out: output folder for the model (and ``checkpoint/`` while training).
         base: ``minilm`` (the packaged all-MiniLM-L6-v2), a sentence-transformers or
             Hugging Face folder, or a hub id.
-        loss: ``mnrl``, ``cached-mnrl`` or ``margin-mse`` (needs ``teacher``).
+        loss: ``mnrl``, ``cached-mnrl``, ``margin-mse`` or ``kl-div`` (the last two need
+            ``teacher``).
         miner: registered negative miner (``static``, ``star``, ``adaptive-margin``,
             ``adore``, third-party ones).
         miner_options: options for the miner (e.g. ``{"num_negatives": 5}``).
@@ -158,7 +170,8 @@ class EmbedderConfig:
         dense_embedder: embedder of dense first stages (default: the base model, so
             ADORE's fixed document index lives in the trained encoder's space).
         split: qrels split to train on.
-        teacher: a registered pointwise reranker (``cross-encoder:DIR``) for margin-mse.
+        teacher: a registered pointwise reranker (``cross-encoder:DIR``,
+            ``bi-encoder:EMBEDDER``) for margin-mse and kl-div.
         curriculum: ``none`` or ``easy-to-hard``.
         unsupervised: ``None``, or ``crops`` (pairs of random spans of each document).
         epochs: passes over the examples (ignored when ``max_steps`` is set).
@@ -173,7 +186,8 @@ class EmbedderConfig:
             ``"auto"`` where the teacher's scores are cosines themselves — a
             ``bi-encoder:...`` teacher, see :meth:`resolved_scale`). ``"auto"`` (margin-mse
             only) calibrates it before the first step: the spread of the teacher's margins
-            over the spread of the base model's on the first batches.
+            over the spread of the base model's on the first batches. For ``kl-div`` the
+            student's inverse temperature (default 20); the teacher's is calibrated.
         mask_judged: leave in-batch candidates that the split judges relevant to an
             anchor out of that anchor's softmax (they are not negatives; on NFCorpus 28% of
             the anchors of a random batch of 32 meet one). MNRL losses only.
@@ -238,17 +252,17 @@ class EmbedderConfig:
             raise ConfigError(
                 f"unsupervised must be {' or '.join(UNSUPERVISED)}, not {self.unsupervised!r}."
             )
-        if self.loss == "margin-mse" and not self.teacher:
+        if self.distils and not self.teacher:
             raise ConfigError(
-                "--loss margin-mse distils a cross-encoder: give --teacher RERANKER "
-                "(e.g. cross-encoder:DIR from `relevo train reranker`)."
+                f"--loss {self.loss} distils a teacher: give --teacher RERANKER "
+                "(e.g. cross-encoder:DIR from `relevo train reranker`, or bi-encoder:bge-small)."
             )
-        if self.teacher and self.loss != "margin-mse":
+        if self.teacher and not self.distils:
             raise ConfigError(
-                f"--teacher is only used by --loss margin-mse (got --loss {self.loss})."
+                f"--teacher is only used by --loss margin-mse or kl-div (got --loss {self.loss})."
             )
         if self.unsupervised == "crops":
-            if self.loss == "margin-mse":
+            if self.distils:
                 raise ConfigError(
                     "--unsupervised crops has no queries to score with a teacher: use --loss mnrl or cached-mnrl."
                 )
@@ -279,6 +293,11 @@ class EmbedderConfig:
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}.")
         if self.scale == AUTO_SCALE:
+            if self.loss == "kl-div":
+                raise ConfigError(
+                    "--loss kl-div calibrates the teacher's temperature itself; --scale is the "
+                    "student's inverse temperature (a number, default 20)."
+                )
             if self.loss != "margin-mse" or not self.teacher:
                 raise ConfigError(
                     "scale 'auto' calibrates MarginMSE against a teacher: use it with "
@@ -295,10 +314,10 @@ class EmbedderConfig:
                 "crop ratios must satisfy 0 < crop_min_ratio <= crop_max_ratio <= 1, got "
                 f"{self.crop_min_ratio} and {self.crop_max_ratio}."
             )
-        if self.cocitation and (self.unsupervised or self.loss == "margin-mse"):
+        if self.cocitation and (self.unsupervised or self.distils):
             raise ConfigError(
                 "--cocitation adds document pairs to query training; it does not combine "
-                "with --unsupervised crops or --loss margin-mse (no teacher scores documents pairs)."
+                f"with --unsupervised crops or --loss {self.loss} (no teacher scores document pairs)."
             )
         if self.moe is not None:
             if len(self.moe.domains) != len(self.datasets):
@@ -311,13 +330,19 @@ class EmbedderConfig:
         if isinstance(self.checkpoint_every, bool) or self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}.")
 
+    @property
+    def distils(self) -> bool:
+        """Whether the loss learns a teacher's scores (margin-mse, kl-div)."""
+        return self.loss in DISTILLATION
+
     def resolved_scale(self, teacher: Any = None) -> float | str:
         """``scale`` as given, else the default for this loss and ``teacher``.
 
         MNRL: 20 (a softmax over cosines needs a low temperature). MarginMSE: the
         student's margin is ``scale`` x its cosine margin, in the teacher's units: 20
         for a cross-encoder's logits, ``"auto"`` for a teacher whose ``similarity`` is
-        ``"cosine"`` (``bi-encoder:EMBEDDER``). Two embedders' cosine margins are in the
+        ``"cosine"`` (``bi-encoder:EMBEDDER``). KL-div: 20, the student's inverse
+        temperature (the teacher's is calibrated). Two embedders' cosine margins are in the
         same units but not the same spread (on NFCorpus train pairs bge-small's spread
         about half as wide as MiniLM's), so ``train_embedder`` calibrates the factor on
         the first batches (:func:`calibrate_scale`) instead of assuming 1.
@@ -691,7 +716,7 @@ def _supervised_batch(
     for j in range(width):
         columns.append([_doc_text(data, d, negs[j]) for d, _, _, negs in rows])
     batch = _Batch(columns)
-    if cfg.mask_judged and cfg.loss != "margin-mse":
+    if cfg.mask_judged and not cfg.distils:
         from .losses import judged_mask
 
         # Loss column order: every positive, then each negatives column in turn.
@@ -750,6 +775,19 @@ class _Teacher:
                 self.cache[(qd, qid, dd, doc)] = float(s)
             self.pairs += len(texts)
         self.seconds += time.perf_counter() - t0
+
+    def batch_scores(self, rows: Sequence[tuple[int, str, str, list[str]]]) -> list[list[float]]:
+        """Per query of the batch, its score of every batch document in loss column order.
+
+        The order is every row's positive, then each negatives column in turn (the
+        columns of :class:`relevo.training.losses.InBatchDistillLoss`).
+        """
+        width = len(rows[0][3]) if rows else 0
+        docs = [(qd, pos) for qd, _, pos, _ in rows]
+        for j in range(width):
+            docs.extend(_doc_ref(qd, negs[j]) for qd, _, _, negs in rows)
+        self.ensure([(qd, qid, dd, doc) for qd, qid, _, _ in rows for dd, doc in docs])
+        return [[self.cache[(qd, qid, dd, doc)] for dd, doc in docs] for qd, qid, _, _ in rows]
 
     def margins(self, rows: Sequence[tuple[int, str, str, list[str]]]) -> list[list[float]]:
         wanted = []
@@ -922,7 +960,13 @@ def calibrate_scale(
     already spread as widely as it needs, rather than being asked to shrink (or
     stretch) them all before it can learn the teacher's order.
 
-    Returns ``{"scale", "teacher_sd", "student_sd", "correlation", "pairs"}``.
+    For ``kl-div`` the spreads are those of every (anchor, batch document) score about
+    its anchor's mean (a softmax ignores a row's offset), and the result also holds
+    ``teacher_scale``: the student's inverse temperature over that ratio, so both
+    softmaxes start out equally sharp.
+
+    Returns ``{"scale", "teacher_sd", "student_sd", "correlation", "pairs"}`` (and
+    ``"teacher_scale"`` for kl-div).
     """
     order = _epoch_order(data, cfg, 0)
     teacher_m: list[float] = []
@@ -942,6 +986,12 @@ def calibrate_scale(
                 for col in batch.columns
             ]
             anchor, positive = vecs[0], vecs[1]
+            if cfg.loss == "kl-div":
+                student = anchor @ np.concatenate(vecs[1:], axis=0).T
+                labels = np.asarray(batch.labels, dtype=np.float64)
+                student_m.extend((student - student.mean(axis=1, keepdims=True)).ravel())
+                teacher_m.extend((labels - labels.mean(axis=1, keepdims=True)).ravel())
+                continue
             pos = np.sum(anchor * positive, axis=1)
             for j, neg in enumerate(vecs[2:]):
                 margins = pos - np.sum(anchor * neg, axis=1)
@@ -962,9 +1012,10 @@ def calibrate_scale(
             t_sd,
             s_sd,
         )
-        return {**facts, "scale": 1.0, "correlation": None}
+        return _with_teacher_scale({**facts, "scale": 1.0, "correlation": None}, cfg)
     facts["correlation"] = float(np.corrcoef(t, st)[0, 1])
     facts["scale"] = float(min(max(t_sd / s_sd, 1e-2), 1e2))
+    _with_teacher_scale(facts, cfg)
     log.info(
         "scale auto: %.3f (teacher margin sd %.4f / student %.4f over %d pairs, correlation %.2f)",
         facts["scale"],
@@ -976,7 +1027,22 @@ def calibrate_scale(
     return facts
 
 
-def _loss_module(losses: Any, model: Any, cfg: EmbedderConfig) -> Any:
+def _with_teacher_scale(facts: dict[str, Any], cfg: EmbedderConfig) -> dict[str, Any]:
+    if cfg.loss == "kl-div":  # the teacher's inverse temperature: student's / spread ratio
+        facts["teacher_scale"] = float(cfg.resolved_scale()) / float(facts["scale"])
+    return facts
+
+
+def _loss_module(
+    losses: Any, model: Any, cfg: EmbedderConfig, teacher_scale: float | None = None
+) -> Any:
+    if cfg.loss == "kl-div":
+        from .losses import InBatchDistillLoss
+
+        # teacher_scale comes from calibrate_scale (train_embedder); until then a placeholder
+        return InBatchDistillLoss(
+            model, scale=float(cfg.resolved_scale()), teacher_scale=teacher_scale or 1.0
+        )
     if cfg.loss in ("mnrl", "cached-mnrl"):
         from .losses import InBatchSoftmaxLoss
 
@@ -1158,7 +1224,9 @@ def _make_batch(
         return batch
     batch, rows = _supervised_batch(data, cfg, indices, step)
     batch.expert = data.examples[indices[0]].dataset
-    if teacher is not None:
+    if teacher is not None and cfg.loss == "kl-div":
+        batch.labels = teacher.batch_scores(rows)
+    elif teacher is not None:
         if len(batch.columns) < 3:
             raise DatasetError(
                 f"step {step + 1}: no query of the batch has a negative left (after an ADORE "
@@ -1268,7 +1336,9 @@ def _report(
     recipe["scale"] = cfg.scale
     if progress.calibration is not None:
         recipe["scale_calibration"] = progress.calibration
-    if cfg.loss != "margin-mse":
+    if progress.calibration is not None and cfg.loss == "kl-div":
+        recipe["teacher_scale"] = progress.calibration.get("teacher_scale")
+    if not cfg.distils:
         recipe["mask_judged"] = cfg.mask_judged
     if cfg.unsupervised == "crops":
         recipe["crop_ratio"] = [cfg.crop_min_ratio, cfg.crop_max_ratio]
@@ -1414,16 +1484,20 @@ def train_embedder(
     source = str(ckpt) if ckpt is not None else base
     trainee = _build_trainee(torch, config, source, device, schedule)
     progress = _Progress(fingerprint, schedule.total)
-    if config.scale == AUTO_SCALE:
-        assert teacher is not None  # noqa: S101 - validate() requires one for "auto"
+    if config.scale == AUTO_SCALE or config.loss == "kl-div":
+        assert teacher is not None  # noqa: S101 - validate() requires one for these
         # A resumed run keeps the factor its first session calibrated on the base model.
         stored = prior.get("scale_calibration") if ckpt is not None else None
         if stored is None and config.moe is not None:
             log.warning("scale auto: not calibrated for MoE experts; using 1")
-            stored = {"scale": 1.0, "pairs": 0}
+            stored = _with_teacher_scale({"scale": 1.0, "pairs": 0}, config)
         progress.calibration = stored or calibrate_scale(trainee.model, data, config, teacher)
-        config = dataclasses.replace(config, scale=float(progress.calibration["scale"]))
-        trainee.loss = _loss_module(_st_losses(), trainee.model, config)
+        if config.loss == "kl-div":
+            teacher_scale = float(progress.calibration["teacher_scale"])
+            trainee.loss = _loss_module(_st_losses(), trainee.model, config, teacher_scale)
+        else:
+            config = dataclasses.replace(config, scale=float(progress.calibration["scale"]))
+            trainee.loss = _loss_module(_st_losses(), trainee.model, config)
     if ckpt is not None:
         _restore(ckpt, prior, trainee, progress, data)
     seconds = _train(torch, trainee, data, config, schedule, progress, out, teacher, on_step)
@@ -1468,6 +1542,7 @@ def train_embedder(
 
 __all__ = [
     "CURRICULA",
+    "DISTILLATION",
     "LOSSES",
     "REPORT_FILE",
     "UNSUPERVISED",

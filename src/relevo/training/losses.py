@@ -13,6 +13,13 @@ the gradient-cache variant (Gao et al., 2021): embeddings are computed without a
 chunks, the loss's gradient with respect to them is taken once, and each chunk is run
 again with the same dropout masks to push that gradient into the weights — memory bounded
 by the chunk, the result that of the full batch.
+
+:class:`InBatchDistillLoss` is the listwise distillation counterpart: instead of a
+one-hot target over the batch's documents it takes a teacher's score for every (anchor,
+in-batch document) cell and minimises the KL divergence between the teacher's softmax
+and the student's, so a judged-relevant in-batch document the teacher scores highly is a
+soft positive rather than a negative, and every document of the batch carries a graded
+signal instead of the one or two hard negatives MarginMSE sees.
 """
 
 from __future__ import annotations
@@ -117,6 +124,41 @@ class InBatchSoftmaxLoss:
         return loss.detach()
 
 
+class InBatchDistillLoss(InBatchSoftmaxLoss):
+    """KL(teacher softmax || student softmax) over every document of the batch.
+
+    Args:
+        model: the ``SentenceTransformer`` under training.
+        scale: the student's inverse temperature on its cosine scores.
+        teacher_scale: the teacher's inverse temperature on its scores.
+        mini_batch_size: ``None`` for one pass; else the gradient-cache chunk size.
+
+    Called with the tokenised columns and a ``(batch, batch × (columns − 1))`` tensor of
+    teacher scores in loss column order (every positive, then each negatives column).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        scale: float,
+        teacher_scale: float,
+        mini_batch_size: int | None = None,
+    ) -> None:
+        super().__init__(model, scale=scale, mini_batch_size=mini_batch_size)
+        self.teacher_scale = float(teacher_scale)
+
+    def loss_from_embeddings(self, embeddings: Sequence[Any], mask: Any | None) -> Any:
+        if mask is None:
+            raise ValueError("InBatchDistillLoss needs the teacher's scores for the batch")
+        torch = self.torch
+        anchors = torch.nn.functional.normalize(embeddings[0], dim=-1)
+        docs = torch.nn.functional.normalize(torch.cat(list(embeddings[1:]), dim=0), dim=-1)
+        student = torch.log_softmax(self.scale * anchors @ docs.T, dim=1)
+        target = torch.softmax(self.teacher_scale * mask.to(student.dtype), dim=1)
+        return torch.nn.functional.kl_div(student, target, reduction="batchmean")
+
+
 def judged_mask(
     judged: Sequence[set[Any]], candidates: Sequence[Any], *, own: Sequence[int]
 ) -> tuple[list[list[bool]], int]:
@@ -138,4 +180,4 @@ def judged_mask(
     return rows, count
 
 
-__all__ = ["InBatchSoftmaxLoss", "judged_mask"]
+__all__ = ["InBatchDistillLoss", "InBatchSoftmaxLoss", "judged_mask"]

@@ -63,14 +63,19 @@ class InBatchSoftmaxLoss:
         self.mini_batch_size = mini_batch_size
 
     # -- the loss on embeddings ---------------------------------------------------------------
+    def scores(self, embeddings: Sequence[Any]) -> Any:
+        """``scale`` x cosine of every anchor with every document: ``(n, n * (columns - 1))``."""
+        normalize = self.torch.nn.functional.normalize
+        anchors = normalize(embeddings[0], dim=-1)
+        docs = normalize(self.torch.cat(list(embeddings[1:]), dim=0), dim=-1)
+        return self.scale * anchors @ docs.T
+
     def loss_from_embeddings(self, embeddings: Sequence[Any], mask: Any | None) -> Any:
         torch = self.torch
-        anchors = torch.nn.functional.normalize(embeddings[0], dim=-1)
-        docs = torch.nn.functional.normalize(torch.cat(list(embeddings[1:]), dim=0), dim=-1)
-        scores = self.scale * anchors @ docs.T  # (n, n * (columns - 1))
+        scores = self.scores(embeddings)
         if mask is not None:
             scores = scores.masked_fill(mask, float("-inf"))
-        target = torch.arange(anchors.shape[0], device=anchors.device)
+        target = torch.arange(scores.shape[0], device=scores.device)
         return torch.nn.functional.cross_entropy(scores, target)
 
     def _embed(self, features: dict[str, Any]) -> Any:
@@ -152,9 +157,7 @@ class InBatchDistillLoss(InBatchSoftmaxLoss):
         if mask is None:
             raise ValueError("InBatchDistillLoss needs the teacher's scores for the batch")
         torch = self.torch
-        anchors = torch.nn.functional.normalize(embeddings[0], dim=-1)
-        docs = torch.nn.functional.normalize(torch.cat(list(embeddings[1:]), dim=0), dim=-1)
-        student = torch.log_softmax(self.scale * anchors @ docs.T, dim=1)
+        student = torch.log_softmax(self.scores(embeddings), dim=1)
         target = torch.softmax(self.teacher_scale * mask.to(student.dtype), dim=1)
         return torch.nn.functional.kl_div(student, target, reduction="batchmean")
 

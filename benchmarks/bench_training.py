@@ -48,6 +48,11 @@ VARIANTS: dict[str, list[str]] = {
     # listwise: KL divergence to the teacher's softmax over every document of the batch
     # (student at inverse temperature 20, the teacher's calibrated by the trainer)
     "distill-bi-kl": ["--miner", "static", "--loss", "kl-div", "--negatives-per-query", "2"],
+    # the same with 30% of the target on the qrels (uniform over the judged batch documents)
+    "distill-bi-kl-labels": [
+        *["--miner", "static", "--loss", "kl-div", "--negatives-per-query", "2"],
+        *["--label-weight", "0.3"],
+    ],
     "crops": ["--unsupervised", "crops"],
 }
 
@@ -173,7 +178,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "calibrated by the trainer from the teacher's and MiniLM's margin spreads on the "
         "first batches, the default for a bi-encoder teacher; `distill-bi-kl`: `--loss kl-div`, "
         "the KL divergence between the teacher's and the student's softmax over every document "
-        "of the batch, the teacher's temperature calibrated the same way): "
+        "of the batch, the teacher's temperature calibrated the same way; `distill-bi-kl-labels`: "
+        "the same with `--label-weight 0.3`, 30% of the target uniform over the batch documents "
+        "the train qrels judge relevant to the query): "
         "`bi-encoder:bge-small`, BAAI/bge-small-en-v1.5 int8 ONNX, off the shelf "
         "SciFact 0.7112 / NFCorpus 0.3429 (`embedders.md`). `hybrid` is the model fused with BM25 "
         f"(relevo's default hybrid fusion). Targets: SciFact dense >= {TARGETS['scifact']}, NFCorpus "

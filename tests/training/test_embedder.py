@@ -274,6 +274,45 @@ def test_in_batch_distill_loss_is_the_kl_divergence_of_the_two_softmaxes():
         loss.loss_from_embeddings([anchors, docs], None)
 
 
+def test_label_weight_mixes_the_judgements_into_the_target(train_set, tiny_st, hermetic, tmp_path):
+    from relevo.training.losses import InBatchDistillLoss
+
+    teacher = torch.tensor([[2.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 3.0]])
+    judged = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    mixed = InBatchDistillLoss(None, scale=20.0, teacher_scale=1.0, label_weight=0.25)
+    probs = torch.softmax(teacher, dim=1)
+    want = 0.75 * probs + 0.25 * torch.tensor([[0.5, 0, 0.5, 0], [0, 1.0, 0, 0]])
+    assert torch.allclose(mixed.target(teacher, judged), want)
+    assert torch.allclose(mixed.target(teacher, judged).sum(1), torch.ones(2))
+    with pytest.raises(ValueError, match="judged"):
+        mixed.target(teacher, torch.zeros_like(judged))  # a row without a relevant document
+    # the trainer marks, per anchor, the batch documents the split judges relevant to it
+    cfg = config(
+        train_set, tiny_st, tmp_path / "lw", loss="kl-div", teacher="bi-encoder:hashing",
+        label_weight=0.5,
+    )  # fmt: skip
+    data = trainer._load_data(cfg, hermetic)
+    first = data.examples[0]
+    first.judged = [*first.relevant, *data.examples[1].positives]  # plant a shared judgement
+    batch, rows = trainer._supervised_batch(data, cfg, [0, 1, 2, 3], step=0)
+    refs = trainer._candidates(rows)
+    for i, row in zip([0, 1, 2, 3], batch.judged, strict=True):
+        mine = {(data.examples[i].dataset, r) for r in data.examples[i].relevant}
+        assert row == [1.0 if ref in mine else 0.0 for ref in refs]
+        assert row[i] == 1.0  # its own positive
+    assert batch.judged[0][1] == 1.0  # example 1's positive is judged for example 0 too
+    result = train_embedder(cfg, engine=hermetic)
+    assert result.report["recipe"]["label_weight"] == 0.5 and np.isfinite(result.final_loss)
+    assert "label_weight" not in trainer.EmbedderConfig(datasets=["x"], out="y").fingerprint()
+    for bad, says in ((1.0, r"\[0, 1\)"), (-0.1, r"\[0, 1\)")):
+        with pytest.raises(ConfigError, match=says):
+            config(
+                train_set, tiny_st, tmp_path / "w", loss="kl-div", teacher="x", label_weight=bad
+            ).validate()
+    with pytest.raises(ConfigError, match="--loss kl-div"):
+        config(train_set, tiny_st, tmp_path / "w", label_weight=0.5).validate()
+
+
 def test_kl_div_distils_the_teacher_over_every_batch_document(
     train_set, tiny_st, hermetic, tmp_path
 ):
@@ -494,6 +533,10 @@ def test_train_embedder_command(train_set, tiny_st, hermetic, tmp_path):
     assert bad.exit_code == 1 and "--teacher" in bad.output
     kl = CliRunner().invoke(root, [*args, "--loss", "kl-div"], obj={"engine": hermetic})
     assert kl.exit_code == 1 and "--teacher" in kl.output and "Traceback" not in kl.output
+    lw = CliRunner().invoke(root, [*args, "--label-weight", "0.5"], obj={"engine": hermetic})
+    assert lw.exit_code == 1 and "--loss kl-div" in lw.output  # mnrl has no target to mix
+    lw = CliRunner().invoke(root, [*args, "--label-weight", "1"], obj={"engine": hermetic})
+    assert lw.exit_code == 2 and "--label-weight" in lw.output
     opt = CliRunner().invoke(root, [*args, "--miner-option", "oops"], obj={"engine": hermetic})
     assert opt.exit_code == 2 and "KEY=VALUE" in opt.output
     for value, says in (("zero", "neither a number"), ("-2", "> 0")):

@@ -239,6 +239,14 @@ def _embedder_command(helpers: CommandHelpers) -> click.Command:
         "teacher's is calibrated). [default: 20; auto for margin-mse with a bi-encoder teacher]",
     )
     @click.option(
+        "--label-weight",
+        type=click.FloatRange(min=0, max=1, max_open=True),
+        default=defaults.label_weight,
+        show_default=True,
+        help="kl-div: share of the target given to the qrels (uniform over the batch "
+        "documents judged relevant to the query) instead of the teacher.",
+    )
+    @click.option(
         "--curriculum",
         type=click.Choice(CURRICULA),
         default=defaults.curriculum,

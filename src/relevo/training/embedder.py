@@ -125,6 +125,9 @@ MINILM_ALIASES = ("minilm", "all-MiniLM-L6-v2", MINILM)
 
 #: Fields of :class:`EmbedderConfig` that do not change which model a run produces.
 _RUN_ONLY_FIELDS = frozenset({"out", "checkpoint_every", "device"})
+#: Fields added after checkpoints were first written, left out of the fingerprint at
+#: their default, so a checkpoint from before them still resumes.
+_LATER_DEFAULTS: dict[str, Any] = {"label_weight": 0.0}
 
 
 def default_base_model() -> str:
@@ -191,6 +194,10 @@ class EmbedderConfig:
         mask_judged: leave in-batch candidates that the split judges relevant to an
             anchor out of that anchor's softmax (they are not negatives; on NFCorpus 28% of
             the anchors of a random batch of 32 meet one). MNRL losses only.
+        label_weight: ``kl-div`` only: the share of the target distribution given to the
+            split's judgements instead of the teacher: ``(1 - w) x teacher softmax + w x``
+            uniform over the batch documents judged relevant to the anchor (its positive
+            always among them). 0: the teacher alone.
         max_examples: at most this many examples per dataset (the first, in file order).
         max_positives: train on at most this many positives per query, the highest-graded
             (ties by document id): e.g. 1 on NFCorpus keeps the directly linked
@@ -229,6 +236,7 @@ class EmbedderConfig:
     warmup_ratio: float = 0.1
     scale: float | str | None = None
     mask_judged: bool = True
+    label_weight: float = 0.0
     max_examples: int | None = None
     max_positives: int | None = None
     crop_min_ratio: float = 0.1
@@ -307,6 +315,13 @@ class EmbedderConfig:
             isinstance(self.scale, (str, bool)) or not float(self.scale) > 0
         ):
             raise ConfigError(f"scale must be > 0 or 'auto', got {self.scale!r}.")
+        if isinstance(self.label_weight, bool) or not 0 <= self.label_weight < 1:
+            raise ConfigError(f"label_weight must be in [0, 1), got {self.label_weight!r}.")
+        if self.label_weight and self.loss != "kl-div":
+            raise ConfigError(
+                f"--label-weight mixes the judgements into kl-div's target; --loss {self.loss} "
+                "has no target distribution (use --loss kl-div, or drop --label-weight)."
+            )
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
         if not 0 < self.crop_min_ratio <= self.crop_max_ratio <= 1:
@@ -379,7 +394,11 @@ class EmbedderConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         """The fields that decide the trained weights (compared when resuming)."""
-        data = {k: v for k, v in asdict(self).items() if k not in _RUN_ONLY_FIELDS}
+        data = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in _RUN_ONLY_FIELDS and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])
+        }
         data["datasets"] = [str(Path(d).expanduser().absolute()) for d in self.datasets]
         data["base"] = self.resolved_base()
         return data
@@ -656,6 +675,8 @@ class _Batch:
     labels: list[list[float]] | None = None
     #: per anchor, the candidates (positives column, then negatives) left out of its softmax
     mask: list[list[bool]] | None = None
+    #: kl-div with label_weight: per anchor, 1.0 for the candidates judged relevant to it
+    judged: list[list[float]] | None = None
     masked: int = 0
     expert: int = 0  # MoE: the (single) dataset of the batch
 
@@ -716,18 +737,26 @@ def _supervised_batch(
     for j in range(width):
         columns.append([_doc_text(data, d, negs[j]) for d, _, _, negs in rows])
     batch = _Batch(columns)
+    judged = [{(ex.dataset, p) for p in ex.relevant} for ex, _, _ in chosen]
     if cfg.mask_judged and not cfg.distils:
         from .losses import judged_mask
 
-        # Loss column order: every positive, then each negatives column in turn.
-        candidates = [(d, p) for d, _, p, _ in rows]
-        for j in range(width):
-            candidates.extend(_doc_ref(d, negs[j]) for d, _, _, negs in rows)
-        judged = [{(ex.dataset, p) for p in ex.relevant} for ex, _, _ in chosen]
-        mask, count = judged_mask(judged, candidates, own=list(range(len(rows))))
+        mask, count = judged_mask(judged, _candidates(rows), own=list(range(len(rows))))
         if count:
             batch.mask, batch.masked = mask, count
+    if cfg.loss == "kl-div" and cfg.label_weight:
+        refs = _candidates(rows)
+        batch.judged = [[1.0 if ref in mine else 0.0 for ref in refs] for mine in judged]
     return batch, rows
+
+
+def _candidates(rows: Sequence[tuple[int, str, str, list[str]]]) -> list[tuple[int, str]]:
+    """The batch documents in loss column order: every positive, then each negatives column."""
+    width = len(rows[0][3]) if rows else 0
+    refs = [(d, p) for d, _, p, _ in rows]
+    for j in range(width):
+        refs.extend(_doc_ref(d, negs[j]) for d, _, _, negs in rows)
+    return refs
 
 
 def _doc_text(data: _Data, dataset: int, doc: str) -> str:
@@ -782,10 +811,7 @@ class _Teacher:
         The order is every row's positive, then each negatives column in turn (the
         columns of :class:`relevo.training.losses.InBatchDistillLoss`).
         """
-        width = len(rows[0][3]) if rows else 0
-        docs = [(qd, pos) for qd, _, pos, _ in rows]
-        for j in range(width):
-            docs.extend(_doc_ref(qd, negs[j]) for qd, _, _, negs in rows)
+        docs = _candidates(rows)
         self.ensure([(qd, qid, dd, doc) for qd, qid, _, _ in rows for dd, doc in docs])
         return [[self.cache[(qd, qid, dd, doc)] for dd, doc in docs] for qd, qid, _, _ in rows]
 
@@ -1041,7 +1067,10 @@ def _loss_module(
 
         # teacher_scale comes from calibrate_scale (train_embedder); until then a placeholder
         return InBatchDistillLoss(
-            model, scale=float(cfg.resolved_scale()), teacher_scale=teacher_scale or 1.0
+            model,
+            scale=float(cfg.resolved_scale()),
+            teacher_scale=teacher_scale or 1.0,
+            label_weight=cfg.label_weight,
         )
     if cfg.loss in ("mnrl", "cached-mnrl"):
         from .losses import InBatchSoftmaxLoss
@@ -1134,7 +1163,11 @@ def _train_step(torch: Any, trainee: _Trainee, batch: _Batch) -> tuple[float, fl
 
 def _optimizer_step(torch: Any, trainee: _Trainee, batch: _Batch) -> tuple[float, float]:
     features = [_features(trainee.model, col, trainee.device) for col in batch.columns]
-    if batch.labels is not None:
+    if batch.judged is not None:
+        labels = torch.tensor(batch.labels, dtype=torch.float32, device=trainee.device)
+        judged = torch.tensor(batch.judged, dtype=torch.float32, device=trainee.device)
+        loss = trainee.loss(features, labels, judged)
+    elif batch.labels is not None:
         labels = torch.tensor(batch.labels, dtype=torch.float32, device=trainee.device)
         loss = trainee.loss(features, labels)
     else:
@@ -1338,6 +1371,7 @@ def _report(
         recipe["scale_calibration"] = progress.calibration
     if progress.calibration is not None and cfg.loss == "kl-div":
         recipe["teacher_scale"] = progress.calibration.get("teacher_scale")
+        recipe["label_weight"] = cfg.label_weight
     if not cfg.distils:
         recipe["mask_judged"] = cfg.mask_judged
     if cfg.unsupervised == "crops":

@@ -130,36 +130,63 @@ class InBatchSoftmaxLoss:
 
 
 class InBatchDistillLoss(InBatchSoftmaxLoss):
-    """KL(teacher softmax || student softmax) over every document of the batch.
+    """KL(target || student softmax) over every document of the batch.
 
     Args:
         model: the ``SentenceTransformer`` under training.
         scale: the student's inverse temperature on its cosine scores.
         teacher_scale: the teacher's inverse temperature on its scores.
-        mini_batch_size: ``None`` for one pass; else the gradient-cache chunk size.
+        label_weight: share of the target given to the judgements: the target is
+            ``(1 - w) x softmax(teacher_scale x teacher) + w x`` uniform over the
+            documents judged relevant to the anchor.
 
-    Called with the tokenised columns and a ``(batch, batch × (columns − 1))`` tensor of
-    teacher scores in loss column order (every positive, then each negatives column).
+    Called with the tokenised columns, a ``(batch, batch × (columns − 1))`` tensor of
+    teacher scores in loss column order (every positive, then each negatives column) and,
+    with ``label_weight``, a tensor of the same shape holding 1 where a document is judged
+    relevant to the anchor (every row needs one: the anchor's own positive).
     """
 
     def __init__(
-        self,
-        model: Any,
-        *,
-        scale: float,
-        teacher_scale: float,
-        mini_batch_size: int | None = None,
+        self, model: Any, *, scale: float, teacher_scale: float, label_weight: float = 0.0
     ) -> None:
-        super().__init__(model, scale=scale, mini_batch_size=mini_batch_size)
+        super().__init__(model, scale=scale)
         self.teacher_scale = float(teacher_scale)
+        self.label_weight = float(label_weight)
 
-    def loss_from_embeddings(self, embeddings: Sequence[Any], mask: Any | None) -> Any:
+    def target(self, teacher: Any, judged: Any | None = None) -> Any:
+        """The distribution the student's softmax is pulled to, one row per anchor."""
+        torch = self.torch
+        probs = torch.softmax(self.teacher_scale * teacher.to(torch.float32), dim=1)
+        if not self.label_weight:
+            return probs
+        if judged is None:
+            raise ValueError("label_weight needs the judged-relevant cells of the batch")
+        counts = judged.sum(dim=1, keepdim=True)
+        if bool((counts <= 0).any()):
+            raise ValueError("every anchor needs a judged-relevant document in the batch")
+        return (1 - self.label_weight) * probs + self.label_weight * judged / counts
+
+    def loss_from_embeddings(
+        self, embeddings: Sequence[Any], mask: Any | None, judged: Any | None = None
+    ) -> Any:
         if mask is None:
             raise ValueError("InBatchDistillLoss needs the teacher's scores for the batch")
         torch = self.torch
         student = torch.log_softmax(self.scores(embeddings), dim=1)
-        target = torch.softmax(self.teacher_scale * mask.to(student.dtype), dim=1)
+        target = self.target(mask, judged).to(student.dtype)
         return torch.nn.functional.kl_div(student, target, reduction="batchmean")
+
+    def __call__(
+        self, features: Sequence[dict[str, Any]], mask: Any | None = None, judged: Any = None
+    ) -> Any:
+        shape = (
+            features[0]["input_ids"].shape[0],
+            sum(f["input_ids"].shape[0] for f in features[1:]),
+        )
+        for name, t in (("teacher scores", mask), ("judged cells", judged)):
+            if t is not None and tuple(t.shape) != shape:
+                raise ValueError(f"{name} shape {tuple(t.shape)} does not fit the batch {shape}")
+        return self.loss_from_embeddings([self._embed(f) for f in features], mask, judged)
 
 
 def judged_mask(

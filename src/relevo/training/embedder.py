@@ -1043,7 +1043,7 @@ def calibrate_scale(
     facts["scale"] = float(min(max(t_sd / s_sd, 1e-2), 1e2))
     _with_teacher_scale(facts, cfg)
     log.info(
-        "scale auto: %.3f (teacher margin sd %.4f / student %.4f over %d pairs, correlation %.2f)",
+        "calibrated scale %.3f (teacher score spread %.4f / student %.4f over %d pairs, correlation %.2f)",
         facts["scale"],
         t_sd,
         s_sd,

@@ -84,6 +84,16 @@ def crash_at(step: int):
     return on_step
 
 
+def interrupted_and_resumed(
+    cfg: EmbedderConfig, engine: Engine
+) -> tuple[dict, trainer.EmbedderResult]:
+    """Crash ``cfg``'s run after step 1; return the checkpoint's state and the resumed result."""
+    with pytest.raises(Interrupted):
+        train_embedder(cfg, engine=engine, on_step=crash_at(2))
+    state = json.loads((Path(cfg.out) / "checkpoint" / "trainer_state.json").read_text())
+    return state, train_embedder(cfg, resume=True, engine=engine)
+
+
 def test_two_steps_change_weights_resume_and_reload_identically(
     train_set, tiny_st, hermetic, tmp_path
 ):
@@ -209,20 +219,11 @@ def test_a_bi_encoder_teacher_gets_a_calibrated_scale(train_set, tiny_st, hermet
     assert facts["teacher_sd"] == pytest.approx(float(labels.std()))
 
     # a resumed run keeps the factor its first session calibrated (on the base model)
-    out = tmp_path / "resumed"
-    with pytest.raises(Interrupted):
-        train_embedder(
-            config(train_set, tiny_st, out, loss="margin-mse", teacher="bi-encoder:hashing"),
-            engine=hermetic,
-            on_step=crash_at(2),
-        )
-    state = json.loads((out / "checkpoint" / "trainer_state.json").read_text())
-    assert state["scale_calibration"]["scale"] == pytest.approx(recipe["scale"])
-    resumed = train_embedder(
-        config(train_set, tiny_st, out, loss="margin-mse", teacher="bi-encoder:hashing"),
-        resume=True,
-        engine=hermetic,
+    resumed_cfg = config(
+        train_set, tiny_st, tmp_path / "resumed", loss="margin-mse", teacher="bi-encoder:hashing"
     )
+    state, resumed = interrupted_and_resumed(resumed_cfg, hermetic)
+    assert state["scale_calibration"]["scale"] == pytest.approx(recipe["scale"])
     assert resumed.report["recipe"]["scale"] == recipe["scale"]
     assert resumed.losses == result.losses
 
@@ -353,18 +354,11 @@ def test_kl_div_distils_the_teacher_over_every_batch_document(
     )
 
     # a resumed run keeps the calibrated temperature and reproduces the losses
-    out = tmp_path / "resumed"
-    with pytest.raises(Interrupted):
-        train_embedder(
-            config(train_set, tiny_st, out, loss="kl-div", teacher="bi-encoder:hashing"),
-            engine=hermetic,
-            on_step=crash_at(2),
-        )
-    resumed = train_embedder(
-        config(train_set, tiny_st, out, loss="kl-div", teacher="bi-encoder:hashing"),
-        resume=True,
-        engine=hermetic,
+    resumed_cfg = config(
+        train_set, tiny_st, tmp_path / "resumed", loss="kl-div", teacher="bi-encoder:hashing"
     )
+    state, resumed = interrupted_and_resumed(resumed_cfg, hermetic)
+    assert state["scale_calibration"]["teacher_scale"] == pytest.approx(recipe["teacher_scale"])
     assert resumed.report["recipe"]["teacher_scale"] == recipe["teacher_scale"]
     assert resumed.losses == pytest.approx(result.losses)
     with pytest.raises(ConfigError, match="student's inverse temperature"):

@@ -315,7 +315,11 @@ class EmbedderConfig:
             isinstance(self.scale, (str, bool)) or not float(self.scale) > 0
         ):
             raise ConfigError(f"scale must be > 0 or 'auto', got {self.scale!r}.")
-        if isinstance(self.label_weight, bool) or not 0 <= self.label_weight < 1:
+        if (
+            isinstance(self.label_weight, bool)
+            or not isinstance(self.label_weight, (int, float))
+            or not 0 <= self.label_weight < 1
+        ):
             raise ConfigError(f"label_weight must be in [0, 1), got {self.label_weight!r}.")
         if self.label_weight and self.loss != "kl-div":
             raise ConfigError(
@@ -1163,13 +1167,12 @@ def _train_step(torch: Any, trainee: _Trainee, batch: _Batch) -> tuple[float, fl
 
 def _optimizer_step(torch: Any, trainee: _Trainee, batch: _Batch) -> tuple[float, float]:
     features = [_features(trainee.model, col, trainee.device) for col in batch.columns]
-    if batch.judged is not None:
-        labels = torch.tensor(batch.labels, dtype=torch.float32, device=trainee.device)
-        judged = torch.tensor(batch.judged, dtype=torch.float32, device=trainee.device)
-        loss = trainee.loss(features, labels, judged)
-    elif batch.labels is not None:
-        labels = torch.tensor(batch.labels, dtype=torch.float32, device=trainee.device)
-        loss = trainee.loss(features, labels)
+    if batch.labels is not None:  # teacher scores (and, kl-div with labels, the judged cells)
+        extra = [batch.labels] + ([batch.judged] if batch.judged is not None else [])
+        loss = trainee.loss(
+            features,
+            *(torch.tensor(x, dtype=torch.float32, device=trainee.device) for x in extra),
+        )
     else:
         mask = (
             torch.tensor(batch.mask, dtype=torch.bool, device=trainee.device)

@@ -82,12 +82,18 @@ class InBatchSoftmaxLoss:
         return self.model(features)["sentence_embedding"]
 
     # -- one step ---------------------------------------------------------------------------
-    def __call__(self, features: Sequence[dict[str, Any]], mask: Any | None = None) -> Any:
-        if mask is not None and mask.shape != (
+    @staticmethod
+    def _check_shape(features: Sequence[dict[str, Any]], name: str, cells: Any | None) -> None:
+        """Refuse a per-(anchor, document) tensor that does not fit the batch's columns."""
+        shape = (
             features[0]["input_ids"].shape[0],
             sum(f["input_ids"].shape[0] for f in features[1:]),
-        ):
-            raise ValueError(f"mask shape {tuple(mask.shape)} does not fit the batch")
+        )
+        if cells is not None and tuple(cells.shape) != shape:
+            raise ValueError(f"{name} shape {tuple(cells.shape)} does not fit the batch {shape}")
+
+    def __call__(self, features: Sequence[dict[str, Any]], mask: Any | None = None) -> Any:
+        self._check_shape(features, "mask", mask)
         if self.mini_batch_size is None:
             return self.loss_from_embeddings([self._embed(f) for f in features], mask)
         return self._cached(features, mask)
@@ -179,13 +185,8 @@ class InBatchDistillLoss(InBatchSoftmaxLoss):
     def __call__(
         self, features: Sequence[dict[str, Any]], mask: Any | None = None, judged: Any = None
     ) -> Any:
-        shape = (
-            features[0]["input_ids"].shape[0],
-            sum(f["input_ids"].shape[0] for f in features[1:]),
-        )
-        for name, t in (("teacher scores", mask), ("judged cells", judged)):
-            if t is not None and tuple(t.shape) != shape:
-                raise ValueError(f"{name} shape {tuple(t.shape)} does not fit the batch {shape}")
+        self._check_shape(features, "teacher scores", mask)
+        self._check_shape(features, "judged cells", judged)
         return self.loss_from_embeddings([self._embed(f) for f in features], mask, judged)
 
 

@@ -273,6 +273,11 @@ def test_in_batch_distill_loss_is_the_kl_divergence_of_the_two_softmaxes():
     assert same == pytest.approx(0.0, abs=1e-5) and got > 1e-3
     with pytest.raises(ValueError, match="teacher"):
         loss.loss_from_embeddings([anchors, docs], None)
+    columns = [{"input_ids": torch.zeros(3, 4)} for _ in range(3)]  # 3 anchors x 6 documents
+    with pytest.raises(ValueError, match="teacher scores shape"):
+        loss(columns, torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="judged cells shape"):
+        loss(columns, torch.zeros(3, 6), torch.zeros(2, 6))
 
 
 def test_label_weight_mixes_the_judgements_into_the_target(train_set, tiny_st, hermetic, tmp_path):

@@ -30,6 +30,7 @@ from typing import Any
 import _common as common
 
 DISTILL_BI = ["--miner", "static", "--loss", "margin-mse", "--negatives-per-query", "2"]
+DISTILL_KL = ["--miner", "static", "--loss", "kl-div", "--negatives-per-query", "2"]
 VARIANTS: dict[str, list[str]] = {
     # negatives from BM25 (the trainer's default first stage) unless the variant says
     "static": ["--miner", "static"],
@@ -47,12 +48,9 @@ VARIANTS: dict[str, list[str]] = {
     "distill-bi-auto": [*DISTILL_BI, "--scale", "auto"],
     # listwise: KL divergence to the teacher's softmax over every document of the batch
     # (student at inverse temperature 20, the teacher's calibrated by the trainer)
-    "distill-bi-kl": ["--miner", "static", "--loss", "kl-div", "--negatives-per-query", "2"],
+    "distill-bi-kl": DISTILL_KL,
     # the same with 30% of the target on the qrels (uniform over the judged batch documents)
-    "distill-bi-kl-labels": [
-        *["--miner", "static", "--loss", "kl-div", "--negatives-per-query", "2"],
-        *["--label-weight", "0.3"],
-    ],
+    "distill-bi-kl-labels": [*DISTILL_KL, "--label-weight", "0.3"],
     "crops": ["--unsupervised", "crops"],
 }
 
